@@ -1,0 +1,314 @@
+//! The AMQP message envelope (`schema: "loadtest.v1"`) and its payloads.
+//!
+//! On the wire every message is persistent JSON:
+//! `{"schema":"loadtest.v1","kind":"stats","eventId":"uuid","nodeId":"pod-3","seq":42,
+//!   "sentAt":"2026-11-29T08:00:00Z","token":"…","payload":{…}}`.
+//! [`WireEnvelope`] is that DTO; [`Envelope`] is the parsed domain type (`TryFrom`), whose
+//! [`Body`] is a tagged enum, one variant per `kind`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{StatsPayload, ValidationError};
+
+/// The schema version this crate reads and writes.
+pub const SCHEMA: &str = "loadtest.v1";
+
+/// Routing keys on the `loadtest` topic exchange.
+pub mod routing {
+    /// The topic exchange every message is published to.
+    pub const EXCHANGE: &str = "loadtest";
+    /// Fanout exchange where the writer publishes its running set.
+    pub const STATUS_EXCHANGE: &str = "loadtest.status";
+    /// Dead-letter exchange.
+    pub const DLX: &str = "loadtest.dlx";
+    /// Dead-letter queue.
+    pub const DEAD_QUEUE: &str = "loadtest.dead";
+    /// The writers' quorum queue.
+    pub const WRITER_QUEUE: &str = "loadtest.writer";
+    /// A run was registered (or a node joined it).
+    pub const REGISTERED: &str = "event.registered";
+    /// Cumulative stats from one node.
+    pub const STATS: &str = "event.stats";
+    /// A node (or the coordinator) committed its final stats.
+    pub const COMMITTED: &str = "event.committed";
+    /// The writer wrote a run's final record.
+    pub const COMPLETED: &str = "event.completed";
+    /// Header carrying the reason a message was dead-lettered.
+    pub const DEATH_REASON_HEADER: &str = "x-loadtest-dead-reason";
+}
+
+/// The envelope as it travels (wire DTO). Parse it into [`Envelope`] with `TryFrom`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireEnvelope {
+    /// Must be [`SCHEMA`].
+    pub schema: String,
+    /// `registered`, `stats`, `committed` or `completed`.
+    pub kind: String,
+    /// The run's uuid.
+    pub event_id: String,
+    /// The sending node (a load generator process).
+    #[serde(default)]
+    pub node_id: String,
+    /// Per-node sequence number; higher supersedes lower.
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339 send time.
+    pub sent_at: String,
+    /// The event token (HMAC of the uuid).
+    #[serde(default)]
+    pub token: String,
+    /// Kind-specific payload.
+    pub payload: serde_json::Value,
+}
+
+/// A parsed, valid envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The run.
+    pub event_id: Uuid,
+    /// The sending node.
+    pub node_id: String,
+    /// Per-node sequence number.
+    pub seq: u64,
+    /// When the sender sent it.
+    pub sent_at: DateTime<Utc>,
+    /// The event token.
+    pub token: String,
+    /// What it carries.
+    pub body: Body,
+}
+
+/// What a message carries, by `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// `registered`: a run started, or a node joined it.
+    Registered(RunInfo),
+    /// `stats`: a node's cumulative stats.
+    Stats(StatsPayload),
+    /// `committed`: a node's final stats.
+    Committed(CommitPayload),
+    /// `completed`: the writer wrote the run's final record (for notifiers).
+    Completed(CompletedPayload),
+}
+
+impl Body {
+    /// The `kind` string of this body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Registered(_) => "registered",
+            Body::Stats(_) => "stats",
+            Body::Committed(_) => "committed",
+            Body::Completed(_) => "completed",
+        }
+    }
+
+    /// The routing key this body is published with.
+    pub fn routing_key(&self) -> &'static str {
+        match self {
+            Body::Registered(_) => routing::REGISTERED,
+            Body::Stats(_) => routing::STATS,
+            Body::Committed(_) => routing::COMMITTED,
+            Body::Completed(_) => routing::COMPLETED,
+        }
+    }
+}
+
+/// The metadata of a run, carried by `registered`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    /// When the run started (RFC 3339).
+    pub started_at: DateTime<Utc>,
+    /// The registering machine.
+    #[serde(default)]
+    pub host: String,
+    /// Users (clients) planned.
+    #[serde(default)]
+    pub clients: u64,
+    /// Spawn rate, users/s (Locust's former "hatch rate").
+    #[serde(default)]
+    pub hatch_rate: f64,
+    /// Planned number of requests (0 when the run is time-bound).
+    #[serde(default)]
+    pub requests: u64,
+    /// The system under test.
+    #[serde(default)]
+    pub target_host: String,
+    /// `single` or `cluster`.
+    #[serde(default)]
+    pub mode: String,
+    /// `loadgen`, `locust`, …
+    #[serde(default)]
+    pub tool: String,
+    /// Nodes expected to join (cluster mode), when known.
+    #[serde(default)]
+    pub expected_nodes: Option<u32>,
+}
+
+/// A node's commit: its final cumulative stats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitPayload {
+    /// The committing machine.
+    #[serde(default)]
+    pub host: String,
+    /// The node's final cumulative stats.
+    pub stats: StatsPayload,
+}
+
+/// Published on `event.completed` after a run's final record is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletedPayload {
+    /// `committed` or `expired`.
+    pub status: String,
+    /// Run duration, seconds.
+    pub duration_s: f64,
+    /// Total requests of all nodes.
+    pub requests: u64,
+    /// Total failures of all nodes.
+    pub failures: u64,
+    /// Nodes that took part.
+    pub nodes: u32,
+}
+
+impl Envelope {
+    /// A new envelope stamped now.
+    pub fn new(event_id: Uuid, node_id: impl Into<String>, seq: u64, token: String, body: Body) -> Self {
+        Self {
+            event_id,
+            node_id: node_id.into(),
+            seq,
+            sent_at: Utc::now(),
+            token,
+            body,
+        }
+    }
+
+    /// The wire DTO of this envelope.
+    pub fn to_wire(&self) -> WireEnvelope {
+        let payload = match &self.body {
+            Body::Registered(p) => serde_json::to_value(p),
+            Body::Stats(p) => serde_json::to_value(p),
+            Body::Committed(p) => serde_json::to_value(p),
+            Body::Completed(p) => serde_json::to_value(p),
+        }
+        // Serializing plain structs of strings and numbers cannot fail.
+        .unwrap_or(serde_json::Value::Null);
+        WireEnvelope {
+            schema: SCHEMA.to_string(),
+            kind: self.body.kind().to_string(),
+            event_id: self.event_id.hyphenated().to_string(),
+            node_id: self.node_id.clone(),
+            seq: self.seq,
+            sent_at: self.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            token: self.token.clone(),
+            payload,
+        }
+    }
+
+    /// The JSON bytes published on the wire.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_wire()).unwrap_or_default()
+    }
+
+    /// Parses and validates a message body from the wire.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
+        let wire: WireEnvelope = serde_json::from_slice(bytes)
+            .map_err(|e| ValidationError::new("$", format!("not a loadtest envelope: {e}")))?;
+        Envelope::try_from(wire)
+    }
+}
+
+fn payload<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "payload".to_string() } else { format!("payload.{path}") };
+        ValidationError::new(field, e.inner().to_string())
+    })
+}
+
+impl TryFrom<WireEnvelope> for Envelope {
+    type Error = ValidationError;
+
+    fn try_from(w: WireEnvelope) -> Result<Self, Self::Error> {
+        if w.schema != SCHEMA {
+            return Err(ValidationError::new(
+                "schema",
+                format!("unsupported schema {:?}, expected {SCHEMA:?}", w.schema),
+            ));
+        }
+        let event_id = Uuid::parse_str(&w.event_id)
+            .map_err(|e| ValidationError::new("eventId", format!("not a uuid: {e}")))?;
+        let sent_at = DateTime::parse_from_rfc3339(&w.sent_at)
+            .map_err(|e| ValidationError::new("sentAt", format!("not an RFC 3339 timestamp: {e}")))?
+            .with_timezone(&Utc);
+        if w.node_id.chars().count() > 200 {
+            return Err(ValidationError::new("nodeId", "longer than 200 characters"));
+        }
+        let body = match w.kind.as_str() {
+            "registered" => Body::Registered(payload(w.payload)?),
+            "stats" => {
+                let p: StatsPayload = payload(w.payload)?;
+                p.validate("payload")?;
+                Body::Stats(p)
+            }
+            "committed" => {
+                let p: CommitPayload = payload(w.payload)?;
+                p.stats.validate("payload.stats")?;
+                Body::Committed(p)
+            }
+            "completed" => Body::Completed(payload(w.payload)?),
+            other => {
+                return Err(ValidationError::new("kind", format!("unknown kind {other:?}")));
+            }
+        };
+        Ok(Envelope {
+            event_id,
+            node_id: w.node_id,
+            seq: w.seq,
+            sent_at,
+            token: w.token,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../../../fixtures/stats-message.json");
+
+    #[test]
+    fn parses_the_shared_stats_fixture() {
+        let env = Envelope::from_json(FIXTURE.as_bytes()).expect("fixture parses");
+        assert_eq!(env.node_id, "loadgen-1");
+        assert_eq!(env.seq, 3);
+        let Body::Stats(p) = &env.body else { panic!("stats") };
+        assert_eq!(p.total.num_requests, 42);
+        assert_eq!(p.entries[0].response_times.get(&8), Some(&20));
+        // Round trip through the wire form.
+        let again = Envelope::from_json(&env.to_json()).expect("round trip");
+        assert_eq!(again, env);
+    }
+
+    #[test]
+    fn rejects_unknown_schema_and_kind_naming_the_field() {
+        let mut v: serde_json::Value = serde_json::from_str(FIXTURE).expect("json");
+        v["schema"] = "loadtest.v0".into();
+        let e = Envelope::from_json(v.to_string().as_bytes()).expect_err("schema");
+        assert_eq!(e.field, "schema");
+        v["schema"] = SCHEMA.into();
+        v["kind"] = "bogus".into();
+        assert_eq!(Envelope::from_json(v.to_string().as_bytes()).expect_err("kind").field, "kind");
+        v["kind"] = "stats".into();
+        v["payload"]["entries"][0]["num_requests"] = "many".into();
+        let e = Envelope::from_json(v.to_string().as_bytes()).expect_err("type");
+        assert_eq!(e.field, "payload.entries[0].num_requests");
+        assert!(Envelope::from_json(b"{not json").is_err());
+    }
+}

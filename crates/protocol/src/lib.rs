@@ -1,0 +1,38 @@
+//! Shared protocol of the load-test results pipeline.
+//!
+//! - [`stats`]: Locust-compatible stats model (`StatsEntry`), Locust's histogram rounding,
+//!   exact merging and percentiles.
+//! - [`envelope`]: the versioned AMQP envelope (`loadtest.v1`) and its payloads, parsed from the
+//!   wire DTO with `TryFrom`.
+//! - [`token`]: event tokens (`HMAC-SHA256(secret, uuid)`) and run ids for idempotent register.
+//! - [`time`]: snapshot alignment to the wall clock.
+
+pub mod envelope;
+pub mod stats;
+pub mod time;
+pub mod token;
+
+pub use envelope::{routing, Body, CommitPayload, CompletedPayload, Envelope, RunInfo, WireEnvelope, SCHEMA};
+pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
+pub use token::{event_token, run_id_for_key, verify_event_token};
+
+/// A value that broke a rule, with the JSON path of the offending field
+/// (`measurement.fields.clients`, `payload.entries[3].name`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// JSON path of the offending field.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// An error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

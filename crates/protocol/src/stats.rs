@@ -1,0 +1,471 @@
+//! The Locust-compatible stats model: [`StatsEntry`] (Locust's `StatsEntry.serialize()` shape),
+//! histogram rounding, merging and percentiles.
+//!
+//! Every number here follows Locust (`locust/stats.py`), so stats produced by real Locust and by
+//! our `loadgen` combine exactly:
+//! - response times are milliseconds (f64);
+//! - `response_times` maps a *rounded* response time (ms) to a count, rounded as
+//!   [`round_response_time`] does;
+//! - percentiles walk that map as `calculate_response_time_percentile` does, then are clamped to
+//!   the entry's min and max (a rounded bucket can otherwise report a p99 above the max).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ValidationError;
+
+/// Longest accepted request name, in characters.
+pub const MAX_NAME_LEN: usize = 1_000;
+/// Most entries accepted in one stats payload.
+pub const MAX_ENTRIES: usize = 10_000;
+/// The name Locust gives the total row.
+pub const AGGREGATED: &str = "Aggregated";
+
+/// Rounds a response time (ms) to its histogram bucket exactly as Locust does
+/// (`StatsEntry._log_time_of_request` in `locust/stats.py`): to whole ms below 100 ms, to 10 ms
+/// below 1 s, to 100 ms below 10 s, and to whole seconds above. Python's `round` rounds half to
+/// even, and so does this. Negative or non-finite times go to bucket 0.
+pub fn round_response_time(ms: f64) -> u64 {
+    if !ms.is_finite() || ms <= 0.0 {
+        return 0;
+    }
+    let step = if ms < 100.0 {
+        1.0
+    } else if ms < 1_000.0 {
+        10.0
+    } else if ms < 10_000.0 {
+        100.0
+    } else {
+        1_000.0
+    };
+    let rounded = (ms / step).round_ties_even() * step;
+    // `as` saturates for values beyond u64::MAX, which no response time reaches.
+    rounded as u64
+}
+
+/// Locust's percentile over a rounded histogram (`calculate_response_time_percentile`):
+/// walks the buckets from the slowest down until at most `num_requests * percent` requests
+/// (truncated to an integer, as Locust's `int()`) remain. Returns 0 for an empty histogram.
+/// `percent` is a fraction (0.95 for p95).
+pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -> u64 {
+    let num_requests: u64 = response_times.values().sum();
+    if num_requests == 0 {
+        return 0;
+    }
+    let wanted = (num_requests as f64 * percent) as u64;
+    let mut processed = 0u64;
+    for (&bucket, &count) in response_times.iter().rev() {
+        processed += count;
+        if num_requests.saturating_sub(processed) <= wanted {
+            return bucket;
+        }
+    }
+    0
+}
+
+/// One endpoint's cumulative stats, in Locust's serialized shape (`StatsEntry.serialize()`).
+///
+/// Times are milliseconds; `start_time` and `last_request_timestamp` are Unix seconds (f64).
+/// Unknown fields that Locust also sends (`num_reqs_per_sec`, `num_fail_per_sec`,
+/// `num_none_requests`) are accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsEntry {
+    /// Request name (URL path or the name given for grouping).
+    pub name: String,
+    /// HTTP method; empty for the aggregated row.
+    #[serde(default)]
+    pub method: String,
+    /// Requests completed, successes and failures.
+    pub num_requests: u64,
+    /// Requests that failed.
+    #[serde(default)]
+    pub num_failures: u64,
+    /// Sum of all response times, ms.
+    #[serde(default)]
+    pub total_response_time: f64,
+    /// Fastest response, ms; `null` before the first request (as Locust sends it).
+    #[serde(default)]
+    pub min_response_time: Option<f64>,
+    /// Slowest response, ms.
+    #[serde(default)]
+    pub max_response_time: f64,
+    /// Sum of response body sizes, bytes.
+    #[serde(default)]
+    pub total_content_length: u64,
+    /// Rounded response time (ms) → count. JSON keys are the integers as strings.
+    #[serde(default)]
+    pub response_times: BTreeMap<u64, u64>,
+    /// When this entry started counting, Unix seconds.
+    #[serde(default)]
+    pub start_time: f64,
+    /// When the last request completed, Unix seconds; `null` before the first request.
+    #[serde(default)]
+    pub last_request_timestamp: Option<f64>,
+}
+
+impl StatsEntry {
+    /// An empty entry for `method name`, starting at `start_time` (Unix seconds).
+    pub fn new(method: impl Into<String>, name: impl Into<String>, start_time: f64) -> Self {
+        Self {
+            name: name.into(),
+            method: method.into(),
+            num_requests: 0,
+            num_failures: 0,
+            total_response_time: 0.0,
+            min_response_time: None,
+            max_response_time: 0.0,
+            total_content_length: 0,
+            response_times: BTreeMap::new(),
+            start_time,
+            last_request_timestamp: None,
+        }
+    }
+
+    /// Records one request: `response_time` in ms, body size in bytes, completion time in Unix
+    /// seconds.
+    pub fn log(&mut self, response_time: f64, content_length: u64, failed: bool, now: f64) {
+        self.num_requests += 1;
+        if failed {
+            self.num_failures += 1;
+        }
+        self.total_response_time += response_time;
+        self.min_response_time = Some(match self.min_response_time {
+            Some(min) => min.min(response_time),
+            None => response_time,
+        });
+        self.max_response_time = self.max_response_time.max(response_time);
+        self.total_content_length += content_length;
+        *self
+            .response_times
+            .entry(round_response_time(response_time))
+            .or_insert(0) += 1;
+        self.last_request_timestamp = Some(match self.last_request_timestamp {
+            Some(last) => last.max(now),
+            None => now,
+        });
+    }
+
+    /// Adds `other` into `self`: counts and histograms add, min/max/start/last combine. Merging is
+    /// exact, associative and commutative, so nodes and intervals combine in any order.
+    pub fn merge(&mut self, other: &StatsEntry) {
+        self.num_requests += other.num_requests;
+        self.num_failures += other.num_failures;
+        self.total_response_time += other.total_response_time;
+        self.min_response_time = match (self.min_response_time, other.min_response_time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_response_time = self.max_response_time.max(other.max_response_time);
+        self.total_content_length += other.total_content_length;
+        for (&bucket, &count) in &other.response_times {
+            *self.response_times.entry(bucket).or_insert(0) += count;
+        }
+        self.start_time = match (self.start_time, other.start_time) {
+            (a, b) if a <= 0.0 => b,
+            (a, b) if b <= 0.0 => a,
+            (a, b) => a.min(b),
+        };
+        self.last_request_timestamp =
+            match (self.last_request_timestamp, other.last_request_timestamp) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+    }
+
+    /// Average response time, ms (0 without requests).
+    pub fn avg_response_time(&self) -> f64 {
+        if self.num_requests == 0 {
+            0.0
+        } else {
+            self.total_response_time / self.num_requests as f64
+        }
+    }
+
+    /// Percentile of the response time (ms) for `percent` (a fraction: 0.99 for p99), computed
+    /// as Locust does on the rounded histogram and clamped to `[min, max]`.
+    pub fn percentile(&self, percent: f64) -> f64 {
+        let raw = histogram_percentile(&self.response_times, percent) as f64;
+        clamp_to(raw, self.min_response_time, self.max_response_time)
+    }
+
+    /// The (method, name) key of this entry.
+    pub fn key(&self) -> (String, String) {
+        (self.method.clone(), self.name.clone())
+    }
+
+    /// Checks one entry's invariants; `path` is the JSON path used in the error
+    /// (`payload.entries[3]`).
+    pub fn validate(&self, path: &str) -> Result<(), ValidationError> {
+        if self.name.chars().count() > MAX_NAME_LEN {
+            return Err(ValidationError::new(
+                format!("{path}.name"),
+                format!("longer than {MAX_NAME_LEN} characters"),
+            ));
+        }
+        if self.method.chars().count() > 32 {
+            return Err(ValidationError::new(
+                format!("{path}.method"),
+                "longer than 32 characters",
+            ));
+        }
+        if self.num_failures > self.num_requests {
+            return Err(ValidationError::new(
+                format!("{path}.num_failures"),
+                "greater than num_requests",
+            ));
+        }
+        let finite_non_negative = [
+            ("total_response_time", Some(self.total_response_time)),
+            ("min_response_time", self.min_response_time),
+            ("max_response_time", Some(self.max_response_time)),
+            ("start_time", Some(self.start_time)),
+            ("last_request_timestamp", self.last_request_timestamp),
+        ];
+        for (field, value) in finite_non_negative {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(ValidationError::new(
+                        format!("{path}.{field}"),
+                        "must be a finite, non-negative number",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Clamps a percentile to the entry's observed range.
+fn clamp_to(value: f64, min: Option<f64>, max: f64) -> f64 {
+    let mut v = value;
+    if let Some(min) = min {
+        v = v.max(min);
+    }
+    if max > 0.0 {
+        v = v.min(max);
+    }
+    v
+}
+
+/// Counts of one error, as Locust reports them (`StatsError.serialize()` without the
+/// duplicated fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// HTTP method of the failing request.
+    #[serde(default)]
+    pub method: String,
+    /// Request name.
+    pub name: String,
+    /// The error text (exception or status).
+    pub error: String,
+    /// How often it occurred (cumulative).
+    pub occurrences: u64,
+}
+
+/// A node's cumulative stats since it started: the payload of a `stats` message.
+/// Any later payload from the same node supersedes every earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsPayload {
+    /// Users (clients) running on the node now.
+    #[serde(default)]
+    pub user_count: u64,
+    /// Runner state (`spawning`, `running`, `stopped`), free text as Locust reports it.
+    #[serde(default)]
+    pub state: String,
+    /// Per-endpoint entries.
+    #[serde(default)]
+    pub entries: Vec<StatsEntry>,
+    /// The aggregated row (`name = "Aggregated"`).
+    pub total: StatsEntry,
+    /// Errors by (method, name, error).
+    #[serde(default)]
+    pub errors: Vec<ErrorEntry>,
+}
+
+impl StatsPayload {
+    /// A payload from `entries`, with the total computed by merging them (as Locust's
+    /// `total` is the merge of all entries).
+    pub fn from_entries(
+        entries: Vec<StatsEntry>,
+        errors: Vec<ErrorEntry>,
+        user_count: u64,
+        state: &str,
+    ) -> Self {
+        let start = entries
+            .iter()
+            .map(|e| e.start_time)
+            .filter(|t| *t > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let mut total = StatsEntry::new("", AGGREGATED, if start.is_finite() { start } else { 0.0 });
+        for e in &entries {
+            total.merge(e);
+        }
+        Self {
+            user_count,
+            state: state.to_string(),
+            entries,
+            total,
+            errors,
+        }
+    }
+
+    /// Checks the payload's limits and every entry; errors name the JSON path under `path`.
+    pub fn validate(&self, path: &str) -> Result<(), ValidationError> {
+        if self.entries.len() > MAX_ENTRIES {
+            return Err(ValidationError::new(
+                format!("{path}.entries"),
+                format!("more than {MAX_ENTRIES} entries"),
+            ));
+        }
+        for (i, entry) in self.entries.iter().enumerate() {
+            entry.validate(&format!("{path}.entries[{i}]"))?;
+        }
+        self.total.validate(&format!("{path}.total"))?;
+        if self.errors.len() > MAX_ENTRIES {
+            return Err(ValidationError::new(
+                format!("{path}.errors"),
+                format!("more than {MAX_ENTRIES} errors"),
+            ));
+        }
+        for (i, e) in self.errors.iter().enumerate() {
+            if e.name.chars().count() > MAX_NAME_LEN {
+                return Err(ValidationError::new(
+                    format!("{path}.errors[{i}].name"),
+                    format!("longer than {MAX_NAME_LEN} characters"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_follows_locust() {
+        assert_eq!(round_response_time(3.4), 3);
+        assert_eq!(round_response_time(2.5), 2); // half to even, as Python's round
+        assert_eq!(round_response_time(3.5), 4);
+        assert_eq!(round_response_time(99.4), 99);
+        assert_eq!(round_response_time(147.0), 150);
+        assert_eq!(round_response_time(3_432.0), 3_400);
+        assert_eq!(round_response_time(58_760.0), 59_000);
+        assert_eq!(round_response_time(-1.0), 0);
+        assert_eq!(round_response_time(f64::NAN), 0);
+    }
+
+    #[test]
+    fn percentile_matches_locust_example() {
+        // 10 requests, 10 ms apart. Locust returns the bucket at which at most
+        // int(n * percent) requests remain below it: p50 of 10..=100 is 60, p90 is 100.
+        let mut e = StatsEntry::new("GET", "/", 0.0);
+        for ms in [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0] {
+            e.log(ms, 0, false, 1.0);
+        }
+        assert_eq!(e.percentile(0.5), 60.0);
+        assert_eq!(e.percentile(0.8), 90.0);
+        assert_eq!(e.percentile(0.9), 100.0);
+        assert_eq!(e.percentile(1.0), 100.0);
+    }
+
+    #[test]
+    fn percentile_is_clamped_to_max() {
+        let mut e = StatsEntry::new("GET", "/", 0.0);
+        e.log(104.0, 0, false, 1.0); // bucket 100, below min
+        e.log(996.0, 0, false, 1.0); // bucket 1000, above max
+        assert_eq!(e.percentile(0.99), 996.0);
+        assert_eq!(e.percentile(0.01), 104.0);
+    }
+
+    /// A small deterministic generator so the test needs no extra crate.
+    fn samples(seed: u64, n: usize) -> Vec<f64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2_500_000) as f64 / 100.0 // 0 .. 25 s, two decimals
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_two_nodes_gives_exact_totals_and_combined_percentiles() {
+        let a = samples(7, 5_000);
+        let b = samples(11, 3_000);
+        let mut node_a = StatsEntry::new("GET", "/x", 100.0);
+        let mut node_b = StatsEntry::new("GET", "/x", 90.0);
+        let mut combined = StatsEntry::new("GET", "/x", 90.0);
+        for (i, ms) in a.iter().enumerate() {
+            node_a.log(*ms, 10, i % 10 == 0, 200.0);
+            combined.log(*ms, 10, i % 10 == 0, 200.0);
+        }
+        for (i, ms) in b.iter().enumerate() {
+            node_b.log(*ms, 10, i % 7 == 0, 201.0);
+            combined.log(*ms, 10, i % 7 == 0, 201.0);
+        }
+        let mut merged = node_a.clone();
+        merged.merge(&node_b);
+        assert_eq!(merged.num_requests, 8_000);
+        assert_eq!(merged.num_failures, combined.num_failures);
+        assert_eq!(merged.total_content_length, 80_000);
+        assert_eq!(merged.response_times, combined.response_times);
+        assert_eq!(merged.min_response_time, combined.min_response_time);
+        assert_eq!(merged.max_response_time, combined.max_response_time);
+        assert_eq!(merged.start_time, 90.0);
+        assert_eq!(merged.last_request_timestamp, Some(201.0));
+        assert!((merged.total_response_time - combined.total_response_time).abs() < 1e-6);
+        for p in [0.5, 0.66, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(merged.percentile(p), combined.percentile(p), "p{p}");
+        }
+        // Order does not matter.
+        let mut other_way = node_b.clone();
+        other_way.merge(&node_a);
+        assert_eq!(other_way.response_times, merged.response_times);
+    }
+
+    #[test]
+    fn histogram_keys_are_strings_on_the_wire() {
+        let mut e = StatsEntry::new("GET", "/", 1.0);
+        e.log(12.0, 5, false, 2.0);
+        let json = serde_json::to_value(&e).expect("serializes");
+        assert_eq!(json["response_times"]["12"], 1);
+        let back: StatsEntry = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut e = StatsEntry::new("GET", "x".repeat(1_001), 1.0);
+        let err = e.validate("payload.entries[0]").expect_err("too long");
+        assert_eq!(err.field, "payload.entries[0].name");
+        e.name = "/".into();
+        e.num_failures = 1;
+        let err = e.validate("p").expect_err("failures > requests");
+        assert_eq!(err.field, "p.num_failures");
+        e.num_requests = 1;
+        e.total_response_time = -3.0;
+        assert_eq!(
+            e.validate("p").expect_err("negative").field,
+            "p.total_response_time"
+        );
+    }
+
+    #[test]
+    fn from_entries_totals() {
+        let mut a = StatsEntry::new("GET", "/a", 5.0);
+        a.log(10.0, 1, false, 6.0);
+        let mut b = StatsEntry::new("POST", "/b", 4.0);
+        b.log(20.0, 1, true, 7.0);
+        let p = StatsPayload::from_entries(vec![a, b], vec![], 3, "running");
+        assert_eq!(p.total.num_requests, 2);
+        assert_eq!(p.total.num_failures, 1);
+        assert_eq!(p.total.start_time, 4.0);
+        assert_eq!(p.total.name, AGGREGATED);
+    }
+}
