@@ -177,7 +177,13 @@ pub struct CompletedPayload {
 
 impl Envelope {
     /// A new envelope stamped now.
-    pub fn new(event_id: Uuid, node_id: impl Into<String>, seq: u64, token: String, body: Body) -> Self {
+    pub fn new(
+        event_id: Uuid,
+        node_id: impl Into<String>,
+        seq: u64,
+        token: String,
+        body: Body,
+    ) -> Self {
         Self {
             event_id,
             node_id: node_id.into(),
@@ -204,7 +210,9 @@ impl Envelope {
             event_id: self.event_id.hyphenated().to_string(),
             node_id: self.node_id.clone(),
             seq: self.seq,
-            sent_at: self.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            sent_at: self
+                .sent_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             token: self.token.clone(),
             payload,
         }
@@ -226,7 +234,11 @@ impl Envelope {
 fn payload<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ValidationError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "payload".to_string() } else { format!("payload.{path}") };
+        let field = if path == "." {
+            "payload".to_string()
+        } else {
+            format!("payload.{path}")
+        };
         ValidationError::new(field, e.inner().to_string())
     })
 }
@@ -263,7 +275,10 @@ impl TryFrom<WireEnvelope> for Envelope {
             }
             "completed" => Body::Completed(payload(w.payload)?),
             other => {
-                return Err(ValidationError::new("kind", format!("unknown kind {other:?}")));
+                return Err(ValidationError::new(
+                    "kind",
+                    format!("unknown kind {other:?}"),
+                ));
             }
         };
         Ok(Envelope {
@@ -288,7 +303,9 @@ mod tests {
         let env = Envelope::from_json(FIXTURE.as_bytes()).expect("fixture parses");
         assert_eq!(env.node_id, "loadgen-1");
         assert_eq!(env.seq, 3);
-        let Body::Stats(p) = &env.body else { panic!("stats") };
+        let Body::Stats(p) = &env.body else {
+            panic!("stats")
+        };
         assert_eq!(p.total.num_requests, 42);
         assert_eq!(p.entries[0].response_times.get(&8), Some(&20));
         // Round trip through the wire form.
@@ -304,7 +321,12 @@ mod tests {
         assert_eq!(e.field, "schema");
         v["schema"] = SCHEMA.into();
         v["kind"] = "bogus".into();
-        assert_eq!(Envelope::from_json(v.to_string().as_bytes()).expect_err("kind").field, "kind");
+        assert_eq!(
+            Envelope::from_json(v.to_string().as_bytes())
+                .expect_err("kind")
+                .field,
+            "kind"
+        );
         v["kind"] = "stats".into();
         v["payload"]["entries"][0]["num_requests"] = "many".into();
         let e = Envelope::from_json(v.to_string().as_bytes()).expect_err("type");

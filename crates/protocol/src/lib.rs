@@ -12,7 +12,9 @@ pub mod stats;
 pub mod time;
 pub mod token;
 
-pub use envelope::{routing, Body, CommitPayload, CompletedPayload, Envelope, RunInfo, WireEnvelope, SCHEMA};
+pub use envelope::{
+    routing, Body, CommitPayload, CompletedPayload, Envelope, RunInfo, WireEnvelope, SCHEMA,
+};
 pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
 pub use token::{event_token, run_id_for_key, verify_event_token};
 

@@ -298,7 +298,8 @@ impl StatsPayload {
             .map(|e| e.start_time)
             .filter(|t| *t > 0.0)
             .fold(f64::INFINITY, f64::min);
-        let mut total = StatsEntry::new("", AGGREGATED, if start.is_finite() { start } else { 0.0 });
+        let mut total =
+            StatsEntry::new("", AGGREGATED, if start.is_finite() { start } else { 0.0 });
         for e in &entries {
             total.merge(e);
         }

@@ -33,11 +33,15 @@ mod tests {
 
     #[test]
     fn aligns_to_multiples() {
-        let t = DateTime::parse_from_rfc3339("2026-11-29T08:00:07.5Z").expect("ts").with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-29T08:00:07.5Z")
+            .expect("ts")
+            .with_timezone(&Utc);
         let i = Duration::from_secs(15);
         assert_eq!(align_down(t, i) % 15_000_000_000, 0);
         assert_eq!(align_up(t, i) - align_down(t, i), 15_000_000_000);
-        let exact = DateTime::parse_from_rfc3339("2026-11-29T08:00:15Z").expect("ts").with_timezone(&Utc);
+        let exact = DateTime::parse_from_rfc3339("2026-11-29T08:00:15Z")
+            .expect("ts")
+            .with_timezone(&Utc);
         assert_eq!(align_up(exact, i), align_down(exact, i));
     }
 }

@@ -60,7 +60,10 @@ mod tests {
         let t = event_token(b"s3cret", &a);
         assert_eq!(t.len(), 64);
         assert!(verify_event_token(b"s3cret", &a, &t));
-        assert!(!verify_event_token(b"s3cret", &b, &t), "token of A must not open B");
+        assert!(
+            !verify_event_token(b"s3cret", &b, &t),
+            "token of A must not open B"
+        );
         assert!(!verify_event_token(b"other", &a, &t));
         assert!(!verify_event_token(b"s3cret", &a, "zz"));
     }

@@ -1,0 +1,209 @@
+//! The writer's settings: defaults < optional TOML file (`--config`) < environment
+//! (`LOADTEST__SECTION__KEY`, e.g. `LOADTEST__SINK__KIND=v1`). See `writer.example.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::lifecycle::LifecycleSettings;
+
+/// All settings of `loadtest-writer`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Broker connection and names.
+    pub amqp: AmqpSettings,
+    /// Run lifecycle timings.
+    pub lifecycle: LifecycleConfig,
+    /// Where points go.
+    pub sink: SinkSettings,
+    /// Event-token verification.
+    pub auth: AuthSettings,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// AMQP URI (`amqp://user:pass@host:5672/%2f`); a `heartbeat` query is added when missing.
+    pub url: SecretString,
+    /// Topic exchange (default `loadtest`). The queue is `<exchange>.writer`, the dead-letter
+    /// exchange `<exchange>.dlx`, its queue `<exchange>.dead`, the status fanout
+    /// `<exchange>.status`, so one setting isolates a whole deployment (or a test).
+    pub exchange: String,
+    /// Consumer prefetch; must exceed the active (run, node) pairs (default 5000).
+    pub prefetch: u16,
+    /// Redeliveries before RabbitMQ dead-letters a message (quorum `x-delivery-limit`, default 20).
+    pub delivery_limit: u32,
+    /// Heartbeat, seconds (default 10).
+    pub heartbeat_s: u16,
+    /// Optional `x-expires` of the queues, ms (for tests; unset in production).
+    pub queue_expires_ms: Option<u64>,
+}
+
+impl AmqpSettings {
+    /// The writer's quorum queue.
+    pub fn queue(&self) -> String {
+        format!("{}.writer", self.exchange)
+    }
+    /// Dead-letter exchange.
+    pub fn dlx(&self) -> String {
+        format!("{}.dlx", self.exchange)
+    }
+    /// Dead-letter queue.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.exchange)
+    }
+    /// Status fanout exchange.
+    pub fn status_exchange(&self) -> String {
+        format!("{}.status", self.exchange)
+    }
+}
+
+/// Lifecycle timings, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleConfig {
+    /// Snapshot interval, s (default 15).
+    pub snapshot_interval_s: f64,
+    /// Expire a run after this long without a message, s (default 300).
+    pub expire_after_s: f64,
+    /// Wait this long after the first commit for the other nodes, s (default 60).
+    pub commit_grace_s: f64,
+    /// Distinct (method, name) pairs per run (default 500).
+    pub max_names_per_run: usize,
+}
+
+impl LifecycleConfig {
+    /// As [`LifecycleSettings`]; errors name the bad key.
+    pub fn to_settings(&self) -> anyhow::Result<LifecycleSettings> {
+        let secs = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!(
+                    "lifecycle.{key} must be a positive number of seconds, got {v}"
+                ))
+            }
+        };
+        Ok(LifecycleSettings {
+            snapshot_interval: secs("snapshot_interval_s", self.snapshot_interval_s)?,
+            expire_after: secs("expire_after_s", self.expire_after_s)?,
+            commit_grace: secs("commit_grace_s", self.commit_grace_s)?,
+            max_names_per_run: self.max_names_per_run.max(1),
+        })
+    }
+}
+
+/// Which sink, and its settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkSettings {
+    /// `v2` (InfluxDB API v2, default), `v1` (InfluxDB API v1) or `file` (line protocol).
+    pub kind: String,
+    /// InfluxDB base URL (v1, v2).
+    pub url: String,
+    /// Organisation (v2).
+    pub org: String,
+    /// Bucket (v2).
+    pub bucket: String,
+    /// API token (v2).
+    pub token: Option<SecretString>,
+    /// File holding the token (v2), if not given inline.
+    pub token_file: Option<PathBuf>,
+    /// Database (v1).
+    pub database: String,
+    /// Retention policy (v1), optional.
+    pub retention_policy: Option<String>,
+    /// Basic-auth user (v1), optional.
+    pub username: Option<String>,
+    /// Basic-auth password (v1), optional.
+    pub password: Option<SecretString>,
+    /// Output file (file sink).
+    pub path: PathBuf,
+}
+
+/// Event-token verification.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HMAC secret shared with the API (event tokens are `HMAC-SHA256(secret, uuid)`).
+    pub token_secret: Option<SecretString>,
+    /// File holding the secret, if not given inline.
+    pub token_secret_file: Option<PathBuf>,
+    /// Dead-letter messages whose token does not verify (default true).
+    pub verify_tokens: bool,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogSettings {
+    /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Reads a secret given inline or from a file (trailing newline trimmed).
+pub fn secret_from(
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {what} from {}: {e}", path.display()))?;
+        return Ok(Some(SecretString::from(text.trim_end().to_string())));
+    }
+    Ok(None)
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `LOADTEST__…` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut b = config::Config::builder()
+            .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
+            .set_default("amqp.exchange", "loadtest")?
+            .set_default("amqp.prefetch", 5000)?
+            .set_default("amqp.delivery_limit", 20)?
+            .set_default("amqp.heartbeat_s", 10)?
+            .set_default("lifecycle.snapshot_interval_s", 15.0)?
+            .set_default("lifecycle.expire_after_s", 300.0)?
+            .set_default("lifecycle.commit_grace_s", 60.0)?
+            .set_default("lifecycle.max_names_per_run", 500)?
+            .set_default("sink.kind", "v2")?
+            .set_default("sink.url", "http://127.0.0.1:8086")?
+            .set_default("sink.org", "loadtest")?
+            .set_default("sink.bucket", "loadtest")?
+            .set_default("sink.database", "loadtest")?
+            .set_default("sink.path", "loadtest-results.lp")?
+            .set_default("auth.verify_tokens", true)?;
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("LOADTEST")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let s: Settings = b
+            .build()?
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid writer settings: {e}"))?;
+        s.lifecycle.to_settings()?;
+        if s.auth.verify_tokens
+            && s.auth.token_secret.is_none()
+            && s.auth.token_secret_file.is_none()
+        {
+            anyhow::bail!(
+                "auth.token_secret is required to verify event tokens: set LOADTEST__AUTH__TOKEN_SECRET \
+                 (the same secret as the API), or auth.token_secret_file, or disable with \
+                 LOADTEST__AUTH__VERIFY_TOKENS=false"
+            );
+        }
+        Ok(s)
+    }
+}
