@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod stats;
+pub mod status;
 pub mod time;
 pub mod token;
 
@@ -16,6 +17,7 @@ pub use envelope::{
     routing, Body, CommitPayload, CompletedPayload, Envelope, RunInfo, WireEnvelope, SCHEMA,
 };
 pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
+pub use status::{RunningEvent, RunningSet};
 pub use token::{event_token, run_id_for_key, verify_event_token};
 
 /// A value that broke a rule, with the JSON path of the offending field

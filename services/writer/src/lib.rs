@@ -16,7 +16,6 @@ pub mod lifecycle;
 pub mod points;
 pub mod settings;
 pub mod sink;
-pub mod telemetry;
 
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;

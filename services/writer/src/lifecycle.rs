@@ -20,6 +20,7 @@ use protocol::time::{align_down, align_up, unix_nanos};
 use protocol::{
     Body, CompletedPayload, Envelope, ErrorEntry, RunInfo, StatsEntry, StatsPayload, AGGREGATED,
 };
+pub use protocol::{RunningEvent, RunningSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -112,29 +113,6 @@ impl Effects {
         self.completed.extend(other.completed);
         self.running_changed |= other.running_changed;
     }
-}
-
-/// One running run as reported by `isrunning`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunningEvent {
-    /// The run's uuid.
-    pub uuid: Uuid,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// When its last stats arrived.
-    pub last_stats_at: Option<DateTime<Utc>>,
-    /// Nodes seen.
-    pub nodes: u32,
-}
-
-/// The running set, published on the status exchange.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunningSet {
-    /// Number of running runs.
-    pub running: usize,
-    /// The runs.
-    pub events: Vec<RunningEvent>,
 }
 
 #[derive(Debug, Default)]

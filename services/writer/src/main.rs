@@ -29,8 +29,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    loadtest_writer::telemetry::init(settings.log.format.as_deref(), "info");
-    let shutdown = loadtest_writer::telemetry::shutdown_on_signals();
+    telemetry::init(settings.log.format.as_deref(), "info");
+    let shutdown = telemetry::shutdown_on_signals();
     match loadtest_writer::run(settings, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,4 @@
-//! Tracing set-up shared by the services: `EnvFilter` (`RUST_LOG`, default `info`), JSON when
+//! Tracing set-up and shutdown signals shared by the services: `EnvFilter` (`RUST_LOG`, default `info`), JSON when
 //! stderr is not a terminal (or `format = "json"`), human-readable text otherwise.
 
 use std::io::IsTerminal;

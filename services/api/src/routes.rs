@@ -1,0 +1,260 @@
+//! HTTP handlers. Each one authorises, parses (DTO → domain), publishes with confirms and only
+//! then answers; a publish failure is a 503 with `Retry-After` and nothing half-done.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use protocol::{event_token, run_id_for_key, verify_event_token, Body, CommitPayload, Envelope};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::broker::PublishError;
+use crate::dto::{self, RegisterRequest, Registration};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Answer to a register.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    /// The run's uuid.
+    pub uuid: Uuid,
+    /// Event-scoped bearer token for stats and commit.
+    pub token: String,
+    /// Where to post stats.
+    pub stats_url: String,
+    /// Where to post the commit.
+    pub commit_url: String,
+}
+
+fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!("the body exceeds the limit: {e}"))
+        } else {
+            ApiError::Invalid {
+                field: "$".into(),
+                detail: e.body_text(),
+            }
+        }
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|v| v.trim().to_string())
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+/// Checks the API key; returns its id (a hash prefix, never the key) for run-key derivation.
+fn authorise_key(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let given = header(headers, "x-api-key").or_else(|| bearer(headers));
+    if !state.auth_enabled {
+        return Ok(given
+            .map(|k| key_id(&k))
+            .unwrap_or_else(|| "anonymous".into()));
+    }
+    let Some(given) = given else {
+        return Err(ApiError::Unauthorized(
+            "an API key is required: send Authorization: Bearer <api key> or X-API-Key".into(),
+        ));
+    };
+    let ok = state
+        .secrets
+        .api_keys
+        .iter()
+        .any(|k| constant_time_eq(k.expose_secret().as_bytes(), given.as_bytes()));
+    if ok {
+        Ok(key_id(&given))
+    } else {
+        Err(ApiError::Unauthorized("the API key is not valid".into()))
+    }
+}
+
+fn key_id(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    ha.iter()
+        .zip(hb.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Checks the event token for `event_id`; returns the token to put in the envelope.
+fn authorise_event(
+    state: &AppState,
+    headers: &HeaderMap,
+    event_id: &Uuid,
+) -> Result<String, ApiError> {
+    let secret = state.secrets.token_secret.expose_secret().as_bytes();
+    let given = header(headers, "x-event-token").or_else(|| bearer(headers));
+    match given {
+        Some(t) if verify_event_token(secret, event_id, &t) => Ok(t),
+        Some(_) => Err(ApiError::Unauthorized(format!(
+            "the event token is not valid for run {event_id}"
+        ))),
+        None if !state.auth_enabled => Ok(event_token(secret, event_id)),
+        None => Err(ApiError::Unauthorized(
+            "the event token from register is required: send Authorization: Bearer <token>".into(),
+        )),
+    }
+}
+
+async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
+    let started = std::time::Instant::now();
+    let result = state
+        .publisher
+        .publish(env.body.routing_key(), &env.to_json())
+        .await;
+    tracing::debug!(event_id = %env.event_id, kind = env.body.kind(), elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "published");
+    result.map_err(|e| {
+        tracing::warn!(event_id = %env.event_id, error = %e, "publish failed; answering 503");
+        let retry_after_s = match e {
+            PublishError::Unroutable(_) => 5,
+            _ => 2,
+        };
+        ApiError::Unavailable {
+            detail: format!("{e}; nothing was recorded, retry"),
+            retry_after_s,
+        }
+    })
+}
+
+/// `POST /apiv0.1/events/register` → 201 `{uuid, token, statsUrl, commitUrl}`.
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = authorise_key(&state, &headers)?;
+    let bytes = body(bytes)?;
+    let request: RegisterRequest = dto::parse(&bytes)?;
+    let reg = Registration::try_from(request)?;
+    let secret = state.secrets.token_secret.expose_secret().as_bytes();
+    let event_id = match &reg.run_key {
+        Some(k) => run_id_for_key(secret, &key, k),
+        None => Uuid::new_v4(),
+    };
+    let token = event_token(secret, &event_id);
+    let env = Envelope::new(
+        event_id,
+        reg.node_id.clone(),
+        0,
+        token.clone(),
+        Body::Registered(reg.info),
+    );
+    publish(&state, &env).await?;
+    tracing::info!(event_id = %event_id, node_id = %reg.node_id, "run registered");
+    let response = RegisterResponse {
+        uuid: event_id,
+        token,
+        stats_url: format!("/apiv0.1/events/{event_id}/stats"),
+        commit_url: "/apiv0.1/events/commit".to_string(),
+    };
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// `POST /apiv0.1/events/{uuid}/stats` → 202.
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let event_id = Uuid::parse_str(&uuid)
+        .map_err(|_| ApiError::NotFound(format!("no run {uuid:?}: not a uuid")))?;
+    let token = authorise_event(&state, &headers, &event_id)?;
+    let bytes = body(bytes)?;
+    let post = dto::parse_stats(&bytes)?;
+    let env = Envelope::new(
+        event_id,
+        post.node_id,
+        post.seq,
+        token,
+        Body::Stats(post.payload),
+    );
+    publish(&state, &env).await?;
+    Ok(accepted(event_id))
+}
+
+/// `POST /apiv0.1/events/commit` → 202.
+pub async fn commit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body(bytes)?;
+    let c = dto::parse_commit(&bytes)?;
+    let token = authorise_event(&state, &headers, &c.event_id)?;
+    let env = Envelope::new(
+        c.event_id,
+        c.node_id.clone(),
+        c.seq,
+        token,
+        Body::Committed(CommitPayload {
+            host: c.host,
+            stats: c.stats,
+        }),
+    );
+    publish(&state, &env).await?;
+    tracing::info!(event_id = %c.event_id, node_id = %c.node_id, "run committed");
+    Ok(accepted(c.event_id))
+}
+
+fn accepted(event_id: Uuid) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "uuid": event_id, "status": "accepted" })),
+    )
+        .into_response()
+}
+
+/// `GET /events/isrunning` and `GET /apiv0.1/events/isrunning`.
+pub async fn is_running(State(state): State<Arc<AppState>>) -> Response {
+    let set = state.status.read().map(|s| s.clone()).unwrap_or_default();
+    Json(set).into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: the broker is reachable.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if state.publisher.ready().await {
+        Ok(Json(serde_json::json!({ "status": "ready" })).into_response())
+    } else {
+        Err(ApiError::Unavailable {
+            detail: "RabbitMQ is not reachable".into(),
+            retry_after_s: 2,
+        })
+    }
+}
+
+/// Any other route.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
