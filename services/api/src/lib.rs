@@ -5,7 +5,7 @@
 //! - [`dto`]: request bodies (the original Consumer's, byte for byte) → domain types.
 //! - [`broker`]: publisher with confirms; subscription to the writer's running set.
 //! - [`error`]: `ApiError` → `application/problem+json`.
-//! - [`settings`]: configuration.
+//! - [`settings`]: configuration (defaults, TOML file, environment).
 //!
 //! Stateless: run ids for `runKey` and event tokens are HMACs, so any replica answers any call.
 

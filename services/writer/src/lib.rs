@@ -8,7 +8,7 @@
 //!   retry policy.
 //! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status).
 //! - [`embedded`]: lifecycle + sink in one process, for `loadgen --standalone`.
-//! - [`settings`]: configuration.
+//! - [`settings`]: configuration (defaults, TOML file, environment).
 
 pub mod consumer;
 pub mod embedded;

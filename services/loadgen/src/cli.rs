@@ -1,0 +1,348 @@
+//! Command-line interface (clap derive) and the parsers of its values.
+//!
+//! [`Args`] is what `main` parses and what [`crate::run`] takes. Every value is checked while
+//! parsing (URLs, durations, counts), so a typo gives a clear message before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use reqwest::Url;
+
+const EXAMPLES: &str = "\
+Examples:
+  # 50 users, 10 new users per second, for 2 minutes, over two endpoints; summary only:
+  loadgen --host http://localhost:8080 -u 50 -r 10 -t 2m --path / --path /api/items
+
+  # exactly 10000 requests, results published through the pipeline's API:
+  LOADTEST_API_KEY=... loadgen --host https://staging.example.com -u 20 -r 5 -n 10000 \\
+      --consumer-host https://loadtest-api.example.com
+
+  # no services at all: write line protocol to a file (import it with `influx write`):
+  loadgen --host http://localhost:8080 -u 10 -r 2 -t 1h30m --standalone --output run.lp
+
+  # see a complete run against a built-in target:
+  loadgen demo";
+
+/// Locust-like HTTP load generator.
+///
+/// Sends HTTP GET requests from USERS concurrent users (started at SPAWN_RATE users per second)
+/// to HOST, spread equally over the `--path` values, until RUN_TIME has passed, ITERATIONS
+/// requests were sent, or ctrl-c / SIGTERM. It keeps Locust-compatible cumulative statistics and
+/// prints a Locust-like summary at the end. With `--consumer-host` it registers the run with the
+/// load-test API, publishes cumulative stats every `--stats-interval` and commits at the end;
+/// with `--standalone` it runs the whole results pipeline in-process and writes InfluxDB line
+/// protocol to `--output`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Args {
+    /// A subcommand; without one, loadgen runs a load test with the options below.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The load test's options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Start a small built-in HTTP target and run a 35 s standalone load test against it
+    /// (10 users, 5 users/s, 15 s snapshots), writing line protocol to `loadtest-demo.lp`.
+    Demo(DemoArgs),
+}
+
+/// Options of `loadgen demo`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct DemoArgs {
+    /// Line-protocol file the demo's results are appended to.
+    #[arg(long, value_name = "FILE", default_value = "loadtest-demo.lp")]
+    pub output: PathBuf,
+    /// How long the demo load test runs (e.g. `35s`, `1m`).
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "35s", value_parser = parse_positive_duration)]
+    pub run_time: Duration,
+    /// Interval of the snapshots written while the demo runs (aligned to the wall clock).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_positive_duration)]
+    pub snapshot_interval: Duration,
+    /// Users the demo runs.
+    #[arg(short = 'u', long, value_name = "USERS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+}
+
+/// Options of a load test.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RunArgs {
+    /// Base URL of the system under test (`http://host:port`); paths are appended to it.
+    #[arg(long, value_name = "URL", required = true, value_parser = parse_http_url)]
+    pub host: Option<Url>,
+
+    /// Number of concurrent users (tokio tasks), each sending one request after the other.
+    #[arg(short = 'u', long, value_name = "USERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+
+    /// Users started per second until all USERS run (fractions allowed: 0.5 = one every 2 s).
+    #[arg(short = 'r', long, value_name = "USERS_PER_S", default_value_t = 1.0, value_parser = parse_spawn_rate)]
+    pub spawn_rate: f64,
+
+    /// Stop after this long: `35s`, `2m`, `1h30m`, or plain seconds (`90`). Without it (and
+    /// without `-n`) the test runs until ctrl-c.
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub run_time: Option<Duration>,
+
+    /// Stop after exactly this many requests in total (across all users). Combined with
+    /// `--run-time`, whichever comes first stops the test.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: Option<u64>,
+
+    /// Path to request (repeatable); requests go to the paths in turn, so each gets an equal
+    /// share. Default: `/`.
+    #[arg(long = "path", value_name = "PATH", value_parser = parse_path)]
+    pub paths: Vec<String>,
+
+    /// Per-request timeout, after which the request counts as a failure (`timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// At the end of the test, how long in-flight requests may take to finish before they are
+    /// cancelled (cancelled requests are not counted, as in Locust).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+
+    /// Base URL of the load-test API (`https://loadtest-api.example.com`). When given, the run
+    /// is registered there, stats are published every `--stats-interval`, and it is committed
+    /// at the end.
+    #[arg(long, value_name = "URL", value_parser = parse_http_url, conflicts_with = "standalone")]
+    pub consumer_host: Option<Url>,
+
+    /// API key for registering the run (sent as `Authorization: Bearer KEY`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "LOADTEST_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// This load generator's id within the run. Default: `HOSTNAME-PID`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Idempotency key: nodes registering with the same key (and API key) join one run.
+    #[arg(long, value_name = "KEY")]
+    pub run_key: Option<String>,
+
+    /// Number of nodes expected to join the run (cluster mode).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub expected_nodes: Option<u32>,
+
+    /// How often cumulative stats are published to the API and a progress line is printed to
+    /// stderr.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    pub stats_interval: Duration,
+
+    /// Run the results pipeline in-process (no RabbitMQ, InfluxDB or API) and write its line
+    /// protocol to `--output`.
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// With `--standalone`: line-protocol file the results are appended to.
+    #[arg(long, value_name = "FILE", default_value = "loadtest-results.lp")]
+    pub output: PathBuf,
+
+    /// With `--standalone`: interval of the snapshots written while the test runs; snapshots
+    /// fall on wall-clock multiples of it.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_positive_duration)]
+    pub snapshot_interval: Duration,
+
+    /// Don't print the progress line to stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Parses `argv` (the first item is the program name), returning clap's error on bad input.
+    pub fn try_parse_from_iter<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Self as Parser>::try_parse_from(argv)
+    }
+}
+
+/// Parses a duration: `35s`, `2m`, `1h30m`, `1.5s`, `250ms`, or plain seconds (`90`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration; use e.g. 35s, 2m, 1h30m or plain seconds".into());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return seconds(secs, text);
+    }
+    let mut total = 0.0_f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(bad_duration(text));
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad_duration(text))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match rest[..unit_len].trim() {
+            "h" => 3_600.0,
+            "m" | "min" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad_duration(text)),
+        };
+        rest = &rest[unit_len..];
+        total += value * factor;
+    }
+    seconds(total, text)
+}
+
+fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|_| bad_duration(text))
+}
+
+fn bad_duration(text: &str) -> String {
+    format!("invalid duration {text:?}; use e.g. 35s, 2m, 1h30m, 250ms or plain seconds")
+}
+
+/// [`parse_duration`], refusing zero.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("duration {text:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses an absolute `http` or `https` URL.
+pub fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| format!("invalid URL {text:?}: {e} (expected e.g. http://localhost:8080)"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(url),
+        _ => Err(format!(
+            "invalid URL {text:?}: expected an http:// or https:// URL with a host"
+        )),
+    }
+}
+
+/// Parses a request path; it must start with `/`.
+pub fn parse_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("path {text:?} must start with '/'"));
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!("path {text:?} must not contain whitespace"));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses a spawn rate (users per second), a finite number greater than zero.
+pub fn parse_spawn_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.trim().parse().map_err(|_| {
+        format!("invalid spawn rate {text:?}: expected users per second, e.g. 10 or 0.5")
+    })?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "spawn rate {text:?} must be a number greater than zero"
+        ));
+    }
+    Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("35s"), Ok(Duration::from_secs(35)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("1h30m15s"), Ok(Duration::from_secs(5_415)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
+        for bad in ["", "abc", "5x", "h", "-3", "1h-2m", "s5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn urls_paths_rates() {
+        assert!(parse_http_url("http://localhost:8080").is_ok());
+        assert!(parse_http_url("ftp://x").is_err());
+        assert!(parse_http_url("localhost:8080").is_err());
+        assert!(parse_path("/a").is_ok());
+        assert!(parse_path("a").is_err());
+        assert_eq!(parse_spawn_rate("0.5"), Ok(0.5));
+        assert!(parse_spawn_rate("0").is_err());
+        assert!(parse_spawn_rate("NaN").is_err());
+    }
+
+    #[test]
+    fn parses_a_full_command_line() {
+        let args = Args::try_parse_from_iter([
+            "loadgen",
+            "--host",
+            "http://t:1",
+            "-u",
+            "5",
+            "-r",
+            "2",
+            "-t",
+            "1m",
+            "--path",
+            "/a",
+            "--path",
+            "/b",
+            "-n",
+            "100",
+        ])
+        .expect("valid");
+        assert!(args.command.is_none());
+        assert_eq!(args.run.users, 5);
+        assert_eq!(args.run.spawn_rate, 2.0);
+        assert_eq!(args.run.run_time, Some(Duration::from_secs(60)));
+        assert_eq!(args.run.iterations, Some(100));
+        assert_eq!(args.run.paths, ["/a", "/b"]);
+        assert_eq!(args.run.stats_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn host_is_required_except_for_demo() {
+        let err = Args::try_parse_from_iter(["loadgen", "-u", "5"]).expect_err("needs host");
+        assert!(err.to_string().contains("--host"), "{err}");
+        let demo = Args::try_parse_from_iter(["loadgen", "demo"]).expect("demo");
+        assert!(matches!(demo.command, Some(Command::Demo(_))));
+        let bad = Args::try_parse_from_iter(["loadgen", "--host", "http://t", "-t", "5y"])
+            .expect_err("bad duration");
+        assert!(bad.to_string().contains("invalid duration"), "{bad}");
+        let both = Args::try_parse_from_iter([
+            "loadgen",
+            "--host",
+            "http://t",
+            "--standalone",
+            "--consumer-host",
+            "http://api",
+        ]);
+        assert!(both.is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! Client of the load-test API (`/apiv0.1/events/...`): register, publish stats, commit.
+//!
+//! A `503` (honouring `Retry-After`, in seconds), `502`, `504`, `429` or a connection error is
+//! retried with capped exponential backoff (0.5 s doubling to 5 s) until the retry budget
+//! (default 60 s) is spent; any other 4xx/5xx is an [`ApiError::Rejected`] carrying the
+//! problem+json `title`, `detail` and offending `field`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use protocol::{ErrorEntry, StatsEntry, StatsPayload};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// First retry delay.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest delay between retries.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` honoured.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The API answered with an error that retrying cannot fix (4xx, 500).
+    #[error("{what} rejected by the API: {}", describe_status(*.status, .problem.as_deref()))]
+    Rejected {
+        /// Which call (`register`, `stats`, `commit`).
+        what: &'static str,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The problem+json body, when there was one.
+        problem: Option<Box<Problem>>,
+    },
+    /// The API stayed unavailable (503s or connection errors) for the whole retry budget.
+    #[error("{what} failed: the API at {url} stayed unavailable for {elapsed:?} ({attempts} attempts); last error: {last}")]
+    Unavailable {
+        /// Which call.
+        what: &'static str,
+        /// The URL called.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent retrying.
+        elapsed: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// The API answered 2xx with a body we could not read.
+    #[error("{what}: unexpected response from the API: {message}")]
+    BadResponse {
+        /// Which call.
+        what: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// A URL could not be built (bad consumer host).
+    #[error("invalid API URL: {0}")]
+    Url(String),
+}
+
+/// An RFC 9457 problem+json body, as the API sends with every error.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Problem {
+    /// Problem type URI.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Short summary.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// HTTP status.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// What went wrong, for a human.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// JSON path of the offending field (`measurement.fields.clients`).
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+/// `HTTP 422 Unprocessable Entity: detail (field `x`)`, from the status and problem+json body.
+fn describe_status(status: StatusCode, p: Option<&Problem>) -> String {
+    let title = p
+        .and_then(|p| p.title.clone())
+        .or_else(|| status.canonical_reason().map(str::to_string))
+        .unwrap_or_default();
+    let mut s = format!("HTTP {} {title}", status.as_u16());
+    let Some(p) = p else {
+        return s.trim_end().to_string();
+    };
+    if let Some(d) = &p.detail {
+        s.push_str(&format!(": {d}"));
+    }
+    if let Some(f) = &p.field {
+        s.push_str(&format!(" (field `{f}`)"));
+    }
+    s
+}
+
+/// `measurement` of a register request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterMeasurement {
+    /// `clients`, `hatchRate`, `requests`.
+    pub fields: RegisterFields,
+    /// `targetHost`, `mode`.
+    pub tags: RegisterTags,
+}
+
+/// `measurement.fields` of a register request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterFields {
+    /// Users planned.
+    pub clients: u64,
+    /// Spawn rate, users/s.
+    pub hatch_rate: f64,
+    /// Planned requests (`-n`), 0 for a time-bound run.
+    pub requests: u64,
+}
+
+/// `measurement.tags` of a register request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterTags {
+    /// The system under test (`--host`).
+    pub target_host: String,
+    /// `single`.
+    pub mode: String,
+}
+
+/// Body of `POST /apiv0.1/events/register`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    /// When the run started.
+    pub started_at: String,
+    /// This machine's hostname.
+    pub host: String,
+    /// Planned load and target.
+    pub measurement: RegisterMeasurement,
+    /// `loadgen`.
+    pub tool: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Idempotency key, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<String>,
+    /// Nodes expected to join, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_nodes: Option<u32>,
+}
+
+/// The `201` answer to a register.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// The run's id.
+    pub uuid: Uuid,
+    /// The event token for stats and commit.
+    pub token: String,
+    /// Where stats go (informational; the client builds the URL from the uuid).
+    #[serde(default)]
+    pub stats_url: Option<String>,
+    /// Where the commit goes (informational).
+    #[serde(default)]
+    pub commit_url: Option<String>,
+}
+
+/// Body of `POST /apiv0.1/events/{uuid}/stats`: `nodeId`, `seq` and the payload's fields
+/// (`userCount`, `state`, `entries`, `total`, `errors`) side by side.
+///
+/// Serialized with `#[serde(flatten)]`; deserialized through an explicit wire struct, because
+/// serde's `flatten` buffers the payload and then cannot read the histogram's integer map keys
+/// from their JSON strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", from = "StatsMessageWire")]
+pub struct StatsMessage {
+    /// This node's id.
+    pub node_id: String,
+    /// 1, 2, 3, … per node; higher supersedes lower.
+    pub seq: u64,
+    /// The cumulative stats.
+    #[serde(flatten)]
+    pub payload: StatsPayload,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsMessageWire {
+    node_id: String,
+    seq: u64,
+    #[serde(default)]
+    user_count: u64,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    entries: Vec<StatsEntry>,
+    total: StatsEntry,
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+impl From<StatsMessageWire> for StatsMessage {
+    fn from(w: StatsMessageWire) -> Self {
+        Self {
+            node_id: w.node_id,
+            seq: w.seq,
+            payload: StatsPayload {
+                user_count: w.user_count,
+                state: w.state,
+                entries: w.entries,
+                total: w.total,
+                errors: w.errors,
+            },
+        }
+    }
+}
+
+/// `measurement` of a commit request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitMeasurement {
+    /// `requestStats`.
+    pub fields: CommitFields,
+    /// `hostname`, `mode`.
+    pub tags: CommitTags,
+}
+
+/// `measurement.fields` of a commit request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitFields {
+    /// The final per-endpoint entries.
+    pub request_stats: Vec<StatsEntry>,
+}
+
+/// `measurement.tags` of a commit request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitTags {
+    /// The system under test (`--host`), named `hostname` as in the original Consumer.
+    pub hostname: String,
+    /// `single`.
+    pub mode: String,
+}
+
+/// Body of `POST /apiv0.1/events/commit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRequest {
+    /// When the run started.
+    pub started_at: String,
+    /// The run's id.
+    pub uuid: Uuid,
+    /// This machine's hostname.
+    pub host: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Continues the stats sequence.
+    pub seq: u64,
+    /// Users at the end.
+    pub user_count: u64,
+    /// Final errors.
+    pub errors: Vec<ErrorEntry>,
+    /// Final stats and target.
+    pub measurement: CommitMeasurement,
+}
+
+/// Formats a time as the API expects (RFC 3339, UTC, milliseconds).
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The load-test API client.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Url,
+    retry_budget: Duration,
+}
+
+impl ApiClient {
+    /// A client for the API at `base` (`https://loadtest-api.example.com`), giving up retrying
+    /// after 60 s.
+    pub fn new(base: Url) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Url(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            retry_budget: Duration::from_secs(60),
+        })
+    }
+
+    /// The same client, giving up retrying after `budget`.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ApiError> {
+        let mut base = self.base.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        base.join(path.trim_start_matches('/'))
+            .map_err(|e| ApiError::Url(format!("{path}: {e}")))
+    }
+
+    /// Registers a run: `POST /apiv0.1/events/register` with the API key as bearer token.
+    pub async fn register(
+        &self,
+        body: &RegisterRequest,
+        api_key: Option<&str>,
+    ) -> Result<Registration, ApiError> {
+        let url = self.url("apiv0.1/events/register")?;
+        let bytes = self.post("register", url, api_key, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse {
+            what: "register",
+            message: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+        })
+    }
+
+    /// Publishes cumulative stats: `POST /apiv0.1/events/{uuid}/stats` with the event token.
+    pub async fn publish_stats(
+        &self,
+        uuid: Uuid,
+        token: &str,
+        body: &StatsMessage,
+    ) -> Result<(), ApiError> {
+        let url = self.url(&format!("apiv0.1/events/{}/stats", uuid.hyphenated()))?;
+        self.post("stats", url, Some(token), body).await.map(drop)
+    }
+
+    /// Commits the run: `POST /apiv0.1/events/commit` with the event token.
+    pub async fn commit(&self, token: &str, body: &CommitRequest) -> Result<(), ApiError> {
+        let url = self.url("apiv0.1/events/commit")?;
+        self.post("commit", url, Some(token), body).await.map(drop)
+    }
+
+    /// POSTs `body` as JSON, retrying what is worth retrying; returns the 2xx body.
+    async fn post<B: Serialize>(
+        &self,
+        what: &'static str,
+        url: Url,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> Result<Vec<u8>, ApiError> {
+        let started = Instant::now();
+        let mut delay = BACKOFF_START;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let mut req = self.http.post(url.clone()).json(body);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            let (last, retry_after) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status.is_success() {
+                        return match resp.bytes().await {
+                            Ok(b) => Ok(b.to_vec()),
+                            Err(e) => Err(ApiError::BadResponse {
+                                what,
+                                message: format!("reading the body: {e}"),
+                            }),
+                        };
+                    }
+                    let retry_after = retry_after(resp.headers());
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    let problem = serde_json::from_slice::<Problem>(&bytes).ok().map(Box::new);
+                    if !is_retryable(status) {
+                        return Err(ApiError::Rejected {
+                            what,
+                            status,
+                            problem,
+                        });
+                    }
+                    let text = describe_status(status, problem.as_deref());
+                    (text, retry_after)
+                }
+                Err(e) => (transport_error_text(&e), None),
+            };
+            let wait = retry_after.unwrap_or(delay).min(RETRY_AFTER_MAX);
+            let elapsed = started.elapsed();
+            if elapsed + wait > self.retry_budget {
+                return Err(ApiError::Unavailable {
+                    what,
+                    url: url.to_string(),
+                    attempts,
+                    elapsed,
+                    last,
+                });
+            }
+            tracing::warn!(call = what, attempt = attempts, error = %last, retry_in = ?wait, "API call failed, retrying");
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+    )
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = v.trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// A short, low-cardinality description of a transport error, including its cause.
+pub fn transport_error_text(e: &reqwest::Error) -> String {
+    let kind = transport_error_kind(e);
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
+
+/// The kind of a transport error: `timeout`, `connection error`, `redirect error`,
+/// `body error`, `decode error` or `request error`.
+pub fn transport_error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection error"
+    } else if e.is_redirect() {
+        "redirect error"
+    } else if e.is_body() {
+        "body error"
+    } else if e.is_decode() {
+        "decode error"
+    } else {
+        "request error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_message_flattens_the_payload() {
+        let mut e = StatsEntry::new("GET", "/", 1.0);
+        e.log(10.0, 3, false, 2.0);
+        let payload = StatsPayload::from_entries(vec![e], vec![], 4, "running");
+        let msg = StatsMessage {
+            node_id: "n1".into(),
+            seq: 3,
+            payload,
+        };
+        let v = serde_json::to_value(&msg).expect("json");
+        assert_eq!(v["nodeId"], "n1");
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["userCount"], 4);
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["total"]["name"], "Aggregated");
+        assert_eq!(v["total"]["method"], "");
+        assert_eq!(v["entries"][0]["response_times"]["10"], 1);
+        assert!(v["errors"].is_array());
+        let back: StatsMessage = serde_json::from_value(v).expect("round trip");
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn problem_is_described() {
+        let p: Problem = serde_json::from_str(
+            r#"{"type":"about:blank","title":"Unprocessable Entity","status":422,
+                "detail":"must be positive","field":"measurement.fields.clients"}"#,
+        )
+        .expect("problem");
+        let e = ApiError::Rejected {
+            what: "register",
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            problem: Some(Box::new(p)),
+        };
+        let text = e.to_string();
+        assert!(text.contains("422"), "{text}");
+        assert!(text.contains("must be positive"), "{text}");
+        assert!(text.contains("measurement.fields.clients"), "{text}");
+    }
+
+    #[test]
+    fn urls_keep_a_base_path() {
+        let c = ApiClient::new(Url::parse("http://api:8080/prefix").expect("url")).expect("client");
+        assert_eq!(
+            c.url("apiv0.1/events/register").expect("url").as_str(),
+            "http://api:8080/prefix/apiv0.1/events/register"
+        );
+        let c = ApiClient::new(Url::parse("http://api:8080").expect("url")).expect("client");
+        assert_eq!(
+            c.url("apiv0.1/events/commit").expect("url").as_str(),
+            "http://api:8080/apiv0.1/events/commit"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The users: tokio tasks that send HTTP GET requests one after the other and record each
+//! outcome in their stats shard.
+//!
+//! Stopping has two steps, so counts stay exact: `stop` (run time over, ctrl-c, or the request
+//! budget spent) makes every user finish its in-flight request and start no new one; `abort`
+//! (fired `--stop-timeout` after `stop`) cancels requests still in flight, which are then not
+//! counted, as in Locust. With `-n N` a shared atomic counter hands out exactly N request
+//! tickets, and the ticket number also picks the path, so paths get equal shares.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::transport_error_kind;
+use crate::stats::{unix_now, Sample, ShardHandle, Stats};
+
+/// What the users do.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Base URL of the system under test.
+    pub host: Url,
+    /// Paths requested in turn (at least one).
+    pub paths: Vec<String>,
+    /// Concurrent users.
+    pub users: u64,
+    /// Users started per second.
+    pub spawn_rate: f64,
+    /// Total requests to send, or unlimited.
+    pub iterations: Option<u64>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Live counters shared with the progress printer and the stats publishers.
+#[derive(Debug, Default)]
+pub struct Progress {
+    users: AtomicU64,
+    spawning_done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    /// Users started so far.
+    pub fn users(&self) -> u64 {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// `spawning` while users are still being started, then `running`.
+    pub fn state(&self) -> &'static str {
+        if self.spawning_done.load(Ordering::Relaxed) {
+            "running"
+        } else {
+            "spawning"
+        }
+    }
+}
+
+/// How the users ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerReport {
+    /// Users that were started.
+    pub users_started: u64,
+    /// Requests cancelled by the stop timeout (not counted in the stats).
+    pub requests_cancelled: u64,
+}
+
+/// Hands out request tickets: ticket `k` is the `k`-th request of the run (0-based).
+#[derive(Debug)]
+struct Tickets {
+    next: AtomicU64,
+    limit: Option<u64>,
+}
+
+impl Tickets {
+    fn take(&self) -> Option<u64> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.limit {
+            Some(limit) if k >= limit => None,
+            _ => Some(k),
+        }
+    }
+}
+
+/// The shared HTTP client the users use: one connection pool for all of them.
+pub fn http_client(plan: &LoadPlan) -> anyhow::Result<reqwest::Client> {
+    let pool = usize::try_from(plan.users).unwrap_or(usize::MAX);
+    Ok(reqwest::Client::builder()
+        .timeout(plan.timeout)
+        .connect_timeout(plan.timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Builds the full URLs of `paths` under `host`.
+pub fn target_urls(host: &Url, paths: &[String]) -> anyhow::Result<Vec<(String, Url)>> {
+    let base = host.as_str().trim_end_matches('/');
+    paths
+        .iter()
+        .map(|p| {
+            let url = Url::parse(&format!("{base}{p}"))
+                .map_err(|e| anyhow::anyhow!("invalid path {p:?} for host {host}: {e}"))?;
+            Ok((p.clone(), url))
+        })
+        .collect()
+}
+
+/// Starts USERS users at the spawn rate and waits until all have finished. Returns when the
+/// request budget is spent, or after `stop` fired and every user finished (or was cut off by
+/// `abort`).
+pub async fn run_users(
+    plan: LoadPlan,
+    stats: Arc<Stats>,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> anyhow::Result<RunnerReport> {
+    let client = http_client(&plan)?;
+    let targets: Arc<Vec<(String, Url)>> = Arc::new(target_urls(&plan.host, &plan.paths)?);
+    anyhow::ensure!(!targets.is_empty(), "no paths to request");
+    let tickets = Arc::new(Tickets {
+        next: AtomicU64::new(0),
+        limit: plan.iterations,
+    });
+    let cancelled = Arc::new(AtomicU64::new(0));
+    let mut users = JoinSet::new();
+    let spawn_start = Instant::now();
+    for i in 0..plan.users {
+        let due = spawn_start + Duration::from_secs_f64(i as f64 / plan.spawn_rate);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        if plan
+            .iterations
+            .is_some_and(|n| tickets.next.load(Ordering::Relaxed) >= n)
+        {
+            // The budget is spent; more users would have nothing to do.
+            break;
+        }
+        let user = User {
+            client: client.clone(),
+            targets: Arc::clone(&targets),
+            tickets: Arc::clone(&tickets),
+            shard: stats.shard(),
+            stop: stop.clone(),
+            abort: abort.clone(),
+            cancelled: Arc::clone(&cancelled),
+        };
+        users.spawn(user.run());
+        progress.users.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(user = i, "user started");
+    }
+    progress.spawning_done.store(true, Ordering::Relaxed);
+    let users_started = progress.users();
+    while let Some(joined) = users.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a user task failed");
+        }
+    }
+    Ok(RunnerReport {
+        users_started,
+        requests_cancelled: cancelled.load(Ordering::Relaxed),
+    })
+}
+
+struct User {
+    client: reqwest::Client,
+    targets: Arc<Vec<(String, Url)>>,
+    tickets: Arc<Tickets>,
+    shard: ShardHandle,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    cancelled: Arc<AtomicU64>,
+}
+
+impl User {
+    async fn run(self) {
+        while !self.stop.is_cancelled() {
+            let Some(ticket) = self.tickets.take() else {
+                break;
+            };
+            let idx = usize::try_from(ticket % self.targets.len() as u64).unwrap_or(0);
+            let (name, url) = &self.targets[idx];
+            let outcome = tokio::select! {
+                biased;
+                o = request(&self.client, url.clone()) => o,
+                _ = self.abort.cancelled() => {
+                    self.cancelled.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            };
+            self.shard.record(&Sample {
+                method: "GET",
+                name,
+                response_time_ms: outcome.response_time_ms,
+                content_length: outcome.content_length,
+                error: outcome.error,
+                finished_at: unix_now(),
+            });
+        }
+    }
+}
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Time from sending until the whole body was read, ms.
+    pub response_time_ms: f64,
+    /// Body size, bytes.
+    pub content_length: u64,
+    /// `None` on success; `HTTP <status>` for status >= 400, or the transport error kind.
+    pub error: Option<String>,
+}
+
+/// Sends one GET and reads the whole body.
+pub async fn request(client: &reqwest::Client, url: Url) -> Outcome {
+    let started = Instant::now();
+    let result = async {
+        let resp = client.get(url).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body.len() as u64))
+    }
+    .await;
+    let response_time_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    match result {
+        Ok((status, len)) => Outcome {
+            response_time_ms,
+            content_length: len,
+            error: (status.as_u16() >= 400).then(|| format!("HTTP {}", status.as_u16())),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            Outcome {
+                response_time_ms,
+                content_length: 0,
+                error: Some(transport_error_kind(&e).to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_exact() {
+        let t = Tickets {
+            next: AtomicU64::new(0),
+            limit: Some(3),
+        };
+        assert_eq!(t.take(), Some(0));
+        assert_eq!(t.take(), Some(1));
+        assert_eq!(t.take(), Some(2));
+        assert_eq!(t.take(), None);
+        assert_eq!(t.take(), None);
+    }
+
+    #[test]
+    fn urls_join_host_and_path() {
+        let host = Url::parse("http://t:1/").expect("url");
+        let urls = target_urls(&host, &["/a".into(), "/b?x=1".into()]).expect("urls");
+        assert_eq!(urls[0].1.as_str(), "http://t:1/a");
+        assert_eq!(urls[1].1.as_str(), "http://t:1/b?x=1");
+        let prefixed = Url::parse("http://t:1/base").expect("url");
+        let urls = target_urls(&prefixed, &["/a".into()]).expect("urls");
+        assert_eq!(urls[0].1.as_str(), "http://t:1/base/a");
+    }
+
+    #[tokio::test]
+    async fn transport_errors_are_failures() {
+        // A port that was just bound and released: nothing listens there.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let plan = LoadPlan {
+            host: Url::parse(&format!("http://{addr}")).expect("url"),
+            paths: vec!["/".into()],
+            users: 1,
+            spawn_rate: 1.0,
+            iterations: Some(1),
+            timeout: Duration::from_secs(2),
+        };
+        let client = http_client(&plan).expect("client");
+        let o = request(&client, plan.host.clone()).await;
+        assert_eq!(o.error.as_deref(), Some("connection error"));
+    }
+}

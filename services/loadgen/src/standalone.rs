@@ -1,0 +1,184 @@
+//! `--standalone`: the results pipeline in-process.
+//!
+//! The run's messages (registered, cumulative stats at every wall-clock multiple of the
+//! snapshot interval, committed) go straight into the writer's run-lifecycle state machine
+//! ([`writer::embedded::Embedded`]), which writes line protocol to a file; no RabbitMQ,
+//! InfluxDB or API is involved. The event token is computed with a fixed secret and is not
+//! verified by the embedded writer.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use protocol::{Body, CommitPayload, Envelope, RunInfo, StatsPayload};
+use uuid::Uuid;
+use writer::embedded::Embedded;
+use writer::lifecycle::LifecycleSettings;
+use writer::sink::AnySink;
+
+/// The secret of standalone event tokens (the embedded writer does not verify them).
+const STANDALONE_SECRET: &[u8] = b"standalone";
+
+/// An in-process pipeline for one run.
+pub struct Standalone {
+    embedded: Embedded,
+    event_id: Uuid,
+    node_id: String,
+    token: String,
+    host: String,
+    seq: u64,
+    interval: Duration,
+    output: PathBuf,
+}
+
+impl std::fmt::Debug for Standalone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standalone")
+            .field("event_id", &self.event_id)
+            .field("node_id", &self.node_id)
+            .field("seq", &self.seq)
+            .field("interval", &self.interval)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Standalone {
+    /// Opens (appends to) `output`, creates the lifecycle with `interval` between snapshots and
+    /// registers the run described by `info` under a new random event id.
+    pub async fn start(
+        info: RunInfo,
+        node_id: &str,
+        output: &Path,
+        interval: Duration,
+    ) -> anyhow::Result<Self> {
+        let sink = AnySink::file(output)
+            .with_context(|| format!("cannot open output file {}", output.display()))?;
+        let settings = LifecycleSettings {
+            snapshot_interval: interval,
+            ..LifecycleSettings::default()
+        };
+        let event_id = Uuid::new_v4();
+        let token = protocol::event_token(STANDALONE_SECRET, &event_id);
+        let host = info.host.clone();
+        let mut embedded = Embedded::new(settings, sink);
+        embedded
+            .handle(Envelope::new(
+                event_id,
+                node_id,
+                0,
+                token.clone(),
+                Body::Registered(info),
+            ))
+            .await
+            .context("writing the run's registration")?;
+        Ok(Self {
+            embedded,
+            event_id,
+            node_id: node_id.to_string(),
+            token,
+            host,
+            seq: 0,
+            interval,
+            output: output.to_path_buf(),
+        })
+    }
+
+    /// The run's event id.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// The line-protocol file.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// Time from now until the next wall-clock multiple of the snapshot interval (since the
+    /// Unix epoch); always more than zero.
+    pub fn until_next_snapshot(&self) -> Duration {
+        until_next_multiple(Utc::now(), self.interval)
+    }
+
+    /// Feeds the cumulative `payload` as the next stats message, then ticks the lifecycle,
+    /// which writes the snapshot.
+    pub async fn snapshot(&mut self, payload: StatsPayload) -> anyhow::Result<()> {
+        self.seq += 1;
+        let env = Envelope::new(
+            self.event_id,
+            self.node_id.as_str(),
+            self.seq,
+            self.token.clone(),
+            Body::Stats(payload),
+        );
+        self.embedded
+            .handle(env)
+            .await
+            .context("writing a stats message")?;
+        self.embedded
+            .tick(Utc::now())
+            .await
+            .context("writing a snapshot")?;
+        Ok(())
+    }
+
+    /// Commits the run with its final stats; the lifecycle writes the final record.
+    pub async fn commit(mut self, payload: StatsPayload) -> anyhow::Result<()> {
+        self.seq += 1;
+        let env = Envelope::new(
+            self.event_id,
+            self.node_id.as_str(),
+            self.seq,
+            self.token.clone(),
+            Body::Committed(CommitPayload {
+                host: self.host.clone(),
+                stats: payload,
+            }),
+        );
+        self.embedded
+            .handle(env)
+            .await
+            .context("writing the run's final record")?;
+        Ok(())
+    }
+}
+
+/// Time from `now` until the next multiple of `interval` since the Unix epoch (strictly after
+/// `now`).
+pub fn until_next_multiple(now: chrono::DateTime<Utc>, interval: Duration) -> Duration {
+    let now_ns = protocol::time::unix_nanos(now);
+    let next = protocol::time::align_down(now, interval).saturating_add(
+        i64::try_from(interval.as_nanos())
+            .unwrap_or(i64::MAX)
+            .max(1),
+    );
+    Duration::from_nanos(
+        u64::try_from(next.saturating_sub(now_ns))
+            .unwrap_or(1)
+            .max(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_multiple_is_aligned_and_in_the_future() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:07.5Z")
+            .expect("ts")
+            .with_timezone(&Utc);
+        assert_eq!(
+            until_next_multiple(t, Duration::from_secs(15)),
+            Duration::from_millis(7_500)
+        );
+        let exact = chrono::DateTime::parse_from_rfc3339("2026-11-29T08:00:15Z")
+            .expect("ts")
+            .with_timezone(&Utc);
+        assert_eq!(
+            until_next_multiple(exact, Duration::from_secs(15)),
+            Duration::from_secs(15)
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The Locust-like end-of-run report: request table, percentile table and error report, and the
+//! one-line progress status.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use protocol::{StatsEntry, StatsPayload};
+
+/// Percentiles of the percentile table (fractions), as Locust prints them.
+pub const PERCENTILES: [f64; 11] = [
+    0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0,
+];
+
+fn percentile_label(p: f64) -> String {
+    let pct = p * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("{}%", pct.round() as u64)
+    } else {
+        // 99.9 and 99.99; trim float noise.
+        let s = format!("{pct:.4}");
+        format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+/// Requests per second of `entry` over the run (Locust's `total_rps`: requests divided by the
+/// time from the stats' start to the run's last request).
+pub fn rps(count: u64, total: &StatsEntry) -> f64 {
+    let Some(last) = total.last_request_timestamp else {
+        return 0.0;
+    };
+    let span = last - total.start_time;
+    if span <= 0.0 || count == 0 {
+        return 0.0;
+    }
+    count as f64 / span.max(0.001)
+}
+
+fn name_width(p: &StatsPayload) -> usize {
+    p.entries
+        .iter()
+        .map(|e| e.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(20, 60)
+}
+
+fn truncate(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        name.to_string()
+    } else {
+        let head: String = name.chars().take(width.saturating_sub(3)).collect();
+        format!("{head}...")
+    }
+}
+
+fn request_row(out: &mut String, e: &StatsEntry, total: &StatsEntry, w: usize) {
+    let fail_pct = if e.num_requests == 0 {
+        0.0
+    } else {
+        e.num_failures as f64 * 100.0 / e.num_requests as f64
+    };
+    let fails = format!("{}({:.2}%)", e.num_failures, fail_pct);
+    let _ = writeln!(
+        out,
+        "{:<8} {:<w$} {:>8} {:>14} | {:>7.0} {:>7.0} {:>7.0} {:>7.0} | {:>8.2} {:>11.2}",
+        e.method,
+        truncate(&e.name, w),
+        e.num_requests,
+        fails,
+        e.avg_response_time(),
+        e.min_response_time.unwrap_or(0.0),
+        e.max_response_time,
+        e.percentile(0.5),
+        rps(e.num_requests, total),
+        rps(e.num_failures, total),
+    );
+}
+
+fn percentile_row(out: &mut String, e: &StatsEntry, w: usize) {
+    let _ = write!(out, "{:<8} {:<w$}", e.method, truncate(&e.name, w));
+    for p in PERCENTILES {
+        if e.num_requests == 0 {
+            let _ = write!(out, " {:>7}", "N/A");
+        } else {
+            let _ = write!(out, " {:>7.0}", e.percentile(p));
+        }
+    }
+    let _ = writeln!(out, " {:>8}", e.num_requests);
+}
+
+/// The report printed at the end of a run: the request table (per endpoint, then `Aggregated`),
+/// the response-time percentile table (ms), and the error report when there were errors.
+pub fn render(p: &StatsPayload) -> String {
+    let w = name_width(p);
+    let mut out = String::new();
+    let header = format!(
+        "{:<8} {:<w$} {:>8} {:>14} | {:>7} {:>7} {:>7} {:>7} | {:>8} {:>11}",
+        "Type", "Name", "# reqs", "# fails", "Avg", "Min", "Max", "Med", "req/s", "failures/s"
+    );
+    let rule = format!(
+        "{}|{}|{}|{}|{}|{}",
+        "-".repeat(8),
+        "-".repeat(w),
+        "-".repeat(8),
+        "-".repeat(15),
+        "-".repeat(33),
+        "-".repeat(21)
+    );
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{rule}");
+    for e in &p.entries {
+        request_row(&mut out, e, &p.total, w);
+    }
+    let _ = writeln!(out, "{rule}");
+    request_row(&mut out, &p.total, &p.total, w);
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "Response time percentiles (approximated, ms)");
+    let _ = write!(out, "{:<8} {:<w$}", "Type", "Name");
+    for p in PERCENTILES {
+        let _ = write!(out, " {:>7}", percentile_label(p));
+    }
+    let _ = writeln!(out, " {:>8}", "# reqs");
+    let prule = format!(
+        "{}|{}|{}|{}",
+        "-".repeat(8),
+        "-".repeat(w),
+        "-".repeat(8 * PERCENTILES.len() - 1),
+        "-".repeat(8)
+    );
+    let _ = writeln!(out, "{prule}");
+    for e in &p.entries {
+        percentile_row(&mut out, e, w);
+    }
+    let _ = writeln!(out, "{prule}");
+    percentile_row(&mut out, &p.total, w);
+
+    if !p.errors.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Error report");
+        let _ = writeln!(out, "{:<14} | Error", "# occurrences");
+        let _ = writeln!(out, "{}|{}", "-".repeat(15), "-".repeat(60));
+        let mut errors = p.errors.clone();
+        errors.sort_by_key(|e| std::cmp::Reverse(e.occurrences));
+        for e in &errors {
+            let _ = writeln!(
+                out,
+                "{:<14} | {} {}: {}",
+                e.occurrences, e.method, e.name, e.error
+            );
+        }
+    }
+    out
+}
+
+/// The one-line progress status printed every stats interval:
+/// `[elapsed] users N (state) | requests N | rps N | failures N (P%)`, where rps is the rate
+/// since the previous line.
+pub fn progress_line(
+    elapsed: Duration,
+    p: &StatsPayload,
+    previous_requests: u64,
+    interval: Duration,
+) -> String {
+    let total = &p.total;
+    let interval_s = interval.as_secs_f64().max(0.001);
+    let rps = total.num_requests.saturating_sub(previous_requests) as f64 / interval_s;
+    let fail_pct = if total.num_requests == 0 {
+        0.0
+    } else {
+        total.num_failures as f64 * 100.0 / total.num_requests as f64
+    };
+    let secs = elapsed.as_secs();
+    format!(
+        "[{:02}:{:02}:{:02}] users {} ({}) | requests {} | {:.1} req/s | failures {} ({:.2}%)",
+        secs / 3_600,
+        secs / 60 % 60,
+        secs % 60,
+        p.user_count,
+        p.state,
+        total.num_requests,
+        rps,
+        total.num_failures,
+        fail_pct
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::ErrorEntry;
+
+    fn payload() -> StatsPayload {
+        let mut a = StatsEntry::new("GET", "/", 100.0);
+        let mut b = StatsEntry::new("GET", "/api/flaky", 100.0);
+        for i in 0..10 {
+            a.log(10.0 * (i + 1) as f64, 5, false, 102.0);
+            b.log(5.0, 0, i == 0, 104.0);
+        }
+        let errors = vec![ErrorEntry {
+            method: "GET".into(),
+            name: "/api/flaky".into(),
+            error: "HTTP 500".into(),
+            occurrences: 1,
+        }];
+        StatsPayload::from_entries(vec![a, b], errors, 3, "stopped")
+    }
+
+    #[test]
+    fn report_has_rows_totals_percentiles_and_errors() {
+        let text = render(&payload());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("Type"), "{text}");
+        assert!(lines[0].contains("# reqs") && lines[0].contains("failures/s"));
+        let agg = lines
+            .iter()
+            .find(|l| l.contains("Aggregated") && l.contains('|'))
+            .expect("aggregated row");
+        let cols: Vec<&str> = agg.split_whitespace().collect();
+        assert_eq!(cols[1], "20", "{agg}");
+        assert_eq!(cols[2], "1(5.00%)", "{agg}");
+        // 20 requests over 4 s.
+        assert!(agg.contains("5.00"), "{agg}");
+        assert!(text.contains("99.9%") && text.contains("99.99%") && text.contains("100%"));
+        let p_row = lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("Aggregated"))
+            .expect("percentile aggregated");
+        assert!(p_row.trim_end().ends_with("20"), "{p_row}");
+        assert!(text.contains("GET /api/flaky: HTTP 500"), "{text}");
+    }
+
+    #[test]
+    fn labels() {
+        let labels: Vec<String> = PERCENTILES.iter().map(|p| percentile_label(*p)).collect();
+        assert_eq!(
+            labels,
+            ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
+        );
+    }
+
+    #[test]
+    fn progress() {
+        let line = progress_line(
+            Duration::from_secs(65),
+            &payload(),
+            10,
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            line,
+            "[00:01:05] users 3 (stopped) | requests 20 | 2.0 req/s | failures 1 (5.00%)"
+        );
+    }
+}

@@ -1,0 +1,518 @@
+//! End-to-end tests of `loadgen::run`: a real HTTP target and a stand-in for the load-test API
+//! (both axum on port 0, in the test process), and the standalone pipeline writing to a file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use loadgen::client::{ApiClient, ApiError, StatsMessage};
+use loadgen::{run, Args};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A target that counts the requests it answered, per path. `/fail` answers 500.
+#[derive(Clone, Default)]
+struct Target {
+    hits: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Target {
+    fn count(&self, path: &str) -> u64 {
+        self.hits
+            .lock()
+            .map(|h| h.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn total(&self) -> u64 {
+        self.hits.lock().map(|h| h.values().sum()).unwrap_or(0)
+    }
+}
+
+async fn target_handler(State(t): State<Target>, uri: axum::http::Uri) -> Response {
+    let path = uri.path().to_string();
+    if let Ok(mut h) = t.hits.lock() {
+        *h.entry(path.clone()).or_insert(0) += 1;
+    }
+    if path == "/fail" {
+        (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+    } else {
+        (StatusCode::OK, "hello").into_response()
+    }
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("serve");
+    });
+    addr
+}
+
+async fn start_target() -> (Target, String) {
+    let target = Target::default();
+    let router = Router::new()
+        .fallback(target_handler)
+        .with_state(target.clone());
+    let addr = serve(router).await;
+    (target, format!("http://{addr}"))
+}
+
+fn args(list: &[&str]) -> Args {
+    let mut argv = vec!["loadgen"];
+    argv.extend_from_slice(list);
+    Args::try_parse_from_iter(argv).expect("valid arguments")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_n_requests_are_sent_and_counted() {
+    let (target, host) = start_target().await;
+    let outcome = run(
+        args(&[
+            "--host", &host, "-u", "7", "-r", "100", "-n", "200", "--path", "/a", "--path", "/b",
+            "--path", "/fail", "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    assert_eq!(target.total(), 200, "the target saw exactly 200 requests");
+    assert_eq!(outcome.total_requests, 200);
+    assert_eq!(outcome.stats.total.num_requests, 200);
+    // Paths get equal shares: 200 = 67 + 67 + 66.
+    assert_eq!(target.count("/a"), 67);
+    assert_eq!(target.count("/b"), 67);
+    assert_eq!(target.count("/fail"), 66);
+    assert_eq!(outcome.failures, 66);
+    let by_name: HashMap<&str, u64> = outcome
+        .stats
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.num_requests))
+        .collect();
+    assert_eq!(by_name["/a"], 67);
+    assert_eq!(by_name["/fail"], 66);
+    assert_eq!(outcome.stats.errors.len(), 1);
+    assert_eq!(outcome.stats.errors[0].error, "HTTP 500");
+    assert_eq!(outcome.stats.errors[0].occurrences, 66);
+    assert!(outcome.uuid.is_none());
+    // The printed Aggregated row carries the exact count.
+    let agg = outcome
+        .summary
+        .lines()
+        .find(|l| l.contains("Aggregated") && l.contains('|'))
+        .expect("aggregated row");
+    let cols: Vec<&str> = agg.split_whitespace().collect();
+    assert_eq!(cols[0], "Aggregated");
+    assert_eq!(cols[1], "200", "{agg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_stops_the_users_and_keeps_counts_exact() {
+    let (target, host) = start_target().await;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stop.cancel();
+    });
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(
+            args(&["--host", &host, "-u", "4", "-r", "50", "-q"]),
+            shutdown,
+        ),
+    )
+    .await
+    .expect("stops after the shutdown")
+    .expect("run succeeds");
+    assert!(outcome.total_requests > 0);
+    assert_eq!(outcome.requests_cancelled, 0);
+    assert_eq!(outcome.total_requests, target.total());
+}
+
+/// A stand-in for the load-test API that records what it receives. The first stats post gets
+/// a 503 with `Retry-After: 0`, to exercise the retry.
+#[derive(Clone, Default)]
+struct FakeApi {
+    registers: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+    stats: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
+    commits: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+    stats_calls: Arc<AtomicU64>,
+    reject_register: bool,
+}
+
+const EVENT_TOKEN: &str = "event-token-123";
+
+async fn fake_register(
+    State(api): State<FakeApi>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if api.reject_register {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [("content-type", "application/problem+json")],
+            Json(
+                json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+                        "detail": "must be at least 1", "field": "measurement.fields.clients"}),
+            ),
+        )
+            .into_response();
+    }
+    api.registers.lock().expect("lock").push((headers, body));
+    let uuid = Uuid::new_v4();
+    (
+        StatusCode::CREATED,
+        Json(json!({"uuid": uuid, "token": EVENT_TOKEN,
+                    "statsUrl": format!("/apiv0.1/events/{uuid}/stats"),
+                    "commitUrl": "/apiv0.1/events/commit"})),
+    )
+        .into_response()
+}
+
+async fn fake_stats(
+    State(api): State<FakeApi>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if api.stats_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
+            "busy",
+        )
+            .into_response();
+    }
+    api.stats.lock().expect("lock").push((uuid, headers, body));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn fake_commit(
+    State(api): State<FakeApi>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    api.commits.lock().expect("lock").push((headers, body));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn start_api(api: FakeApi) -> String {
+    let router = Router::new()
+        .route("/apiv0.1/events/register", post(fake_register))
+        .route("/apiv0.1/events/:uuid/stats", post(fake_stats))
+        .route("/apiv0.1/events/commit", post(fake_commit))
+        .with_state(api);
+    format!("http://{}", serve(router).await)
+}
+
+fn bearer(h: &HeaderMap) -> &str {
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registers_publishes_and_commits_through_the_api() {
+    let (target, host) = start_target().await;
+    let api = FakeApi::default();
+    let consumer = start_api(api.clone()).await;
+    let outcome = run(
+        args(&[
+            "--host",
+            &host,
+            "-u",
+            "3",
+            "-r",
+            "30",
+            "-t",
+            "1600ms",
+            "--consumer-host",
+            &consumer,
+            "--api-key",
+            "key-1",
+            "--node-id",
+            "node-a",
+            "--run-key",
+            "nightly",
+            "--expected-nodes",
+            "2",
+            "--stats-interval",
+            "250ms",
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    let uuid = outcome.uuid.expect("registered");
+
+    let registers = api.registers.lock().expect("lock").clone();
+    assert_eq!(registers.len(), 1);
+    let (headers, body) = &registers[0];
+    assert_eq!(bearer(headers), "Bearer key-1");
+    assert_eq!(body["tool"], "loadgen");
+    assert_eq!(body["nodeId"], "node-a");
+    assert_eq!(body["runKey"], "nightly");
+    assert_eq!(body["expectedNodes"], 2);
+    assert_eq!(body["measurement"]["fields"]["clients"], 3);
+    assert_eq!(body["measurement"]["fields"]["hatchRate"], 30.0);
+    assert_eq!(body["measurement"]["fields"]["requests"], 0);
+    assert_eq!(body["measurement"]["tags"]["targetHost"], host.as_str());
+    assert_eq!(body["measurement"]["tags"]["mode"], "single");
+    assert!(body["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let started = body["startedAt"].as_str().expect("startedAt");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok(),
+        "{started}"
+    );
+
+    let stats = api.stats.lock().expect("lock").clone();
+    assert!(
+        stats.len() >= 2,
+        "stats were published ({} accepted)",
+        stats.len()
+    );
+    let mut last_seq = 0;
+    let mut last_requests = 0;
+    for (path_uuid, headers, body) in &stats {
+        assert_eq!(path_uuid, &uuid.to_string());
+        assert_eq!(bearer(headers), format!("Bearer {EVENT_TOKEN}"));
+        let msg: StatsMessage = serde_json::from_value(body.clone()).expect("stats message shape");
+        assert_eq!(msg.node_id, "node-a");
+        assert!(msg.seq > last_seq, "seq increases");
+        assert!(
+            msg.payload.total.num_requests >= last_requests,
+            "cumulative"
+        );
+        assert_eq!(msg.payload.total.name, "Aggregated");
+        assert_eq!(msg.payload.total.method, "");
+        last_seq = msg.seq;
+        last_requests = msg.payload.total.num_requests;
+    }
+    // The first publish (seq 1) was answered 503 and retried with the same seq.
+    assert_eq!(
+        serde_json::from_value::<StatsMessage>(stats[0].2.clone())
+            .expect("msg")
+            .seq,
+        1
+    );
+
+    let commits = api.commits.lock().expect("lock").clone();
+    assert_eq!(commits.len(), 1);
+    let (headers, body) = &commits[0];
+    assert_eq!(bearer(headers), format!("Bearer {EVENT_TOKEN}"));
+    assert_eq!(body["uuid"], uuid.to_string());
+    assert_eq!(body["nodeId"], "node-a");
+    assert!(body["seq"].as_u64().expect("seq") > last_seq);
+    assert_eq!(body["measurement"]["tags"]["hostname"], host.as_str());
+    assert_eq!(body["measurement"]["tags"]["mode"], "single");
+    assert!(body["errors"].is_array());
+    assert!(body["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let entries: Vec<protocol::StatsEntry> =
+        serde_json::from_value(body["measurement"]["fields"]["requestStats"].clone())
+            .expect("requestStats are StatsEntries");
+    let committed: u64 = entries.iter().map(|e| e.num_requests).sum();
+    assert_eq!(committed, outcome.total_requests);
+    assert_eq!(committed, target.total());
+}
+
+#[tokio::test]
+async fn a_rejected_register_is_a_clear_error_and_sends_no_load() {
+    let (target, host) = start_target().await;
+    let api = FakeApi {
+        reject_register: true,
+        ..FakeApi::default()
+    };
+    let consumer = start_api(api).await;
+    let err = run(
+        args(&[
+            "--host",
+            &host,
+            "-n",
+            "10",
+            "--consumer-host",
+            &consumer,
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("register fails");
+    let text = format!("{err:#}");
+    assert!(text.contains("422"), "{text}");
+    assert!(text.contains("must be at least 1"), "{text}");
+    assert!(text.contains("measurement.fields.clients"), "{text}");
+    assert_eq!(target.total(), 0);
+}
+
+#[tokio::test]
+async fn an_unavailable_api_is_retried_then_reported() {
+    let router = Router::new().route(
+        "/apiv0.1/events/commit",
+        post(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "1")],
+                "down",
+            )
+        }),
+    );
+    let api = format!("http://{}", serve(router).await);
+    let client = ApiClient::new(api.parse().expect("url"))
+        .expect("client")
+        .with_retry_budget(Duration::from_millis(1_500));
+    let body: loadgen::client::CommitRequest = serde_json::from_value(json!({
+        "startedAt": "2026-11-29T08:00:00Z", "uuid": Uuid::new_v4(), "host": "h", "nodeId": "n",
+        "seq": 1, "userCount": 1, "errors": [],
+        "measurement": {"fields": {"requestStats": []}, "tags": {"hostname": "x", "mode": "single"}}
+    }))
+    .expect("commit body");
+    let started = std::time::Instant::now();
+    let err = client.commit("t", &body).await.expect_err("gives up");
+    assert!(
+        matches!(err, ApiError::Unavailable { attempts: 2, .. }),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(err.to_string().contains("503"), "{err}");
+
+    // Nothing listening at all: connection errors are retried, then reported.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let client = ApiClient::new(format!("http://{addr}").parse().expect("url"))
+        .expect("client")
+        .with_retry_budget(Duration::from_millis(800));
+    let err = client.commit("t", &body).await.expect_err("gives up");
+    assert!(matches!(err, ApiError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("connection error"), "{err}");
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("loadgen-test-{}-{name}", Uuid::new_v4()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_writes_events_snapshots_and_summaries() {
+    let (target, host) = start_target().await;
+    let output = temp_file("standalone.lp");
+    let outcome = run(
+        args(&[
+            "--host",
+            &host,
+            "-u",
+            "3",
+            "-r",
+            "30",
+            "-t",
+            "2500ms",
+            "--path",
+            "/x",
+            "--path",
+            "/fail",
+            "--standalone",
+            "--snapshot-interval",
+            "1s",
+            "--output",
+            output.to_str().expect("utf-8 path"),
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    assert!(outcome.uuid.is_some());
+    assert_eq!(outcome.output.as_deref(), Some(output.as_path()));
+    assert_eq!(outcome.total_requests, target.total());
+    let text = std::fs::read_to_string(&output).expect("output written");
+    let _ = std::fs::remove_file(&output);
+    let event_id = outcome.uuid.expect("uuid").to_string();
+    let count = |m: &str| text.lines().filter(|l| l.starts_with(m)).count();
+    assert!(
+        count("loadtest_event,") >= 2,
+        "registered and committed:\n{text}"
+    );
+    assert!(
+        count("loadtest_snapshot,") >= 2,
+        "snapshots while running:\n{text}"
+    );
+    assert!(count("loadtest_request,") >= 2, "{text}");
+    assert!(
+        count("loadtest_summary,") >= 3,
+        "per endpoint and Aggregated:\n{text}"
+    );
+    assert!(count("loadtest_error,") >= 1, "{text}");
+    assert!(text.lines().all(|l| l.contains(&event_id)), "{text}");
+    assert!(text.contains("status=\"committed\""), "{text}");
+    let aggregated = text
+        .lines()
+        .find(|l| l.starts_with("loadtest_summary,") && l.contains("name=Aggregated"))
+        .expect("aggregated summary");
+    assert!(
+        aggregated.contains(&format!(" requests={}i", outcome.total_requests))
+            || aggregated.contains(&format!(",requests={}i", outcome.total_requests)),
+        "{aggregated}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_runs_by_itself() {
+    let output = temp_file("demo.lp");
+    let outcome = run(
+        args(&[
+            "demo",
+            "-t",
+            "2s",
+            "--snapshot-interval",
+            "1s",
+            "--output",
+            output.to_str().expect("utf-8 path"),
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("demo succeeds");
+    let text = std::fs::read_to_string(&output).expect("output written");
+    let _ = std::fs::remove_file(&output);
+    assert!(outcome.total_requests > 0);
+    assert_eq!(
+        outcome.stats.entries.len(),
+        4,
+        "all four demo endpoints were hit"
+    );
+    assert!(text.contains("loadtest_summary,"), "{text}");
+}
+
+#[test]
+fn missing_or_bad_arguments_are_explained() {
+    for (argv, expected) in [
+        (vec!["loadgen", "-u", "3"], "--host"),
+        (vec!["loadgen", "--host", "nope"], "invalid URL"),
+        (
+            vec!["loadgen", "--host", "http://h", "-t", "3 weeks"],
+            "invalid duration",
+        ),
+        (vec!["loadgen", "--host", "http://h", "-u", "0"], "0"),
+        (
+            vec!["loadgen", "--host", "http://h", "--path", "x"],
+            "must start with '/'",
+        ),
+    ] {
+        let err = Args::try_parse_from_iter(argv.clone()).expect_err("rejected");
+        assert!(err.to_string().contains(expected), "{argv:?}: {err}");
+    }
+}
