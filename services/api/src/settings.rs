@@ -143,3 +143,27 @@ impl Secrets {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_loads_and_secrets_are_required() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/api.example.toml");
+        let s = Settings::load(Some(&path)).expect("example loads");
+        assert_eq!(s.http.body_limit, 1024 * 1024);
+        assert!(s.auth.enabled);
+        let err = Secrets::resolve(&s.auth)
+            .err()
+            .expect("no secret")
+            .to_string();
+        assert!(err.contains("LOADTEST__AUTH__TOKEN_SECRET"), "{err}");
+        let mut auth = s.auth.clone();
+        auth.token_secret = Some(SecretString::from("s".to_string()));
+        let err = Secrets::resolve(&auth).err().expect("no keys").to_string();
+        assert!(err.contains("LOADTEST__AUTH__API_KEYS"), "{err}");
+        auth.api_keys = vec![SecretString::from("k".to_string())];
+        assert!(Secrets::resolve(&auth).is_ok());
+    }
+}

@@ -343,7 +343,7 @@ impl Lifecycle {
             if !run.has_stats() || run.previous.as_ref().is_some_and(|p| p.timestamp >= ts) {
                 continue;
             }
-            let points = self.snapshot_points(id, ts);
+            let points = self.snapshot_points(id, ts, ts);
             if !points.is_empty() {
                 fx.writes.push(write_of(id, &points, Vec::new()));
             }
@@ -429,7 +429,9 @@ impl Lifecycle {
         Some(merged)
     }
 
-    fn snapshot_points(&mut self, id: Uuid, ts: i64) -> Vec<Point> {
+    /// Snapshot points at `ts`; rates are over the time up to `until` (Unix ns), which is `ts`
+    /// for a tick and the run's end for the final snapshot (its interval is cut short).
+    fn snapshot_points(&mut self, id: Uuid, ts: i64, until: i64) -> Vec<Point> {
         let Some(merged) = self.merged(id) else {
             return Vec::new();
         };
@@ -446,7 +448,7 @@ impl Lifecycle {
             Some(p) => (p.timestamp, Some(&p.total)),
             None => (start_ns.min(ts), None),
         };
-        let dt = (ts - prev_ts) as f64 / 1e9;
+        let dt = (until.min(ts) - prev_ts) as f64 / 1e9;
         let nodes = run.nodes.values().filter(|n| n.stats.is_some()).count();
         let mut points = Vec::with_capacity(merged.by_name.len() + 1);
         let snapshot = Point::new("loadtest_snapshot", ts)
@@ -506,7 +508,7 @@ impl Lifecycle {
                     r.previous = None;
                 }
             }
-            points.extend(self.snapshot_points(id, final_ts));
+            points.extend(self.snapshot_points(id, final_ts, unix_nanos(ended_at)));
             if let Some(merged) = self.merged(id) {
                 totals = (merged.total.num_requests, merged.total.num_failures);
                 if status == "committed" {

@@ -207,3 +207,32 @@ impl Settings {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/writer.example.toml");
+        let mut s = Settings::load(Some(&path));
+        // The example leaves the secret to the environment, so it must say so.
+        let err = s.as_ref().expect_err("no secret").to_string();
+        assert!(err.contains("LOADTEST__AUTH__TOKEN_SECRET"), "{err}");
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(path.as_path()))
+            .set_override("auth.token_secret", "x")
+            .and_then(|b| b.build())
+            .expect("builds");
+        s = cfg
+            .try_deserialize::<Settings>()
+            .map_err(anyhow::Error::from);
+        let s = s.expect("example deserializes");
+        assert_eq!(s.sink.kind, "v1");
+        assert_eq!(s.amqp.queue(), "loadtest.writer");
+        assert_eq!(
+            s.lifecycle.to_settings().expect("valid").snapshot_interval,
+            Duration::from_secs(15)
+        );
+    }
+}
