@@ -83,11 +83,13 @@ pub struct RunArgs {
     pub host: Option<Url>,
 
     /// Number of concurrent users (tokio tasks), each sending one request after the other.
-    #[arg(short = 'u', long, value_name = "USERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// `-c/--clients` is the original customized Locust's spelling.
+    #[arg(short = 'u', long, visible_short_alias = 'c', visible_alias = "clients", value_name = "USERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub users: u64,
 
     /// Users started per second until all USERS run (fractions allowed: 0.5 = one every 2 s).
-    #[arg(short = 'r', long, value_name = "USERS_PER_S", default_value_t = 1.0, value_parser = parse_spawn_rate)]
+    /// `--hatch-rate` is the original customized Locust's spelling.
+    #[arg(short = 'r', long, visible_alias = "hatch-rate", value_name = "USERS_PER_S", default_value_t = 1.0, value_parser = parse_spawn_rate)]
     pub spawn_rate: f64,
 
     /// Stop after this long: `35s`, `2m`, `1h30m`, or plain seconds (`90`). Without it (and
@@ -96,8 +98,9 @@ pub struct RunArgs {
     pub run_time: Option<Duration>,
 
     /// Stop after exactly this many requests in total (across all users). Combined with
-    /// `--run-time`, whichever comes first stops the test.
-    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// `--run-time`, whichever comes first stops the test. `--num-request` is the original
+    /// customized Locust's spelling.
+    #[arg(short = 'n', long, visible_aliases = ["num-request", "num-requests"], value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iterations: Option<u64>,
 
     /// Path to request (repeatable); requests go to the paths in turn, so each gets an equal
@@ -116,8 +119,9 @@ pub struct RunArgs {
 
     /// Base URL of the load-test API (`https://loadtest-api.example.com`). When given, the run
     /// is registered there, stats are published every `--stats-interval`, and it is committed
-    /// at the end.
-    #[arg(long, value_name = "URL", value_parser = parse_http_url, conflicts_with = "standalone")]
+    /// at the end. `LOADTEST_CONSUMER_HOST` sets it from the environment, so the original
+    /// customized Locust's command lines (which had no such option) still publish their runs.
+    #[arg(long, value_name = "URL", env = "LOADTEST_CONSUMER_HOST", value_parser = parse_http_url, conflicts_with = "standalone")]
     pub consumer_host: Option<Url>,
 
     /// API key for registering the run (sent as `Authorization: Bearer KEY`).
@@ -160,7 +164,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_positive_duration)]
     pub snapshot_interval: Duration,
 
-    /// Don't print the progress line to stderr.
+    /// Headless mode, as in Locust: print a live stats table (per endpoint and aggregated, with
+    /// the current requests/s) every `--stats-interval` instead of the one-line progress.
+    /// loadgen has no web UI, so the load test itself is the same either way. `--no-web` is the
+    /// original customized Locust's spelling.
+    #[arg(long, visible_alias = "no-web")]
+    pub headless: bool,
+
+    /// Print only the final summary: no progress line and no live stats table while the test
+    /// runs.
+    #[arg(long)]
+    pub only_summary: bool,
+
+    /// Don't print the progress line to stderr (as `--only-summary`).
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -324,6 +340,44 @@ mod tests {
         assert_eq!(args.run.iterations, Some(100));
         assert_eq!(args.run.paths, ["/a", "/b"]);
         assert_eq!(args.run.stats_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_original_locust_spellings_are_aliases() {
+        let args = Args::try_parse_from_iter([
+            "loadgen",
+            "--host=http://127.0.0.1:8080",
+            "--no-web",
+            "-c",
+            "5",
+            "-r",
+            "10",
+            "-n",
+            "100",
+            "--only-summary",
+        ])
+        .expect("the original command line parses");
+        assert_eq!(args.run.users, 5);
+        assert_eq!(args.run.spawn_rate, 10.0);
+        assert_eq!(args.run.iterations, Some(100));
+        assert!(args.run.headless && args.run.only_summary);
+        let long = Args::try_parse_from_iter([
+            "loadgen",
+            "--host",
+            "http://t",
+            "--clients",
+            "3",
+            "--hatch-rate",
+            "0.5",
+            "--num-request",
+            "7",
+            "--headless",
+        ])
+        .expect("long aliases");
+        assert_eq!(long.run.users, 3);
+        assert_eq!(long.run.spawn_rate, 0.5);
+        assert_eq!(long.run.iterations, Some(7));
+        assert!(long.run.headless && !long.run.only_summary);
     }
 
     #[test]

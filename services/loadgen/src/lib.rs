@@ -190,7 +190,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut abort_at: Option<Instant> = None;
     let mut ticker = tokio::time::interval_at(started + opts.stats_interval, opts.stats_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut previous_requests = 0u64;
+    let mut previous: Option<StatsPayload> = None;
     let mut next_snapshot = match &pipeline {
         Pipeline::Standalone(s) => Some(Instant::now() + s.until_next_snapshot()),
         _ => None,
@@ -217,10 +217,15 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
             }
             _ = ticker.tick() => {
                 let p = stats.snapshot(progress.users(), progress.state());
-                if !opts.quiet {
-                    eprintln!("{}", summary::progress_line(started.elapsed(), &p, previous_requests, opts.stats_interval));
+                if opts.quiet || opts.only_summary {
+                    // Nothing while the test runs.
+                } else if opts.headless {
+                    eprint!("{}", summary::live_table(started.elapsed(), &p, previous.as_ref(), opts.stats_interval));
+                } else {
+                    let before = previous.as_ref().map_or(0, |q| q.total.num_requests);
+                    eprintln!("{}", summary::progress_line(started.elapsed(), &p, before, opts.stats_interval));
                 }
-                previous_requests = p.total.num_requests;
+                previous = Some(p);
             }
             _ = sleep_until_opt(next_snapshot) => {
                 if let Pipeline::Standalone(s) = &mut pipeline {

@@ -54,6 +54,11 @@ fn truncate(name: &str, width: usize) -> String {
 }
 
 fn request_row(out: &mut String, e: &StatsEntry, total: &StatsEntry, w: usize) {
+    let rates = (rps(e.num_requests, total), rps(e.num_failures, total));
+    request_row_with_rates(out, e, rates, w);
+}
+
+fn request_row_with_rates(out: &mut String, e: &StatsEntry, (rps, fail_rps): (f64, f64), w: usize) {
     let fail_pct = if e.num_requests == 0 {
         0.0
     } else {
@@ -71,8 +76,8 @@ fn request_row(out: &mut String, e: &StatsEntry, total: &StatsEntry, w: usize) {
         e.min_response_time.unwrap_or(0.0),
         e.max_response_time,
         e.percentile(0.5),
-        rps(e.num_requests, total),
-        rps(e.num_failures, total),
+        rps,
+        fail_rps,
     );
 }
 
@@ -88,11 +93,7 @@ fn percentile_row(out: &mut String, e: &StatsEntry, w: usize) {
     let _ = writeln!(out, " {:>8}", e.num_requests);
 }
 
-/// The report printed at the end of a run: the request table (per endpoint, then `Aggregated`),
-/// the response-time percentile table (ms), and the error report when there were errors.
-pub fn render(p: &StatsPayload) -> String {
-    let w = name_width(p);
-    let mut out = String::new();
+fn table_header(w: usize) -> (String, String) {
     let header = format!(
         "{:<8} {:<w$} {:>8} {:>14} | {:>7} {:>7} {:>7} {:>7} | {:>8} {:>11}",
         "Type", "Name", "# reqs", "# fails", "Avg", "Min", "Max", "Med", "req/s", "failures/s"
@@ -106,6 +107,69 @@ pub fn render(p: &StatsPayload) -> String {
         "-".repeat(33),
         "-".repeat(21)
     );
+    (header, rule)
+}
+
+/// The live stats table printed every stats interval in headless mode, as Locust prints it:
+/// a status line, then per endpoint and `Total` the cumulative counts and response times (ms)
+/// and the *current* requests/s and failures/s (over the interval since `previous`, which is
+/// `interval` old). The total row is named `Total` (not `Aggregated`) so the final summary's
+/// `Aggregated` row stays the only one in a run's output.
+pub fn live_table(
+    elapsed: Duration,
+    p: &StatsPayload,
+    previous: Option<&StatsPayload>,
+    interval: Duration,
+) -> String {
+    let w = name_width(p);
+    let secs = elapsed.as_secs();
+    let interval_s = interval.as_secs_f64().max(0.001);
+    let rates = |e: &StatsEntry, prev: Option<&StatsEntry>| {
+        let (r0, f0) = prev.map_or((0, 0), |x| (x.num_requests, x.num_failures));
+        (
+            e.num_requests.saturating_sub(r0) as f64 / interval_s,
+            e.num_failures.saturating_sub(f0) as f64 / interval_s,
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "[{:02}:{:02}:{:02}] users {} ({})",
+        secs / 3_600,
+        secs / 60 % 60,
+        secs % 60,
+        p.user_count,
+        p.state
+    );
+    let (header, rule) = table_header(w);
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "{rule}");
+    for e in &p.entries {
+        let prev = previous.and_then(|q| {
+            q.entries
+                .iter()
+                .find(|x| x.name == e.name && x.method == e.method)
+        });
+        request_row_with_rates(&mut out, e, rates(e, prev), w);
+    }
+    let _ = writeln!(out, "{rule}");
+    let mut total = p.total.clone();
+    total.name = "Total".to_string();
+    request_row_with_rates(
+        &mut out,
+        &total,
+        rates(&p.total, previous.map(|q| &q.total)),
+        w,
+    );
+    out
+}
+
+/// The report printed at the end of a run: the request table (per endpoint, then `Aggregated`),
+/// the response-time percentile table (ms), and the error report when there were errors.
+pub fn render(p: &StatsPayload) -> String {
+    let w = name_width(p);
+    let mut out = String::new();
+    let (header, rule) = table_header(w);
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{rule}");
     for e in &p.entries {
@@ -229,6 +293,30 @@ mod tests {
             .expect("percentile aggregated");
         assert!(p_row.trim_end().ends_with("20"), "{p_row}");
         assert!(text.contains("GET /api/flaky: HTTP 500"), "{text}");
+    }
+
+    #[test]
+    fn live_table_shows_current_rates_and_a_total_row() {
+        let now = payload();
+        let mut before = payload();
+        before.entries[0].num_requests = 4;
+        before.total.num_requests = 14;
+        let text = live_table(
+            Duration::from_secs(12),
+            &now,
+            Some(&before),
+            Duration::from_secs(2),
+        );
+        assert!(text.starts_with("[00:00:12] users 3 (stopped)"), "{text}");
+        assert!(!text.contains("Aggregated"), "{text}");
+        let total = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("Total"))
+            .expect("total row");
+        // 20 - 14 = 6 requests over 2 s.
+        assert!(total.contains(" 3.00 "), "{total}");
+        let first = text.lines().find(|l| l.contains(" / ")).expect("/ row");
+        assert!(first.contains(" 3.00 "), "{first}");
     }
 
     #[test]
