@@ -8,12 +8,12 @@
 //! acked. On any broker error the session ends, the held deliveries go back to the queue, and the
 //! writer reconnects with backoff and rebuilds its runs from the redeliveries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -165,8 +165,12 @@ struct Session<'a> {
     consume: Channel,
     publish: Channel,
     lifecycle: Lifecycle,
+    /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see [`Session::ack`]).
     held: HashMap<DeliveryId, Held>,
-    settled: HashSet<DeliveryId>,
+    /// Whether this session has received a delivery, i.e. is the queue's single active consumer.
+    /// A standing-by replica publishes no status, or API replicas would see its empty running
+    /// set alternate with the active writer's.
+    active: bool,
     shutdown: &'a CancellationToken,
 }
 
@@ -196,7 +200,7 @@ async fn session(worker: &Worker, shutdown: &CancellationToken) -> anyhow::Resul
         publish,
         lifecycle: Lifecycle::new(worker.lifecycle.clone()),
         held: HashMap::new(),
-        settled: HashSet::new(),
+        active: false,
         shutdown,
     };
     s.publish_status().await;
@@ -220,6 +224,12 @@ async fn session(worker: &Worker, shutdown: &CancellationToken) -> anyhow::Resul
             }
             _ = tokio::time::sleep_until(next_tick) => {
                 next_tick = next_aligned(interval);
+                // Take in what has already arrived before snapshotting: after a stall (an
+                // InfluxDB outage) the prefetched backlog may hold commits sent before this tick,
+                // and a snapshot written now from older stats would land after the run's end.
+                if let Err(e) = s.drain_ready(&mut consumer).await {
+                    break Err(e);
+                }
                 let fx = s.lifecycle.tick(Utc::now());
                 if let Err(e) = s.apply(fx).await {
                     break Err(e);
@@ -247,8 +257,25 @@ fn next_aligned(interval: Duration) -> tokio::time::Instant {
 }
 
 impl Session<'_> {
+    /// Handles the deliveries already buffered, without waiting for more (bounded by the prefetch).
+    async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
+        for _ in 0..self.worker.amqp.prefetch.max(1) {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => self.on_delivery(d).await?,
+                Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
+                Some(None) => return Err(anyhow::anyhow!("the broker cancelled the consumer")),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     async fn on_delivery(&mut self, d: lapin::message::Delivery) -> anyhow::Result<()> {
         let tag = d.delivery_tag;
+        if !self.active {
+            self.active = true;
+            tracing::info!(queue = %self.worker.amqp.queue(), "active consumer: receiving deliveries");
+        }
         let envelope = match Envelope::from_json(&d.data) {
             Ok(env) => env,
             Err(e) => {
@@ -338,11 +365,16 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Acks a held delivery. A tag that is not held any more was settled already: acking it
+    /// twice would be a channel error (PRECONDITION_FAILED) that ends the session.
     async fn ack(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
-        self.held.remove(&tag);
-        if !self.settled.insert(tag) {
-            return Ok(()); // already acked or dead-lettered: acking twice would close the channel
+        if self.held.remove(&tag).is_none() {
+            return Ok(());
         }
+        self.ack_raw(tag).await
+    }
+
+    async fn ack_raw(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
         self.consume
             .basic_ack(tag, BasicAckOptions::default())
             .await
@@ -377,7 +409,7 @@ impl Session<'_> {
         self.publish_confirmed(&self.worker.amqp.dlx(), routing_key, data, headers)
             .await
             .context("dead-lettering")?;
-        self.ack(tag).await
+        self.ack_raw(tag).await
     }
 
     async fn publish_confirmed(
@@ -412,6 +444,9 @@ impl Session<'_> {
     }
 
     async fn publish_status(&self) {
+        if !self.active {
+            return;
+        }
         let body = match serde_json::to_vec(&self.lifecycle.running()) {
             Ok(b) => b,
             Err(_) => return,

@@ -122,8 +122,10 @@ struct NodeState {
     /// The delivery that carried `stats` (held until superseded or finalized).
     stats_delivery: Option<DeliveryId>,
     committed_at: Option<DateTime<Utc>>,
-    /// Every delivery held for the final record (registers, commits).
-    held: Vec<DeliveryId>,
+    /// The node's `registered` deliveries, held for the final record.
+    registers: Vec<DeliveryId>,
+    /// The node's `committed` deliveries, held for the final record.
+    commits: Vec<DeliveryId>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,10 +179,17 @@ impl Run {
         committed > 0 && committed == self.nodes.len() && committed >= expected
     }
 
+    /// Every delivery the run holds, registers first: if the writer dies halfway through
+    /// acking them, what the broker redelivers carries no register, so it cannot re-open the
+    /// finished run (see [`Lifecycle`]'s orphan rule).
     fn held_deliveries(&self) -> Vec<DeliveryId> {
-        let mut out = Vec::new();
+        let mut out: Vec<DeliveryId> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.registers.iter().copied())
+            .collect();
         for n in self.nodes.values() {
-            out.extend(n.held.iter().copied());
+            out.extend(n.commits.iter().copied());
             out.extend(n.stats_delivery);
         }
         out
@@ -196,6 +205,13 @@ struct Merged {
 }
 
 /// The state machine. See the module docs.
+///
+/// The orphan rule: a run whose `registered` message has not been seen writes nothing (no
+/// snapshot, no final record), it only holds its messages. When the register arrives (a
+/// redelivery in another order), the run is adopted and proceeds. When it does not come within
+/// `expire_after`, the messages are leftovers of a run whose final record is written already
+/// (a writer died while acking it, or a message was delivered twice) and are acked without
+/// writing anything: writing them would add points under empty tags or a second status.
 #[derive(Debug)]
 pub struct Lifecycle {
     settings: LifecycleSettings,
@@ -216,11 +232,12 @@ impl Lifecycle {
         &self.settings
     }
 
-    /// Runs currently held.
+    /// Runs currently held (orphans, whose register has not been seen, are not listed).
     pub fn running(&self) -> RunningSet {
         let mut events: Vec<RunningEvent> = self
             .runs
             .iter()
+            .filter(|(_, r)| r.info_known)
             .map(|(id, r)| RunningEvent {
                 uuid: *id,
                 started_at: r.info.started_at,
@@ -250,7 +267,6 @@ impl Lifecycle {
                 fx.ack.push(delivery);
             }
             Body::Registered(info) => {
-                let is_new = !self.runs.contains_key(&event_id);
                 let run = self
                     .runs
                     .entry(event_id)
@@ -264,18 +280,22 @@ impl Lifecycle {
                 }
                 let node_is_new = !run.nodes.contains_key(&node_id);
                 let node = run.nodes.entry(node_id).or_default();
+                node.registers.push(delivery);
                 if run.registered_written {
                     // Another node joining, or a redelivery: record the node, nothing to write.
-                    node.held.push(delivery);
-                    fx.running_changed = node_is_new;
                     // The first register of the run is what we keep; later ones are recorded.
+                    fx.running_changed = node_is_new;
                     return fx;
                 }
                 run.registered_written = true;
-                node.held.push(delivery);
                 let point = event_point(event_id, &run.info, "running", None);
                 fx.writes.push(write_of(event_id, &[point], Vec::new()));
-                fx.running_changed = is_new || node_is_new;
+                // A run rebuilt from redeliveries that came in another order (or an orphan
+                // adopted by its register) may be complete already.
+                fx.running_changed = true;
+                if run.all_committed() {
+                    fx.merge(self.finalize(event_id, "committed", now));
+                }
             }
             Body::Stats(payload) => {
                 let run = self.run_for(event_id, now);
@@ -291,7 +311,7 @@ impl Lifecycle {
                     node.seq = env.seq;
                     node.stats = Some(payload);
                 }
-                fx.running_changed = node_is_new;
+                fx.running_changed = node_is_new && run.info_known;
             }
             Body::Committed(commit) => {
                 let run = self.run_for(event_id, now);
@@ -306,11 +326,11 @@ impl Lifecycle {
                     Some(t) => t.max(env.sent_at),
                     None => env.sent_at,
                 });
-                node.held.push(delivery);
+                node.commits.push(delivery);
                 if run.first_commit_at.is_none() {
                     run.first_commit_at = Some(now);
                 }
-                if run.all_committed() {
+                if run.info_known && run.all_committed() {
                     fx.merge(self.finalize(event_id, "committed", now));
                 }
             }
@@ -325,13 +345,22 @@ impl Lifecycle {
         let ts = align_down(now, self.settings.snapshot_interval);
         let mut to_expire = Vec::new();
         let mut to_commit = Vec::new();
+        let mut to_drop = Vec::new();
         let ids: Vec<Uuid> = self.runs.keys().copied().collect();
         for id in ids {
             let Some(run) = self.runs.get(&id) else {
                 continue;
             };
             if chrono_elapsed(run.last_message_at, now) >= self.settings.expire_after {
-                to_expire.push(id);
+                if run.info_known {
+                    to_expire.push(id);
+                } else {
+                    to_drop.push(id);
+                }
+                continue;
+            }
+            if !run.info_known {
+                // An orphan writes nothing: see the orphan rule on [`Lifecycle`].
                 continue;
             }
             if let Some(first) = run.first_commit_at {
@@ -354,6 +383,13 @@ impl Lifecycle {
         for id in to_expire {
             tracing::warn!(event_id = %id, "run expired: no message within expire_after");
             fx.merge(self.finalize(id, "expired", now));
+        }
+        for id in to_drop {
+            if let Some(run) = self.runs.remove(&id) {
+                let held = run.held_deliveries();
+                tracing::warn!(event_id = %id, messages = held.len(), "dropping messages of a run whose register never came (the run was finalized already, or its register is lost)");
+                fx.ack.extend(held);
+            }
         }
         fx
     }
@@ -390,7 +426,7 @@ impl Lifecycle {
         let mut overflowed = false;
         for node in run.nodes.values() {
             let Some(stats) = &node.stats else { continue };
-            merged.user_count += stats.user_count;
+            merged.user_count = merged.user_count.saturating_add(stats.user_count);
             merged.total.merge(&stats.total);
             for entry in &stats.entries {
                 let mut key = entry.key();
@@ -416,10 +452,11 @@ impl Lifecycle {
                 } else {
                     e.name.clone()
                 };
-                *merged
+                let slot = merged
                     .errors
                     .entry((e.method.clone(), name, e.error.clone()))
-                    .or_insert(0) += e.occurrences;
+                    .or_insert(0);
+                *slot = slot.saturating_add(e.occurrences);
             }
         }
         if overflowed && !run.overflow_warned {
@@ -1001,6 +1038,194 @@ mod tests {
         assert!(
             first.contains(&format!(" {end}\n")),
             "final record at the aligned end: {first}"
+        );
+    }
+
+    fn commit(n: u64) -> Body {
+        Body::Committed(CommitPayload {
+            host: "h".into(),
+            stats: stats(n),
+        })
+    }
+
+    fn acks_of(fx: &Effects) -> Vec<DeliveryId> {
+        fx.writes.iter().flat_map(|w| w.acks.clone()).collect()
+    }
+
+    #[test]
+    fn final_acks_put_registers_first() {
+        let mut lc = Lifecycle::new(LifecycleSettings::default());
+        let id = Uuid::new_v4();
+        let now = t("2026-11-29T08:00:01Z");
+        let at = "2026-11-29T08:00:01Z";
+        lc.handle(1, env(id, "a", 0, at, Body::Registered(info(Some(2)))), now);
+        lc.handle(2, env(id, "a", 1, at, Body::Stats(stats(3))), now);
+        lc.handle(3, env(id, "a", 2, "2026-11-29T08:00:09Z", commit(5)), now);
+        lc.handle(4, env(id, "b", 0, at, Body::Registered(info(Some(2)))), now);
+        let fx = lc.handle(5, env(id, "b", 1, "2026-11-29T08:00:09Z", commit(7)), now);
+        // A writer dying halfway through these acks leaves no register behind.
+        assert_eq!(acks_of(&fx), vec![1, 4, 3, 5]);
+    }
+
+    #[test]
+    fn leftover_commit_after_the_final_record_writes_nothing() {
+        let settings = LifecycleSettings {
+            expire_after: Duration::from_secs(60),
+            ..LifecycleSettings::default()
+        };
+        let mut lc = Lifecycle::new(settings);
+        let id = Uuid::new_v4();
+        let now = t("2026-11-29T08:00:01Z");
+        lc.handle(
+            1,
+            env(
+                id,
+                "a",
+                0,
+                "2026-11-29T08:00:01Z",
+                Body::Registered(info(None)),
+            ),
+            now,
+        );
+        let fx = lc.handle(2, env(id, "a", 5, "2026-11-29T08:00:20Z", commit(9)), now);
+        assert_eq!(fx.completed.len(), 1);
+        // The commit again (delivered twice, or redelivered because the writer died before its
+        // ack): no second status, no points under empty tags.
+        let fx = lc.handle(3, env(id, "a", 5, "2026-11-29T08:00:20Z", commit(9)), now);
+        assert!(fx.writes.is_empty() && fx.ack.is_empty() && fx.completed.is_empty());
+        assert_eq!(lc.running().running, 0, "an orphan is not running");
+        let fx = lc.tick(t("2026-11-29T08:00:30Z"));
+        assert!(
+            fx.writes.is_empty(),
+            "an orphan writes no snapshot: {}",
+            lines(&fx)
+        );
+        let fx = lc.tick(t("2026-11-29T08:01:02Z"));
+        assert!(
+            fx.writes.is_empty(),
+            "an orphan expires without a status: {}",
+            lines(&fx)
+        );
+        assert_eq!(fx.ack, vec![3], "its messages are acked when it expires");
+        assert!(lc.tick(t("2026-11-29T08:05:00Z")).ack.is_empty());
+    }
+
+    #[test]
+    fn redelivery_in_another_order_rebuilds_the_same_run() {
+        let in_order = {
+            let mut lc = Lifecycle::new(LifecycleSettings::default());
+            let now = t("2026-11-29T08:00:01Z");
+            lc.handle(
+                1,
+                env(
+                    Uuid::nil(),
+                    "a",
+                    0,
+                    "2026-11-29T08:00:01Z",
+                    Body::Registered(info(None)),
+                ),
+                now,
+            );
+            lc.handle(
+                2,
+                env(
+                    Uuid::nil(),
+                    "a",
+                    1,
+                    "2026-11-29T08:00:05Z",
+                    Body::Stats(stats(4)),
+                ),
+                now,
+            );
+            let fx = lc.handle(
+                3,
+                env(Uuid::nil(), "a", 2, "2026-11-29T08:00:12Z", commit(6)),
+                now,
+            );
+            (lines(&fx), acks_of(&fx), fx.ack)
+        };
+        let mut lc = Lifecycle::new(LifecycleSettings::default());
+        let now = t("2026-11-29T08:03:00Z");
+        let fx = lc.handle(
+            7,
+            env(
+                Uuid::nil(),
+                "a",
+                1,
+                "2026-11-29T08:00:05Z",
+                Body::Stats(stats(4)),
+            ),
+            now,
+        );
+        assert!(fx.writes.is_empty() && fx.ack.is_empty());
+        let fx = lc.handle(
+            8,
+            env(Uuid::nil(), "a", 2, "2026-11-29T08:00:12Z", commit(6)),
+            now,
+        );
+        assert!(fx.writes.is_empty(), "no final record before the register");
+        assert_eq!(fx.ack, vec![7]);
+        assert!(lc.tick(t("2026-11-29T08:03:15Z")).writes.is_empty());
+        let fx = lc.handle(
+            9,
+            env(
+                Uuid::nil(),
+                "a",
+                0,
+                "2026-11-29T08:00:01Z",
+                Body::Registered(info(None)),
+            ),
+            now,
+        );
+        assert_eq!(fx.writes.len(), 2, "event point, then the final record");
+        assert!(
+            lines(&fx).ends_with(&in_order.0),
+            "same final points as in order"
+        );
+        assert_eq!(acks_of(&fx), vec![9, 8]);
+        assert_eq!(in_order.2, vec![2]);
+        assert_eq!(lc.running().running, 0);
+    }
+
+    #[test]
+    fn messages_delivered_twice_add_no_points() {
+        let mut lc = Lifecycle::new(LifecycleSettings::default());
+        let id = Uuid::new_v4();
+        let now = t("2026-11-29T08:00:01Z");
+        let msgs = [
+            (0, "2026-11-29T08:00:01Z", Body::Registered(info(None))),
+            (1, "2026-11-29T08:00:04Z", Body::Stats(stats(3))),
+            (2, "2026-11-29T08:00:08Z", Body::Stats(stats(8))),
+            (3, "2026-11-29T08:00:09Z", commit(9)),
+        ];
+        let mut written = String::new();
+        let mut tag = 0;
+        for (seq, at, body) in msgs {
+            for _ in 0..2 {
+                tag += 1;
+                written.push_str(&lines(&lc.handle(
+                    tag,
+                    env(id, "a", seq, at, body.clone()),
+                    now,
+                )));
+            }
+        }
+        written.push_str(&lines(&lc.tick(t("2026-11-29T08:20:00Z"))));
+        assert_eq!(
+            written.matches("loadtest_event,").count(),
+            2,
+            "running, then committed: {written}"
+        );
+        assert_eq!(written.matches("status=\"committed\"").count(), 1);
+        assert_eq!(
+            written.matches("loadtest_snapshot,").count(),
+            1,
+            "{written}"
+        );
+        assert_eq!(written.matches("loadtest_summary,").count(), 2, "{written}");
+        assert!(
+            !written.contains("target_host=,"),
+            "no point under empty tags"
         );
     }
 }
