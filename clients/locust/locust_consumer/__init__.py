@@ -1,0 +1,78 @@
+"""Locust plugin for the load-test pipeline.
+
+Import it from a locustfile (``import locust_consumer``) and run Locust with
+``--consumer-host http://API``: the run is registered at test start, its cumulative stats are sent
+every ``--consumer-interval`` and the final stats are committed at test stop, all through the
+load-test API (no database credentials). See README.md.
+
+Importing registers the hooks on Locust's global event hooks, once per process. They are
+registered at import, before Locust creates its runner, so at ``quitting`` (fired in reverse
+order) the runner's own handler, which collects the workers' final reports, runs first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from locust import events
+
+from .client import ApiClient, ApiError, Registration, Rejected, Unavailable
+from .plugin import ConsumerPlugin, Settings, add_arguments, parse_interval
+
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "ConsumerPlugin",
+    "Registration",
+    "Rejected",
+    "Settings",
+    "Unavailable",
+    "add_arguments",
+    "parse_interval",
+    "plugin",
+]
+
+__version__ = "0.1.0"
+
+_plugin: Optional[ConsumerPlugin] = None
+
+
+def plugin() -> Optional[ConsumerPlugin]:
+    """This process's plugin instance (``None`` before Locust's ``init`` event)."""
+    return _plugin
+
+
+@events.init_command_line_parser.add_listener
+def _on_parser(parser: Any, **_kw: Any) -> None:
+    add_arguments(parser)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    global _plugin
+    options = getattr(environment, "parsed_options", None)
+    _plugin = ConsumerPlugin(environment, Settings.from_options(options)) if options is not None else None
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    if _plugin is not None:
+        _plugin.on_test_start(environment)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_kw: Any) -> None:
+    if _plugin is not None:
+        _plugin.on_test_stop(environment)
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id: str, data: dict, **_kw: Any) -> None:
+    if _plugin is not None:
+        _plugin.on_worker_report(client_id, data)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_kw: Any) -> None:
+    if _plugin is not None:
+        _plugin.on_quitting(environment)
