@@ -164,6 +164,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_positive_duration)]
     pub snapshot_interval: Duration,
 
+    /// A pass/fail threshold checked against the final stats (repeatable), e.g.
+    /// `p95<300ms`, `p99.9<1s`, `fail_ratio<0.01` (or `<1%`), `rps>=500`, `avg<50ms`, or one
+    /// endpoint's `p95[/api/items]<200ms`. Each verdict is printed after the summary and sent
+    /// with the commit; if any fails, loadgen exits with code 1.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::thresholds::parse_threshold)]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
+
     /// Headless mode, as in Locust: print a live stats table (per endpoint and aggregated, with
     /// the current requests/s) every `--stats-interval` instead of the one-line progress.
     /// loadgen has no web UI, so the load test itself is the same either way. `--no-web` is the

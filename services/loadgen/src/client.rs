@@ -265,6 +265,9 @@ pub struct CommitRequest {
     pub errors: Vec<ErrorEntry>,
     /// Final stats and target.
     pub measurement: CommitMeasurement,
+    /// The `--threshold` verdicts (absent when none were given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<crate::thresholds::Verdict>,
 }
 
 /// Formats a time as the API expects (RFC 3339, UTC, milliseconds).

@@ -24,6 +24,7 @@ pub mod runner;
 pub mod standalone;
 pub mod stats;
 pub mod summary;
+pub mod thresholds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +72,15 @@ pub struct RunOutcome {
     pub output: Option<PathBuf>,
     /// The report printed to stdout (request table, percentiles, errors).
     pub summary: String,
+    /// The `--threshold` verdicts, in the order given.
+    pub thresholds: Vec<thresholds::Verdict>,
+}
+
+impl RunOutcome {
+    /// Whether any `--threshold` failed (loadgen then exits with code 1).
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds.iter().any(|v| !v.passed)
+    }
 }
 
 /// Runs what `args` asks for (a load test, or `demo`) until it ends by itself or `shutdown` is
@@ -249,11 +259,17 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
 
-    // 4. Commit, then report.
-    let (uuid, output, committed) = finish_pipeline(pipeline, &opts, &ctx, &final_stats).await;
+    // 4. Check the thresholds, commit (with the verdicts), then report.
+    let verdicts = thresholds::evaluate(&opts.thresholds, &final_stats, None);
+    let (uuid, output, committed) =
+        finish_pipeline(pipeline, &opts, &ctx, &final_stats, &verdicts).await;
     let summary = summary::render(&final_stats);
     println!();
     print!("{summary}");
+    if !verdicts.is_empty() {
+        println!();
+        print!("{}", thresholds::render(&verdicts));
+    }
     match (&committed, &pipeline_kind(&opts)) {
         (Ok(()), Kind::Api) => {
             if let Some(id) = uuid {
@@ -282,6 +298,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         output,
         summary,
         stats: final_stats,
+        thresholds: verdicts,
     })
 }
 
@@ -468,6 +485,7 @@ async fn finish_pipeline(
     opts: &RunArgs,
     ctx: &TestContext,
     final_stats: &StatsPayload,
+    verdicts: &[thresholds::Verdict],
 ) -> (Option<Uuid>, Option<PathBuf>, anyhow::Result<()>) {
     match pipeline {
         Pipeline::None => (None, None, Ok(())),
@@ -492,6 +510,7 @@ async fn finish_pipeline(
                         mode: "single".to_string(),
                     },
                 },
+                thresholds: verdicts.to_vec(),
             };
             eprintln!("Committing run {uuid}");
             let result = session

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     match loadgen::run(args, shutdown).await {
+        Ok(outcome) if outcome.thresholds_failed() => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

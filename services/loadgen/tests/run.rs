@@ -516,3 +516,49 @@ fn missing_or_bad_arguments_are_explained() {
         assert!(err.to_string().contains(expected), "{argv:?}: {err}");
     }
 }
+
+/// `--threshold`: verdicts are in the outcome, printed, and sent with the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thresholds_are_checked_and_committed() {
+    let (_target, host) = start_target().await;
+    let api = FakeApi::default();
+    let consumer = start_api(api.clone()).await;
+    let outcome = run(
+        args(&[
+            "--host",
+            &host,
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-n",
+            "40",
+            "--path",
+            "/",
+            "--path",
+            "/fail",
+            "--consumer-host",
+            &consumer,
+            "--threshold",
+            "p95<10s",
+            "--threshold",
+            "fail_ratio<0.01",
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    assert_eq!(outcome.thresholds.len(), 2);
+    assert!(outcome.thresholds[0].passed);
+    assert!(!outcome.thresholds[1].passed);
+    assert_eq!(outcome.thresholds[1].actual, Some(0.5));
+    assert!(outcome.thresholds_failed());
+    let commits = api.commits.lock().expect("lock").clone();
+    let body = &commits[0].1;
+    assert_eq!(body["thresholds"][0]["threshold"], "p95<10s");
+    assert_eq!(body["thresholds"][0]["passed"], true);
+    assert_eq!(body["thresholds"][1]["metric"], "fail_ratio");
+    assert_eq!(body["thresholds"][1]["passed"], false);
+    assert_eq!(body["thresholds"][1]["actual"], 0.5);
+}
