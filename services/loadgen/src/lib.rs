@@ -146,6 +146,11 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         !(opts.standalone && opts.consumer_host.is_some()),
         "--standalone and --consumer-host exclude each other"
     );
+    anyhow::ensure!(
+        opts.expected_nodes.unwrap_or(1) <= 1 || opts.run_key.is_some(),
+        "--expected-nodes {} needs --run-key K: the nodes of one run register with the same key",
+        opts.expected_nodes.unwrap_or(1)
+    );
     let paths = if opts.paths.is_empty() {
         vec!["/".to_string()]
     } else {
