@@ -8,6 +8,7 @@
 //! - [`time`]: snapshot alignment to the wall clock.
 
 pub mod envelope;
+pub mod lenient;
 pub mod stats;
 pub mod status;
 pub mod time;

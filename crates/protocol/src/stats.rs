@@ -49,14 +49,16 @@ pub fn round_response_time(ms: f64) -> u64 {
 /// (truncated to an integer, as Locust's `int()`) remain. Returns 0 for an empty histogram.
 /// `percent` is a fraction (0.95 for p95).
 pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -> u64 {
-    let num_requests: u64 = response_times.values().sum();
+    let num_requests: u64 = response_times
+        .values()
+        .fold(0u64, |acc, c| acc.saturating_add(*c));
     if num_requests == 0 {
         return 0;
     }
     let wanted = (num_requests as f64 * percent) as u64;
     let mut processed = 0u64;
     for (&bucket, &count) in response_times.iter().rev() {
-        processed += count;
+        processed = processed.saturating_add(count);
         if num_requests.saturating_sub(processed) <= wanted {
             return bucket;
         }
@@ -70,37 +72,49 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
 /// Unknown fields that Locust also sends (`num_reqs_per_sec`, `num_fail_per_sec`,
 /// `num_none_requests`) are accepted and ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsEntry {
-    /// Request name (URL path or the name given for grouping).
+    /// Request name (URL path or the name given for grouping), at most 1,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
-    /// HTTP method; empty for the aggregated row.
+    /// HTTP method; empty for the aggregated row. At most 32 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
     pub method: String,
     /// Requests completed, successes and failures.
+    #[serde(deserialize_with = "crate::lenient::count")]
     pub num_requests: u64,
     /// Requests that failed.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::lenient::count")]
     pub num_failures: u64,
     /// Sum of all response times, ms.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub total_response_time: f64,
     /// Fastest response, ms; `null` before the first request (as Locust sends it).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub min_response_time: Option<f64>,
     /// Slowest response, ms.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub max_response_time: f64,
     /// Sum of response body sizes, bytes.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::lenient::count")]
     pub total_content_length: u64,
     /// Rounded response time (ms) → count. JSON keys are the integers as strings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::histogram")]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, u64>))]
     pub response_times: BTreeMap<u64, u64>,
     /// When this entry started counting, Unix seconds.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub start_time: f64,
     /// When the last request completed, Unix seconds; `null` before the first request.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub last_request_timestamp: Option<f64>,
 }
 
@@ -149,17 +163,22 @@ impl StatsEntry {
     /// Adds `other` into `self`: counts and histograms add, min/max/start/last combine. Merging is
     /// exact, associative and commutative, so nodes and intervals combine in any order.
     pub fn merge(&mut self, other: &StatsEntry) {
-        self.num_requests += other.num_requests;
-        self.num_failures += other.num_failures;
-        self.total_response_time += other.total_response_time;
+        self.num_requests = self.num_requests.saturating_add(other.num_requests);
+        self.num_failures = self.num_failures.saturating_add(other.num_failures);
+        // Saturate like the counts: finite inputs never merge into an infinite total.
+        self.total_response_time =
+            (self.total_response_time + other.total_response_time).min(f64::MAX);
         self.min_response_time = match (self.min_response_time, other.min_response_time) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         self.max_response_time = self.max_response_time.max(other.max_response_time);
-        self.total_content_length += other.total_content_length;
+        self.total_content_length = self
+            .total_content_length
+            .saturating_add(other.total_content_length);
         for (&bucket, &count) in &other.response_times {
-            *self.response_times.entry(bucket).or_insert(0) += count;
+            let slot = self.response_times.entry(bucket).or_insert(0);
+            *slot = slot.saturating_add(count);
         }
         self.start_time = match (self.start_time, other.start_time) {
             (a, b) if a <= 0.0 => b,
@@ -209,12 +228,6 @@ impl StatsEntry {
                 "longer than 32 characters",
             ));
         }
-        if self.num_failures > self.num_requests {
-            return Err(ValidationError::new(
-                format!("{path}.num_failures"),
-                "greater than num_requests",
-            ));
-        }
         let finite_non_negative = [
             ("total_response_time", Some(self.total_response_time)),
             ("min_response_time", self.min_response_time),
@@ -251,36 +264,42 @@ fn clamp_to(value: f64, min: Option<f64>, max: f64) -> f64 {
 /// Counts of one error, as Locust reports them (`StatsError.serialize()` without the
 /// duplicated fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorEntry {
     /// HTTP method of the failing request.
     #[serde(default)]
     pub method: String,
-    /// Request name.
+    /// Request name, at most 1,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
     /// The error text (exception or status).
     pub error: String,
     /// How often it occurred (cumulative).
+    #[serde(deserialize_with = "crate::lenient::count")]
     pub occurrences: u64,
 }
 
 /// A node's cumulative stats since it started: the payload of a `stats` message.
 /// Any later payload from the same node supersedes every earlier one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StatsPayload {
     /// Users (clients) running on the node now.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::count")]
     pub user_count: u64,
     /// Runner state (`spawning`, `running`, `stopped`), free text as Locust reports it.
     #[serde(default)]
     pub state: String,
-    /// Per-endpoint entries.
+    /// Per-endpoint entries (at most 10,000).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub entries: Vec<StatsEntry>,
     /// The aggregated row (`name = "Aggregated"`).
     pub total: StatsEntry,
-    /// Errors by (method, name, error).
+    /// Errors by (method, name, error) (at most 10,000).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub errors: Vec<ErrorEntry>,
 }
 
@@ -446,10 +465,6 @@ mod tests {
         let err = e.validate("payload.entries[0]").expect_err("too long");
         assert_eq!(err.field, "payload.entries[0].name");
         e.name = "/".into();
-        e.num_failures = 1;
-        let err = e.validate("p").expect_err("failures > requests");
-        assert_eq!(err.field, "p.num_failures");
-        e.num_requests = 1;
         e.total_response_time = -3.0;
         assert_eq!(
             e.validate("p").expect_err("negative").field,

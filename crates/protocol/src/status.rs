@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 /// One running run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunningEvent {
     /// The run's uuid.
@@ -21,6 +22,7 @@ pub struct RunningEvent {
 
 /// The running set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunningSet {
     /// Number of running runs.
     pub running: usize,

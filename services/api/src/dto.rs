@@ -85,7 +85,7 @@ pub struct RegisterRequest {
     pub started_at: String,
     /// The registering machine.
     #[serde(default)]
-    pub host: String,
+    pub host: Option<String>,
     /// Run parameters and tags.
     pub measurement: RegisterMeasurement,
     /// Idempotency key: the same key under the same API key gives the same uuid.
@@ -98,8 +98,8 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub tool: Option<String>,
     /// Nodes expected to join (cluster mode).
-    #[serde(default)]
-    pub expected_nodes: Option<u32>,
+    #[serde(default, deserialize_with = "protocol::lenient::opt_count")]
+    pub expected_nodes: Option<u64>,
 }
 
 /// `measurement` of a register body.
@@ -116,13 +116,14 @@ pub struct RegisterMeasurement {
 #[serde(rename_all = "camelCase")]
 pub struct RegisterFields {
     /// Users planned.
+    #[serde(deserialize_with = "protocol::lenient::count")]
     pub clients: u64,
     /// Spawn rate, users/s.
     #[serde(default)]
-    pub hatch_rate: f64,
+    pub hatch_rate: Option<f64>,
     /// Planned requests (0 for time-bound runs).
-    #[serde(default)]
-    pub requests: u64,
+    #[serde(default, deserialize_with = "protocol::lenient::opt_count")]
+    pub requests: Option<u64>,
 }
 
 /// `measurement.tags` of a register body.
@@ -131,10 +132,10 @@ pub struct RegisterFields {
 pub struct RegisterTags {
     /// The system under test.
     #[serde(default)]
-    pub target_host: String,
+    pub target_host: Option<String>,
     /// `single` or `cluster`.
     #[serde(default)]
-    pub mode: String,
+    pub mode: Option<String>,
 }
 
 /// A register, checked.
@@ -154,19 +155,25 @@ impl TryFrom<RegisterRequest> for Registration {
     fn try_from(r: RegisterRequest) -> Result<Self, Self::Error> {
         let started_at = parse_time(&r.started_at, "startedAt")?;
         let f = &r.measurement.fields;
-        if !f.hatch_rate.is_finite() || f.hatch_rate < 0.0 {
+        let hatch_rate = f.hatch_rate.unwrap_or(0.0);
+        if !hatch_rate.is_finite() || hatch_rate < 0.0 {
             return Err(ValidationError::new(
                 "measurement.fields.hatchRate",
                 "must be a finite, non-negative number",
             ));
         }
-        check_len(&r.host, "host", 255)?;
-        check_len(
-            &r.measurement.tags.target_host,
-            "measurement.tags.targetHost",
-            1000,
-        )?;
-        check_len(&r.measurement.tags.mode, "measurement.tags.mode", 64)?;
+        let host = r.host.unwrap_or_default();
+        let target_host = r.measurement.tags.target_host.unwrap_or_default();
+        let mode = r.measurement.tags.mode.unwrap_or_default();
+        check_len(&host, "host", 255)?;
+        check_len(&target_host, "measurement.tags.targetHost", 1000)?;
+        check_len(&mode, "measurement.tags.mode", 64)?;
+        let expected_nodes = match r.expected_nodes {
+            Some(n) => Some(u32::try_from(n).map_err(|_| {
+                ValidationError::new("expectedNodes", "must be at most 4294967295")
+            })?),
+            None => None,
+        };
         let tool = r.tool.unwrap_or_default();
         check_len(&tool, "tool", 64)?;
         if let Some(k) = &r.run_key {
@@ -178,19 +185,19 @@ impl TryFrom<RegisterRequest> for Registration {
         let node_id = r
             .node_id
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| r.host.clone());
+            .unwrap_or_else(|| host.clone());
         check_len(&node_id, "nodeId", 200)?;
         Ok(Registration {
             info: RunInfo {
                 started_at,
-                host: r.host,
+                host,
                 clients: f.clients,
-                hatch_rate: f.hatch_rate,
-                requests: f.requests,
-                target_host: r.measurement.tags.target_host,
-                mode: r.measurement.tags.mode,
+                hatch_rate,
+                requests: f.requests.unwrap_or(0),
+                target_host,
+                mode,
                 tool,
-                expected_nodes: r.expected_nodes,
+                expected_nodes,
             },
             node_id,
             run_key: r.run_key,
@@ -224,11 +231,16 @@ fn take_node_and_seq(
     let seq = match obj.remove("seq") {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(
-            v.as_u64()
+            as_count(&v)
                 .ok_or_else(|| ValidationError::new("seq", "must be a non-negative integer"))?,
         ),
     };
     Ok((node, seq))
+}
+
+/// A JSON count: a non-negative integer or an integral float (see `protocol::lenient`).
+fn as_count(v: &serde_json::Value) -> Option<u64> {
+    protocol::lenient::count(v).ok()
 }
 
 fn default_seq() -> u64 {
@@ -316,7 +328,7 @@ pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
     };
     let event_id = Uuid::parse_str(&uuid_text)
         .map_err(|e| ValidationError::new("uuid", format!("not a uuid: {e}")))?;
-    if let Some(s) = obj.get("startedAt") {
+    if let Some(s) = obj.get("startedAt").filter(|v| !v.is_null()) {
         let s = s
             .as_str()
             .ok_or_else(|| ValidationError::new("startedAt", "must be a string"))?;
@@ -331,7 +343,7 @@ pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
     let user_count =
         match obj.get("userCount") {
             None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
+            Some(v) => Some(as_count(v).ok_or_else(|| {
                 ValidationError::new("userCount", "must be a non-negative integer")
             })?),
         };

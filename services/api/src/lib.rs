@@ -1,7 +1,10 @@
 //! `loadtest-api`: the thin REST API in front of RabbitMQ.
 //!
 //! Layout:
-//! - [`routes`]: the handlers (register, stats, commit, isrunning, healthz, readyz).
+//! - [`routes`]: the handlers (register, stats, commit, isrunning, healthz, readyz, metrics,
+//!   openapi.json).
+//! - [`openapi`]: the OpenAPI 3.1 document.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`dto`]: request bodies (the original Consumer's, byte for byte) → domain types.
 //! - [`broker`]: publisher with confirms; subscription to the writer's running set.
 //! - [`error`]: `ApiError` → `application/problem+json`.
@@ -12,6 +15,8 @@
 pub mod broker;
 pub mod dto;
 pub mod error;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 
@@ -45,11 +50,14 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/apiv0.1/events/commit", post(routes::commit))
         .route("/apiv0.1/events/:uuid/stats", post(routes::stats))
         .route("/events/isrunning", get(routes::is_running))
-        .route("/apiv0.1/events/isrunning", get(routes::is_running))
+        .route("/apiv0.1/events/isrunning", get(routes::is_running_v01))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi_json))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 
@@ -60,6 +68,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let secrets = Secrets::resolve(&settings.auth)?;
+    metrics::handle();
     if !settings.auth.enabled {
         tracing::warn!("auth is disabled: anyone who reaches this API can register runs");
     }

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Answer to a register.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterResponse {
     /// The run's uuid.
@@ -143,6 +143,21 @@ async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
 }
 
 /// `POST /apiv0.1/events/register` → 201 `{uuid, token, statsUrl, commitUrl}`.
+#[utoipa::path(
+    post,
+    path = "/apiv0.1/events/register",
+    tag = "events",
+    request_body(content = crate::openapi::RegisterBody, content_type = "application/json"),
+    security(("apiKey" = []), ("apiKeyHeader" = [])),
+    responses(
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 201, description = "Registered", body = RegisterResponse),
+    )
+)]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -177,6 +192,23 @@ pub async fn register(
 }
 
 /// `POST /apiv0.1/events/{uuid}/stats` → 202.
+#[utoipa::path(
+    post,
+    path = "/apiv0.1/events/{uuid}/stats",
+    tag = "events",
+    params(("uuid" = uuid::Uuid, Path, description = "The run's uuid from register")),
+    request_body(content = crate::openapi::StatsBody, content_type = "application/json"),
+    security(("eventToken" = [])),
+    responses(
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 404, description = "Not a run id", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Accepted (published, confirmed)", body = crate::openapi::Accepted),
+    )
+)]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     Path(uuid): Path<String>,
@@ -200,11 +232,35 @@ pub async fn stats(
 }
 
 /// `POST /apiv0.1/events/commit` → 202.
+#[utoipa::path(
+    post,
+    path = "/apiv0.1/events/commit",
+    tag = "events",
+    request_body(content = crate::openapi::CommitBody, content_type = "application/json"),
+    security(("eventToken" = [])),
+    responses(
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 202, description = "Accepted (published, confirmed)", body = crate::openapi::Accepted),
+    )
+)]
 pub async fn commit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if state.auth_enabled
+        && header(&headers, "x-event-token")
+            .or_else(|| bearer(&headers))
+            .is_none()
+    {
+        return Err(ApiError::Unauthorized(
+            "the event token from register is required: send Authorization: Bearer <token>".into(),
+        ));
+    }
     let bytes = body(bytes)?;
     let c = dto::parse_commit(&bytes)?;
     let token = authorise_event(&state, &headers, &c.event_id)?;
@@ -231,18 +287,59 @@ fn accepted(event_id: Uuid) -> Response {
         .into_response()
 }
 
-/// `GET /events/isrunning` and `GET /apiv0.1/events/isrunning`.
+/// `GET /events/isrunning`: the runs the writer holds.
+#[utoipa::path(get, path = "/events/isrunning", tag = "events",
+    responses((status = 200, description = "Running runs", body = protocol::RunningSet)))]
 pub async fn is_running(State(state): State<Arc<AppState>>) -> Response {
     let set = state.status.read().map(|s| s.clone()).unwrap_or_default();
     Json(set).into_response()
 }
 
+/// `GET /apiv0.1/events/isrunning`: the same as `/events/isrunning`.
+#[utoipa::path(get, path = "/apiv0.1/events/isrunning", tag = "events",
+    responses((status = 200, description = "Running runs", body = protocol::RunningSet)))]
+pub async fn is_running_v01(state: State<Arc<AppState>>) -> Response {
+    is_running(state).await
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    let text = crate::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+pub async fn openapi_json() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = crate::openapi::Health)))]
 pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: the broker is reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::Health),
+        (status = 503, description = "RabbitMQ unreachable", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.publisher.ready().await {
         Ok(Json(serde_json::json!({ "status": "ready" })).into_response())

@@ -1,0 +1,132 @@
+//! Lenient number parsing for counts, so any JSON a schema calls an integer is accepted.
+//!
+//! JSON Schema (and Python's `json`, which may emit `2053.0`) treats a number with a zero
+//! fractional part as an integer; serde's `u64` does not. These deserializers accept a
+//! non-negative integer up to `i64::MAX` (InfluxDB's integer range), or a float with no
+//! fractional part up to 2^53, and reject anything else with a clear message (so the error still
+//! names the field).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// Largest integer a float represents exactly.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+struct CountVisitor;
+
+impl Visitor<'_> for CountVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-negative integer")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        if v > i64::MAX as u64 {
+            return Err(E::custom(format!("{v} is larger than {}", i64::MAX)));
+        }
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v)
+            .map_err(|_| E::custom(format!("{v} is negative; expected a non-negative integer")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= MAX_EXACT {
+            Ok(v as u64)
+        } else {
+            Err(E::custom(format!("{v} is not a non-negative integer")))
+        }
+    }
+}
+
+/// A count: non-negative integer (or an integral float).
+pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(CountVisitor)
+}
+
+/// An optional count (`null` or absent is `None`).
+pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative integer or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            count(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+/// A response-time histogram: keys are integers (ms) written as strings, values are counts.
+pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+    struct Hist;
+    impl<'de> Visitor<'de> for Hist {
+        type Value = BTreeMap<u64, u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object mapping response times in ms (\"12\") to counts")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let bucket: u64 = key.trim().parse().map_err(|_| {
+                    de::Error::custom(format!("key {key:?} is not a whole number of milliseconds"))
+                })?;
+                let Count(n) = map.next_value::<Count>()?;
+                let slot = out.entry(bucket).or_insert(0u64);
+                *slot = slot.saturating_add(n);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Hist)
+}
+
+struct Count(u64);
+
+impl<'de> de::Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        count(d).map(Count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "super::count")]
+        n: u64,
+        #[serde(default, deserialize_with = "super::histogram")]
+        h: std::collections::BTreeMap<u64, u64>,
+    }
+
+    #[test]
+    fn accepts_integral_floats_and_rejects_the_rest() {
+        let t: T =
+            serde_json::from_str(r#"{"n": 2053.0, "h": {"12": 3.0, "100": 1}}"#).expect("ok");
+        assert_eq!(t.n, 2053);
+        assert_eq!(t.h.get(&12), Some(&3));
+        assert!(serde_json::from_str::<T>(r#"{"n": 1.5}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": -1}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": "1"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": 9223372036854775808}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": 1, "h": {"x": 1}}"#).is_err());
+    }
+}
