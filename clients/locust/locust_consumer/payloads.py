@@ -25,12 +25,20 @@ def rfc3339(t: datetime) -> str:
 
 def serialize_entry(entry: Any) -> dict[str, Any]:
     """One ``StatsEntry`` as the API takes it: ``StatsEntry.serialize()`` without the per-second
-    counters, and ``method`` as a string (Locust's total row has ``None``)."""
+    counters, ``method`` as a string (Locust's total row has ``None``) and the histogram's keys as
+    whole milliseconds."""
     data = dict(entry.serialize())
     for key in DROPPED_ENTRY_KEYS:
         data.pop(key, None)
     if data.get("method") is None:
         data["method"] = ""
+    # Locust rounds times of 100 ms and more with round(t, -1) and friends, which gives float
+    # keys for float times (130.0); the histogram's keys are whole milliseconds.
+    histogram: dict[int, int] = {}
+    for key, count in (data.get("response_times") or {}).items():
+        ms = int(round(float(key)))
+        histogram[ms] = histogram.get(ms, 0) + int(count)
+    data["response_times"] = histogram
     return data
 
 

@@ -398,8 +398,10 @@ class ConsumerPlugin:
         run = Run(self, environment)
         self.run = run
         if not run.start():
-            # Not from inside the runner's start(): it would go on spawning after this returns.
             gevent.spawn(environment.runner.quit)
+            # Ends the greenlet running the runner's start() quietly, before it spawns any user
+            # (GreenletExit is not an Exception, so Locust's event hook lets it through).
+            raise gevent.GreenletExit()
 
     def on_test_stop(self, environment: Any) -> None:
         """Commits the current run (in the background)."""

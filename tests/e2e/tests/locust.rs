@@ -1,0 +1,658 @@
+//! Real Locust with the `clients/locust` plugin, through the real pipeline: Locust → loadtest-api
+//! → RabbitMQ → loadtest-writer → InfluxDB 1.x, against a local counting target.
+//!
+//! Needs RabbitMQ on 127.0.0.1:5672, InfluxDB 1.x on 127.0.0.1:8086 and Locust with the plugin
+//! (`python3 -m pip install locust==2.32.4 -e ./clients/locust`); `bash .ci/run` provides all
+//! three. The locustfile is the plugin's own `clients/locust/example_locust.py` (`/` and `/items`
+//! answer 200, `/fail` answers 500), run from its folder exactly as a user would.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use loadtest_e2e::*;
+use serde_json::Value;
+
+/// The Locust version `.ci/services.sh` installs.
+const LOCUST_PIN: &str = "2.32.4";
+
+fn require_all() {
+    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
+    require_service(
+        "127.0.0.1:8086",
+        "influxd -config /etc/influxdb/influxdb.conf &",
+    );
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `clients/locust`: the locustfile's folder, where the tests run Locust.
+fn plugin_dir() -> PathBuf {
+    repo_root().join("clients/locust")
+}
+
+/// How to run Locust: `locust` on PATH, else `python3 -m locust`; panics with the install
+/// command when neither works.
+fn locust_program() -> &'static [String] {
+    static PROGRAM: OnceLock<Vec<String>> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let candidates: [&[&str]; 2] = [&["locust"], &["python3", "-m", "locust"]];
+        for c in candidates {
+            let ok = Command::new(c[0])
+                .args(&c[1..])
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return c.iter().map(|s| s.to_string()).collect();
+            }
+        }
+        panic!(
+            "Locust is not installed (neither `locust` nor `python3 -m locust` runs); install it with \
+             `python3 -m pip install locust=={LOCUST_PIN} -e ./clients/locust` (or run `bash .ci/run`)"
+        );
+    })
+}
+
+/// A Locust process, killed on drop, with its combined output in a log file.
+struct Locust {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl Locust {
+    /// Starts Locust in `clients/locust` with `args` and extra environment `env`.
+    fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!(
+            "loadtest-e2e-locust-{name}-{}.log",
+            uuid::Uuid::new_v4()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let program = locust_program();
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..])
+            .args(args)
+            .current_dir(plugin_dir())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            // Neither the developer's locust.conf nor stray LOCUST_* variables apply.
+            .env_remove("LOCUST_CONSUMER_HOST")
+            .env_remove("LOCUST_CONSUMER_API_KEY")
+            .env("PYTHONUNBUFFERED", "1")
+            // Its own process group, so that drop also ends the workers `--processes` forks.
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.join(" ")))?;
+        Ok(Self {
+            child,
+            log,
+            name: name.to_string(),
+        })
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for Locust to exit (a blocking wait, off the async runtime).
+    async fn wait(mut self, timeout: Duration) -> anyhow::Result<(ExitStatus, String)> {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Some(s) = self.child.try_wait()? {
+                    return Ok((s, self.output()));
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} still running after {timeout:?}:\n{}",
+                        self.name,
+                        self.output()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .await?
+    }
+}
+
+impl Drop for Locust {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn unused_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Splits one CSV line (RFC 4180 quoting, as Python's `csv` writes it).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+/// (method, name) → (requests, failures)
+type Counts = BTreeMap<(String, String), (u64, u64)>;
+
+/// Locust's `PREFIX_stats.csv`: per endpoint, and the `Aggregated` row under method "".
+fn read_stats_csv(path: &Path) -> anyhow::Result<Counts> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header = csv_fields(lines.next().context("empty stats CSV")?);
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("no {name:?} column in {header:?}"))
+    };
+    let (ty, name, reqs, fails) = (
+        col("Type")?,
+        col("Name")?,
+        col("Request Count")?,
+        col("Failure Count")?,
+    );
+    let mut out = Counts::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f = csv_fields(line);
+        out.insert(
+            (f[ty].clone(), f[name].clone()),
+            (f[reqs].parse()?, f[fails].parse()?),
+        );
+    }
+    Ok(out)
+}
+
+/// The same counts from the summary table Locust prints at exit (`--only-summary`):
+/// `GET      /items      146     0(0.00%) |  ...`.
+fn read_printed_summary(output: &str) -> Counts {
+    let mut out = Counts::new();
+    let start = output
+        .lines()
+        .position(|l| l.starts_with("Type") && l.contains("# reqs"));
+    let Some(start) = start else {
+        return out;
+    };
+    for line in output.lines().skip(start + 1) {
+        if line.starts_with("Response time percentiles") {
+            break;
+        }
+        let Some((left, _)) = line.split_once('|') else {
+            continue;
+        };
+        if left.starts_with("--------") || left.trim().is_empty() {
+            continue;
+        }
+        let tokens: Vec<&str> = left.split_whitespace().collect();
+        if tokens.len() < 3 {
+            continue;
+        }
+        let fails = tokens[tokens.len() - 1]
+            .split('(')
+            .next()
+            .and_then(|n| n.parse().ok());
+        let reqs = tokens[tokens.len() - 2].parse().ok();
+        let (method, name) = if line.starts_with(' ') {
+            (String::new(), tokens[..tokens.len() - 2].join(" "))
+        } else {
+            (tokens[0].to_string(), tokens[1..tokens.len() - 2].join(" "))
+        };
+        if let (Some(r), Some(f)) = (reqs, fails) {
+            out.insert((method, name), (r, f));
+        }
+    }
+    out
+}
+
+/// The run's uuid from the plugin's `registered run UUID with ...` line.
+fn registered_uuid(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find(|l| l.contains("locust_consumer: registered run "))
+        .and_then(|l| l.split("registered run ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .filter(|u| uuid::Uuid::parse_str(u).is_ok())
+        .map(str::to_string)
+}
+
+fn field_u64(row: &serde_json::Map<String, Value>, k: &str) -> u64 {
+    row.get(k)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{k} missing in {row:?}"))
+}
+
+/// The run's `loadtest_summary` counts, once the final record is there.
+async fn summary_counts(db: &str, uuid: &str) -> anyhow::Result<Counts> {
+    let q = format!(
+        "SELECT requests, failures, \"method\", \"name\" FROM loadtest_summary WHERE event_id = '{uuid}'"
+    );
+    let rows = eventually(Duration::from_secs(30), "the run's summary", || async {
+        let rows = influx_rows(db, &q).await?;
+        Ok(rows
+            .iter()
+            .any(|r| r["name"] == "Aggregated")
+            .then_some(rows))
+    })
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let method = r["method"].as_str().unwrap_or_default().to_string();
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            (
+                (method, name),
+                (field_u64(r, "requests"), field_u64(r, "failures")),
+            )
+        })
+        .collect())
+}
+
+/// Asserts the run's snapshots exist (every 5 s, cumulative) and its event is committed with
+/// the right tags; returns the snapshots' request counts.
+async fn check_snapshots_and_event(
+    db: &str,
+    uuid: &str,
+    mode: &str,
+    min_snapshots: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let snapshots = influx_rows(
+        db,
+        &format!("SELECT requests FROM loadtest_snapshot WHERE event_id = '{uuid}' ORDER BY time"),
+    )
+    .await?;
+    assert!(
+        snapshots.len() >= min_snapshots,
+        "expected at least {min_snapshots} snapshots: {snapshots:?}"
+    );
+    for r in &snapshots {
+        let t = r["time"].as_i64().expect("time");
+        assert_eq!(t % 5_000_000_000, 0, "snapshot not aligned to 5 s: {t}");
+    }
+    let counts: Vec<u64> = snapshots.iter().map(|r| field_u64(r, "requests")).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative requests decreased: {counts:?}"
+    );
+    let q = format!(
+        "SELECT last(status) AS status FROM loadtest_event WHERE event_id = '{uuid}' AND \"mode\" = '{mode}' AND tool = 'locust'"
+    );
+    eventually(Duration::from_secs(30), "status committed", || async {
+        let rows = influx_rows(db, &q).await?;
+        Ok(rows.first().filter(|r| r["status"] == "committed").cloned())
+    })
+    .await?;
+    Ok(counts)
+}
+
+/// A fresh API, writer (InfluxDB 1.x, snapshots every 5 s) and database.
+struct Pipeline {
+    stack: Stack,
+    db: String,
+    api: String,
+    _api: Proc,
+    _writer: Proc,
+}
+
+async fn start_pipeline(test: &str) -> anyhow::Result<Pipeline> {
+    require_all();
+    build_binaries()?;
+    let stack = Stack::new(test);
+    let db = stack.exchange.replace('-', "_");
+    influx_create_db(&db).await?;
+    let writer = stack.start_writer(
+        &format!("writer-{test}"),
+        &[
+            ("LOADTEST__SINK__KIND", "v1".into()),
+            ("LOADTEST__SINK__URL", INFLUX.into()),
+            ("LOADTEST__SINK__DATABASE", db.clone()),
+            ("LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S", "5".into()),
+        ],
+    )?;
+    let (api_proc, api) = stack.start_api()?;
+    Ok(Pipeline {
+        stack,
+        db,
+        api,
+        _api: api_proc,
+        _writer: writer,
+    })
+}
+
+/// Distributed Locust (a headless master and `workers` worker processes, or `--processes`)
+/// runs 30 s; the run's summary in InfluxDB equals Locust's own `--csv` stats per endpoint.
+async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::Result<()> {
+    let p = start_pipeline(test).await?;
+    let target = start_target().await?;
+    let csv_dir = std::env::temp_dir().join(format!("loadtest-e2e-{}", p.stack.exchange));
+    std::fs::create_dir_all(&csv_dir)?;
+    let csv_prefix = csv_dir.join("run");
+    let csv_prefix = csv_prefix.to_string_lossy().to_string();
+    let port = unused_port()?.to_string();
+    let mut args = vec![
+        "-f",
+        "example_locust.py",
+        "--host",
+        &target.url,
+        "--headless",
+        "-u",
+        "6",
+        "-r",
+        "10",
+        "-t",
+        "30s",
+        "--only-summary",
+        "--csv",
+        &csv_prefix,
+        "--consumer-host",
+        &p.api,
+        "--consumer-api-key",
+        &p.stack.api_key,
+        "--consumer-interval",
+        "2s",
+    ];
+    let mut workers = Vec::new();
+    if use_processes {
+        args.extend([
+            "--processes",
+            "2",
+            "--master-port",
+            &port,
+            "--master-bind-port",
+            &port,
+        ]);
+    } else {
+        args.extend([
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            &port,
+            "--expect-workers",
+            "2",
+        ]);
+        for i in 0..2 {
+            workers.push(Locust::start(
+                &format!("{test}-worker{i}"),
+                &[
+                    "-f",
+                    "example_locust.py",
+                    "--worker",
+                    "--master-host",
+                    "127.0.0.1",
+                    "--master-port",
+                    &port,
+                ],
+                &[],
+            )?);
+        }
+    }
+    let master = Locust::start(&format!("{test}-master"), &args, &[])?;
+    let (status, out) = master.wait(Duration::from_secs(120)).await?;
+    let uuid = registered_uuid(&out).unwrap_or_else(|| panic!("no registered run in:\n{out}"));
+    assert!(
+        out.contains(&format!("locust_consumer: committed run {uuid}")),
+        "no commit in:\n{out}"
+    );
+    assert!(
+        !out.contains("/WARNING/locust_consumer") && !out.contains("/ERROR/locust_consumer"),
+        "the plugin complained:\n{out}"
+    );
+    // Failures on /fail: Locust's usual exit code for a run with failures is 1.
+    assert_eq!(status.code(), Some(1), "locust exit code:\n{out}");
+    for w in workers {
+        let (ws, wout) = w.wait(Duration::from_secs(30)).await?;
+        assert!(ws.success(), "worker failed:\n{wout}");
+    }
+
+    let csv = read_stats_csv(Path::new(&format!("{csv_prefix}_stats.csv")))?;
+    let printed = read_printed_summary(&out);
+    let summary = summary_counts(&p.db, &uuid).await?;
+    println!("{test}: run {uuid}\n  csv:      {csv:?}\n  influxdb: {summary:?}");
+    assert_eq!(
+        csv.len(),
+        4,
+        "/, /items, /fail and Aggregated in the CSV: {csv:?}"
+    );
+    assert_eq!(summary, csv, "loadtest_summary vs Locust's CSV");
+    assert_eq!(printed, csv, "Locust's printed summary vs its CSV");
+    let total = csv[&(String::new(), "Aggregated".to_string())];
+    let fail = csv[&("GET".to_string(), "/fail".to_string())];
+    assert!(total.0 > 100, "too few requests: {total:?}");
+    assert_eq!(fail.0, fail.1, "every /fail request failed: {fail:?}");
+    assert_eq!(total.1, fail.1, "only /fail fails: {csv:?}");
+
+    let snapshots = check_snapshots_and_event(&p.db, &uuid, "cluster", 4).await?;
+    assert!(
+        snapshots.iter().all(|s| *s <= total.0),
+        "a snapshot counts more than the final record: {snapshots:?} vs {total:?}"
+    );
+    let _ = std::fs::remove_dir_all(&csv_dir);
+    Ok(())
+}
+
+/// `--master` with two `--worker` processes on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locust_master_and_two_workers_equal_csv_exactly() -> anyhow::Result<()> {
+    distributed_run_equals_csv("locust-dist", false).await
+}
+
+/// `--processes 2`: Locust forks two workers and the parent is the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locust_processes_equal_csv_exactly() -> anyhow::Result<()> {
+    distributed_run_equals_csv("locust-procs", true).await
+}
+
+/// The original command shape (`-u 5 -r 10 -t 20s --only-summary --consumer-host`, the API key
+/// from the environment) ends in InfluxDB with Locust's own counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locust_original_command_shape_lands_in_influxdb() -> anyhow::Result<()> {
+    let p = start_pipeline("locust-orig").await?;
+    let target = start_target().await?;
+    let host = format!("--host={}", target.url);
+    let locust = Locust::start(
+        "locust-orig",
+        &[
+            "-f",
+            "example_locust.py",
+            &host,
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "10",
+            "-t",
+            "20s",
+            "--only-summary",
+            "--consumer-host",
+            &p.api,
+        ],
+        &[("LOCUST_CONSUMER_API_KEY", &p.stack.api_key)],
+    )?;
+    let (status, out) = locust.wait(Duration::from_secs(90)).await?;
+    assert_eq!(status.code(), Some(1), "locust exit code:\n{out}");
+    let uuid = registered_uuid(&out).unwrap_or_else(|| panic!("no registered run in:\n{out}"));
+    assert!(
+        out.contains(&format!("locust_consumer: committed run {uuid}")),
+        "no commit in:\n{out}"
+    );
+    let printed = read_printed_summary(&out);
+    let summary = summary_counts(&p.db, &uuid).await?;
+    println!("original shape: run {uuid}\n  printed:  {printed:?}\n  influxdb: {summary:?}");
+    assert_eq!(printed.len(), 4, "summary table rows: {printed:?}\n{out}");
+    assert_eq!(summary, printed, "loadtest_summary vs Locust's summary");
+    check_snapshots_and_event(&p.db, &uuid, "single", 2).await?;
+    let errors = influx_rows(
+        &p.db,
+        &format!("SELECT occurrences FROM loadtest_error WHERE event_id = '{uuid}' AND \"name\" = '/fail'"),
+    )
+    .await?;
+    let occurrences: u64 = errors.iter().map(|r| field_u64(r, "occurrences")).sum();
+    assert_eq!(
+        occurrences,
+        printed[&("GET".to_string(), "/fail".to_string())].1,
+        "/fail errors recorded: {errors:?}"
+    );
+    Ok(())
+}
+
+/// The API is down (a closed port): the same command finishes its test, exits with Locust's
+/// usual code, and the plugin prints exactly one warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locust_runs_on_with_one_warning_when_the_api_is_down() -> anyhow::Result<()> {
+    let target = start_target().await?;
+    let host = format!("--host={}", target.url);
+    let api = format!("http://127.0.0.1:{}", unused_port()?);
+    let locust = Locust::start(
+        "locust-api-down",
+        &[
+            "-f",
+            "example_locust.py",
+            &host,
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "10",
+            "-t",
+            "20s",
+            "--only-summary",
+            "--consumer-host",
+            &api,
+        ],
+        &[],
+    )?;
+    let (status, out) = locust.wait(Duration::from_secs(90)).await?;
+    let printed = read_printed_summary(&out);
+    let total = printed
+        .get(&(String::new(), "Aggregated".to_string()))
+        .copied()
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    assert!(total.0 > 100, "the test ran on: {total:?}\n{out}");
+    // Locust's usual code: 1 when any request failed (/fail does), else 0.
+    let usual = if total.1 > 0 { 1 } else { 0 };
+    assert_eq!(status.code(), Some(usual), "locust exit code:\n{out}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("/WARNING/locust_consumer"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning from the plugin:\n{out}");
+    assert!(
+        warnings[0].contains(&api) && warnings[0].contains("cannot be reached"),
+        "a clear warning: {}",
+        warnings[0]
+    );
+    assert!(
+        !out.contains("/ERROR/locust_consumer") && !out.contains("Traceback"),
+        "no errors:\n{out}"
+    );
+    Ok(())
+}
+
+/// `--consumer-required` with the API down: a clear error, no load, exit code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locust_consumer_required_stops_when_the_api_is_down() -> anyhow::Result<()> {
+    let target = start_target().await?;
+    let host = format!("--host={}", target.url);
+    let api = format!("http://127.0.0.1:{}", unused_port()?);
+    let locust = Locust::start(
+        "locust-required",
+        &[
+            "-f",
+            "example_locust.py",
+            &host,
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "10",
+            "-t",
+            "60s",
+            "--only-summary",
+            "--consumer-host",
+            &api,
+            "--consumer-required",
+        ],
+        &[],
+    )?;
+    let (status, out) = locust.wait(Duration::from_secs(60)).await?;
+    assert_eq!(status.code(), Some(1), "locust exit code:\n{out}");
+    let errors: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("/ERROR/locust_consumer"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error from the plugin:\n{out}");
+    assert!(
+        errors[0].contains("--consumer-required") && errors[0].contains(&api),
+        "a clear error: {}",
+        errors[0]
+    );
+    assert_eq!(
+        target.count.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no load without a registered run:\n{out}"
+    );
+    Ok(())
+}
+
+/// The plugin's Python unit tests (payloads, retries, options), no network needed.
+#[test]
+fn locust_plugin_python_unit_tests() {
+    // Locust is installed for python3 (the same pip); checks it is there, with the install hint.
+    locust_program();
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+        .current_dir(plugin_dir())
+        .output()
+        .expect("running python3 -m unittest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "Python unit tests failed:\n{text}");
+    assert!(
+        text.contains("OK"),
+        "no unittest summary in the output:\n{text}"
+    );
+}
