@@ -70,3 +70,10 @@ ensure_locust() {
     python3 -m pip install -q -e ./clients/locust
   fi
 }
+
+ensure_chromium() {
+  # Headless Chromium renders loadgen's --html report in its end-to-end test.
+  if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    apt_install chromium
+  fi
+}

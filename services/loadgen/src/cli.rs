@@ -171,6 +171,22 @@ pub struct RunArgs {
     #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::thresholds::parse_threshold)]
     pub thresholds: Vec<crate::thresholds::Threshold>,
 
+    /// Write the results as JSON to FILE at the end: run metadata, per-endpoint and aggregated
+    /// stats with the percentiles, errors, threshold verdicts and the time series.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write Locust's CSV files at the end: `PREFIX_stats.csv`, `PREFIX_stats_history.csv`
+    /// (one row per stats interval), `PREFIX_failures.csv` and `PREFIX_exceptions.csv`, with
+    /// Locust's column names.
+    #[arg(long, value_name = "PREFIX")]
+    pub csv: Option<PathBuf>,
+
+    /// Write a self-contained HTML report to FILE at the end (tables, and charts of
+    /// requests/s, users and response-time percentiles over time; no external resources).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     /// Headless mode, as in Locust: print a live stats table (per endpoint and aggregated, with
     /// the current requests/s) every `--stats-interval` instead of the one-line progress.
     /// loadgen has no web UI, so the load test itself is the same either way. `--no-web` is the

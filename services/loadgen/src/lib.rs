@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod report;
 pub mod runner;
 pub mod standalone;
 pub mod stats;
@@ -205,7 +206,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut abort_at: Option<Instant> = None;
     let mut ticker = tokio::time::interval_at(started + opts.stats_interval, opts.stats_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut previous: Option<StatsPayload> = None;
+    let mut recorder = report::Recorder::default();
     let mut next_snapshot = match &pipeline {
         Pipeline::Standalone(s) => Some(Instant::now() + s.until_next_snapshot()),
         _ => None,
@@ -235,12 +236,12 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
                 if opts.quiet || opts.only_summary {
                     // Nothing while the test runs.
                 } else if opts.headless {
-                    eprint!("{}", summary::live_table(started.elapsed(), &p, previous.as_ref(), opts.stats_interval));
+                    eprint!("{}", summary::live_table(started.elapsed(), &p, recorder.previous(), opts.stats_interval));
                 } else {
-                    let before = previous.as_ref().map_or(0, |q| q.total.num_requests);
+                    let before = recorder.previous().map_or(0, |q| q.total.num_requests);
                     eprintln!("{}", summary::progress_line(started.elapsed(), &p, before, opts.stats_interval));
                 }
-                previous = Some(p);
+                recorder.record(stats::unix_now(), started.elapsed(), &p);
             }
             _ = sleep_until_opt(next_snapshot) => {
                 if let Pipeline::Standalone(s) = &mut pipeline {
@@ -257,6 +258,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     abort.cancel();
     let elapsed = started.elapsed();
     let final_stats = stats.snapshot(report.users_started, "stopped");
+    recorder.record(stats::unix_now(), elapsed, &final_stats);
     if report.requests_cancelled > 0 {
         eprintln!(
             "{} requests still in flight at the stop timeout were cancelled and are not counted",
@@ -292,7 +294,30 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         }
         _ => {}
     }
+    let meta = report::RunMeta {
+        tool: TOOL.to_string(),
+        model: "closed".to_string(),
+        target_host: ctx.target_host.clone(),
+        started_at: client::rfc3339(ctx.started_at),
+        elapsed_s: elapsed.as_secs_f64(),
+        users: opts.users,
+        spawn_rate: opts.spawn_rate,
+        arrival_rate: None,
+        uuid: uuid.map(|u| u.to_string()),
+        node_id: ctx.node_id.clone(),
+    };
+    let files = write_reports(
+        &opts,
+        &report::Report {
+            meta: &meta,
+            stats: &final_stats,
+            history: recorder.points(),
+            thresholds: &verdicts,
+            percentiles: None,
+        },
+    );
     committed?;
+    files?;
     Ok(RunOutcome {
         uuid,
         total_requests: final_stats.total.num_requests,
@@ -305,6 +330,25 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         stats: final_stats,
         thresholds: verdicts,
     })
+}
+
+/// Writes the `--json`, `--csv` and `--html` files asked for, printing where each went.
+fn write_reports(opts: &RunArgs, rep: &report::Report<'_>) -> anyhow::Result<()> {
+    if let Some(path) = &opts.json {
+        let text = serde_json::to_string_pretty(&rep.json())?;
+        report::write_file(path, &text)?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    if let Some(prefix) = &opts.csv {
+        let written = rep.write_csv(prefix)?;
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("CSV files written: {}", names.join(", "));
+    }
+    if let Some(path) = &opts.html {
+        report::write_file(path, &rep.html())?;
+        eprintln!("HTML report written to {}", path.display());
+    }
+    Ok(())
 }
 
 enum Kind {

@@ -11,7 +11,8 @@ pub const PERCENTILES: [f64; 11] = [
     0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0,
 ];
 
-fn percentile_label(p: f64) -> String {
+/// The column label of a percentile fraction: `50%`, `99.9%`, `100%`.
+pub fn percentile_label(p: f64) -> String {
     let pct = p * 100.0;
     if (pct - pct.round()).abs() < 1e-9 {
         format!("{}%", pct.round() as u64)
