@@ -314,7 +314,7 @@ fn measure(metric: Metric, e: &StatsEntry, total: &StatsEntry) -> f64 {
 pub fn evaluate(
     thresholds: &[Threshold],
     p: &StatsPayload,
-    percentile: Option<&dyn Fn(Option<&str>, f64) -> Option<f64>>,
+    percentile: Option<crate::report::PercentileFn<'_>>,
 ) -> Vec<Verdict> {
     thresholds
         .iter()
