@@ -420,9 +420,9 @@ pub async fn amqp_take_all(
             .headers()
             .as_ref()
             .and_then(|h| h.inner().get("x-loadtest-dead-reason").cloned())
-            .and_then(|v| match v {
-                lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
-                other => Some(format!("{other:?}")),
+            .map(|v| match v {
+                lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                other => format!("{other:?}"),
             });
         out.push(DeadLetter {
             body: msg.delivery.data.clone(),
