@@ -61,13 +61,18 @@ ensure_victoriametrics() {
 }
 
 ensure_locust() {
-  # Real Locust for the plugin's end-to-end test, pinned.
+  # Real Locust for the plugin's end-to-end test (tests/e2e/tests/locust.rs), pinned; keep the pin
+  # in sync with LOCUST_PIN there. The plugin itself is installed editable from clients/locust.
+  local pin=2.32.4
   if [ -d clients/locust ]; then
-    if ! python3 -c 'import locust' >/dev/null 2>&1; then
-      log "pip install locust"
-      python3 -m pip install -q "locust==2.32.4"
+    if [ "$(python3 -c 'import locust; print(locust.__version__)' 2>/dev/null)" != "$pin" ]; then
+      log "pip install locust==$pin"
+      PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "locust==$pin"
     fi
-    python3 -m pip install -q -e ./clients/locust
+    # Always: an editable install points at one checkout, and CI runs in a fresh clone.
+    log "pip install -e ./clients/locust"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q -e ./clients/locust
+    command -v locust >/dev/null || log "WARNING: locust is not on PATH; the tests use python3 -m locust"
   fi
 }
 
