@@ -82,3 +82,12 @@ ensure_chromium() {
     apt_install chromium
   fi
 }
+
+ensure_schemathesis() {
+  # schemathesis, pinned, for the API contract test (tests/e2e/tests/api_contract.rs).
+  local pin=4.32.5
+  if [ "$(python3 -m pip show schemathesis 2>/dev/null | awk '/^Version:/{print $2}')" != "$pin" ]; then
+    log "pip install schemathesis==$pin"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "schemathesis==$pin"
+  fi
+}

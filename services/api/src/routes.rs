@@ -128,6 +128,13 @@ async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
         .publisher
         .publish(env.body.routing_key(), &env.to_json())
         .await;
+    let failure = result.as_ref().err().map(|e| match e {
+        PublishError::Nacked => "nacked",
+        PublishError::Unroutable(_) => "unroutable",
+        PublishError::Timeout => "timeout",
+        PublishError::Unavailable(_) => "unavailable",
+    });
+    crate::metrics::publish_observed(env.body.kind(), started, failure);
     tracing::debug!(event_id = %env.event_id, kind = env.body.kind(), elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "published");
     result.map_err(|e| {
         tracing::warn!(event_id = %env.event_id, error = %e, "publish failed; answering 503");

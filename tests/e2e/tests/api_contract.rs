@@ -1,0 +1,670 @@
+//! The API's contract against the running services: keys and event tokens, idempotent register,
+//! limits, OpenAPI (schemathesis), metrics, RabbitMQ least privilege, and no secret in any log.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use loadtest_e2e::*;
+use serde_json::{json, Value};
+
+const REGISTER: &str = include_str!("../../../fixtures/original-register.json");
+const STATS: &str = include_str!("../../../fixtures/stats-message.json");
+
+fn require_all() {
+    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
+    require_service(
+        "127.0.0.1:8086",
+        "influxd -config /etc/influxdb/influxdb.conf &",
+    );
+}
+
+struct Running {
+    stack: Stack,
+    api: String,
+    db: String,
+    _writer: Proc,
+    api_proc: Proc,
+}
+
+async fn start(name: &str) -> anyhow::Result<Running> {
+    require_all();
+    build_binaries()?;
+    let stack = Stack::new(name);
+    let db = stack.exchange.replace('-', "_");
+    influx_create_db(&db).await?;
+    let writer = stack.start_writer(
+        &format!("writer-{name}"),
+        &[
+            ("LOADTEST__SINK__KIND", "v1".into()),
+            ("LOADTEST__SINK__DATABASE", db.clone()),
+        ],
+    )?;
+    let (api_proc, api) = stack.start_api()?;
+    Ok(Running {
+        stack,
+        api,
+        db,
+        _writer: writer,
+        api_proc,
+    })
+}
+
+async fn register(
+    client: &reqwest::Client,
+    r: &Running,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let resp = client
+        .post(format!("{}/apiv0.1/events/register", r.api))
+        .header("X-API-Key", &r.stack.api_key)
+        .json(body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+fn stats_body(requests: u64) -> Value {
+    let env: Value = serde_json::from_str(STATS).expect("fixture");
+    let mut p = env["payload"].clone();
+    p["entries"][0]["num_requests"] = requests.into();
+    p["total"]["num_requests"] = requests.into();
+    p
+}
+
+async fn post_stats(
+    client: &reqwest::Client,
+    api: &str,
+    uuid: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let resp = client
+        .post(format!("{api}/apiv0.1/events/{uuid}/stats"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// Keys are required, tokens are scoped to their run (API: 401; straight on the queue: the
+/// writer dead-letters it with the reason), and register is idempotent per run key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_tokens_and_idempotent_register() -> anyhow::Result<()> {
+    let r = start("auth").await?;
+    let client = reqwest::Client::new();
+    let body: Value = serde_json::from_str(REGISTER)?;
+
+    // No key, wrong key: 401 problem+json.
+    let resp = client
+        .post(format!("{}/apiv0.1/events/register", r.api))
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let resp = client
+        .post(format!("{}/apiv0.1/events/register", r.api))
+        .bearer_auth("not-a-key")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+
+    let (s, a) = register(&client, &r, &body).await?;
+    assert_eq!(s, 201);
+    let (s, b) = register(&client, &r, &body).await?;
+    assert_eq!(s, 201);
+    assert_ne!(
+        a["uuid"], b["uuid"],
+        "without runKey every register is a new run"
+    );
+    let (a_id, a_tok) = (
+        a["uuid"].as_str().unwrap_or_default(),
+        a["token"].as_str().unwrap_or_default(),
+    );
+    let (b_id, b_tok) = (
+        b["uuid"].as_str().unwrap_or_default(),
+        b["token"].as_str().unwrap_or_default(),
+    );
+
+    // A's token cannot write to B, through the API.
+    let (s, problem) = post_stats(&client, &r.api, b_id, a_tok, &stats_body(5)).await?;
+    assert_eq!(s, 401, "{problem}");
+    let (s, _) = post_stats(&client, &r.api, a_id, a_tok, &stats_body(5)).await?;
+    assert_eq!(s, 202);
+    let (s, _) = post_stats(&client, &r.api, b_id, b_tok, &stats_body(5)).await?;
+    assert_eq!(s, 202);
+    // A stats post to a run id that is not a uuid: 404.
+    let (s, _) = post_stats(&client, &r.api, "not-a-uuid", a_tok, &stats_body(5)).await?;
+    assert_eq!(s, 404);
+
+    // …nor straight on the queue: the writer dead-letters it with the reason.
+    let conn = Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut env: Value = serde_json::from_str(STATS)?;
+    env["eventId"] = b_id.into();
+    env["token"] = a_tok.into();
+    env["nodeId"] = "intruder".into();
+    let confirm = ch
+        .basic_publish(
+            &r.stack.exchange,
+            "event.stats",
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            env.to_string().as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    assert!(confirm.is_ack());
+    let dead_queue = format!("{}.dead", r.stack.exchange);
+    let dead = eventually(
+        Duration::from_secs(15),
+        "the forged message in the dead-letter queue",
+        || {
+            let ch = ch.clone();
+            let q = dead_queue.clone();
+            async move { Ok(ch.basic_get(&q, BasicGetOptions { no_ack: true }).await?) }
+        },
+    )
+    .await?;
+    let headers = dead
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let reason = headers
+        .inner()
+        .get("x-loadtest-dead-reason")
+        .map(|v| match v {
+            AMQPValue::LongString(s) => s.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default();
+    assert!(reason.contains("token"), "reason: {reason:?}");
+    let forged: Value = serde_json::from_slice(&dead.delivery.data)?;
+    assert_eq!(forged["nodeId"], "intruder");
+
+    // Idempotent register: five nodes with one runKey join one run (same uuid and token).
+    let mut ids = Vec::new();
+    for node in 0..5 {
+        let mut b = body.clone();
+        b["runKey"] = "nightly-42".into();
+        b["nodeId"] = format!("node-{node}").into();
+        b["expectedNodes"] = 5.into();
+        let (s, v) = register(&client, &r, &b).await?;
+        assert_eq!(s, 201, "{v}");
+        ids.push((v["uuid"].clone(), v["token"].clone()));
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let (run_id, run_token) = (
+        ids[0].0.as_str().unwrap_or_default().to_string(),
+        ids[0].1.as_str().unwrap_or_default().to_string(),
+    );
+    // Each node commits its own final stats; the run's summary is their exact sum.
+    let commit_tpl = include_str!("../../../fixtures/original-commit.json")
+        .replace("REPLACE-WITH-UUID-FROM-REGISTER", &run_id);
+    let mut expected = 0;
+    for node in 0..5u64 {
+        let mut c: Value = serde_json::from_str(&commit_tpl)?;
+        c["nodeId"] = format!("node-{node}").into();
+        let n = 100 + node * 7;
+        c["measurement"]["fields"]["requestStats"][0]["num_requests"] = n.into();
+        expected += n;
+        let resp = client
+            .post(format!("{}/apiv0.1/events/commit", r.api))
+            .bearer_auth(&run_token)
+            .json(&c)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 202);
+    }
+    let q = format!("SELECT requests FROM loadtest_summary WHERE event_id = '{run_id}' AND \"name\" = 'Aggregated'");
+    let rows = eventually(Duration::from_secs(20), "cluster summary", || async {
+        let rows = influx_rows(&r.db, &q).await?;
+        Ok((!rows.is_empty()).then_some(rows))
+    })
+    .await?;
+    assert_eq!(rows[0]["requests"], expected);
+    // A different API key gets a different run for the same runKey (keys are namespaces).
+    assert_ne!(
+        protocol::run_id_for_key(r.stack.secret.as_bytes(), "k1", "nightly-42"),
+        protocol::run_id_for_key(r.stack.secret.as_bytes(), "k2", "nightly-42")
+    );
+    drop(conn);
+    Ok(())
+}
+
+/// Every limit answers a 4xx problem+json naming the field, never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_4xx_naming_the_field() -> anyhow::Result<()> {
+    let r = start("limits").await?;
+    let client = reqwest::Client::new();
+    let body: Value = serde_json::from_str(REGISTER)?;
+    let (_, reg) = register(&client, &r, &body).await?;
+    let (uuid, token) = (
+        reg["uuid"].as_str().unwrap_or_default().to_string(),
+        reg["token"].as_str().unwrap_or_default().to_string(),
+    );
+
+    // Over 1 MiB: 413.
+    let big = "x".repeat(1024 * 1024 + 10);
+    let resp = client
+        .post(format!("{}/apiv0.1/events/{uuid}/stats", r.api))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "long name",
+            {
+                let mut b = stats_body(1);
+                b["entries"][0]["name"] = "n".repeat(1001).into();
+                b
+            },
+            "entries[0].name",
+        ),
+        (
+            "too many entries",
+            {
+                let mut b = stats_body(1);
+                b["entries"] = Value::Array(vec![json!({"name": "/", "num_requests": 0}); 10_001]);
+                b
+            },
+            "entries",
+        ),
+        (
+            "negative count",
+            {
+                let mut b = stats_body(1);
+                b["entries"][0]["num_failures"] = (-1).into();
+                b
+            },
+            "entries[0].num_failures",
+        ),
+        (
+            "negative time",
+            {
+                let mut b = stats_body(1);
+                b["total"]["total_response_time"] = (-5.0).into();
+                b
+            },
+            "total.total_response_time",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let (s, problem) = post_stats(&client, &r.api, &uuid, &token, &body).await?;
+        assert_eq!(s, 400, "{what}: {problem}");
+        assert_eq!(problem["field"], field, "{what}: {problem}");
+    }
+    // Non-finite numbers cannot be written in JSON; the nearest thing, an overflowing literal.
+    let raw = stats_body(1).to_string().replace(
+        "\"total_response_time\":630.0",
+        "\"total_response_time\":1e999",
+    );
+    assert!(raw.contains("1e999"));
+    let resp = client
+        .post(format!("{}/apiv0.1/events/{uuid}/stats", r.api))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 400);
+    let problem: Value = resp.json().await?;
+    assert!(
+        problem["field"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("total_response_time"),
+        "{problem}"
+    );
+
+    // A timestamp that does not parse.
+    let mut b = body.clone();
+    b["startedAt"] = "2026-02-30T25:00:00Z".into();
+    let (s, problem) = register(&client, &r, &b).await?;
+    assert_eq!(s, 400);
+    assert_eq!(problem["field"], "startedAt");
+    // Not JSON at all.
+    let resp = client
+        .post(format!("{}/apiv0.1/events/register", r.api))
+        .header("X-API-Key", &r.stack.api_key)
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 400);
+    Ok(())
+}
+
+/// schemathesis, all checks, against the live API: no server error, no response that breaks the
+/// schema, no other check failing, at least 500 generated cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_all_checks_pass() -> anyhow::Result<()> {
+    let r = start("schema").await?;
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis/schemathesis.toml");
+    let out = tokio::process::Command::new("schemathesis")
+        .arg("--config-file")
+        .arg(&config)
+        .args([
+            "run",
+            &format!("{}/openapi.json", r.api),
+            "--checks",
+            "all",
+            "--max-examples",
+            "120",
+            "--seed",
+            "1",
+        ])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", r.stack.api_key))
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "running schemathesis ({e}); install it with `pip install schemathesis==4.32.5`"
+            )
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    println!("schemathesis: {line}");
+    assert!(out.status.success(), "schemathesis failed:\n{text}");
+    let generated: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(generated >= 500, "only {generated} cases:\n{text}");
+    assert!(line.contains(&format!("{generated} passed")), "{line}");
+    assert!(
+        !r.api_proc.output().contains("internal error"),
+        "the API logged an internal error"
+    );
+    Ok(())
+}
+
+/// `/metrics` on the API counts requests by route and status and times publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_metrics_are_prometheus_text() -> anyhow::Result<()> {
+    let r = start("metrics").await?;
+    let client = reqwest::Client::new();
+    let body: Value = serde_json::from_str(REGISTER)?;
+    assert_eq!(register(&client, &r, &body).await?.0, 201);
+    let text = client
+        .get(format!("{}/metrics", r.api))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains("loadtest_api_http_requests_total{route=\"/apiv0.1/events/register\",method=\"POST\",status=\"201\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("loadtest_api_publish_duration_seconds_bucket{kind=\"registered\""),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Publishes `{}` with `key` to the `loadtest` exchange and waits for the confirm; a refused
+/// publish closes the channel, which the following call then reports.
+async fn publish(key: &str, conn: &Connection) -> anyhow::Result<()> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let confirm = ch
+        .basic_publish(
+            "loadtest",
+            key,
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default(),
+        )
+        .await?;
+    let c = tokio::time::timeout(Duration::from_secs(5), confirm).await??;
+    anyhow::ensure!(c.is_ack(), "nacked");
+    ch.basic_qos(1, Default::default()).await?;
+    Ok(())
+}
+
+fn import_definitions() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../infra/rabbitmq/definitions.json");
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg("import_definitions")
+        .arg(&path)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl import_definitions: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn connect_as(user: &str, password: &str) -> anyhow::Result<Connection> {
+    let url = format!("amqp://{user}:{password}@127.0.0.1:5672/loadtest");
+    // Definitions import is asynchronous: retry until the user exists.
+    eventually(Duration::from_secs(20), "the definitions' users", || {
+        let url = url.clone();
+        async move {
+            Ok(Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .ok())
+        }
+    })
+    .await
+}
+
+/// With `infra/rabbitmq/definitions.json` loaded, the loadgen user can publish stats but can
+/// neither consume the writer's queue nor publish `event.committed`; the writer may not publish
+/// `event.registered`; and the API and writer run the pipeline with their own users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
+    require_all();
+    build_binaries()?;
+    import_definitions()?;
+    let loadgen = connect_as("loadtest-loadgen", "loadgen-dev-password").await?;
+
+    // Consuming the writer's queue is refused.
+    let ch = loadgen.create_channel().await?;
+    let consumed = ch
+        .basic_consume(
+            "loadtest.writer",
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let err = consumed.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("ACCESS_REFUSED"), "consume: {err:?}");
+
+    let refused = publish("event.committed", &loadgen).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("ACCESS_REFUSED"),
+        "loadgen publishing event.committed: {err:?}"
+    );
+    // Its one permitted publish works.
+    publish("event.stats", &loadgen).await?;
+
+    let writer = connect_as("loadtest-writer", "writer-dev-password").await?;
+    let refused = publish("event.registered", &writer).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("ACCESS_REFUSED"),
+        "writer publishing event.registered: {err:?}"
+    );
+
+    // The services run with their users: the original bodies go through to InfluxDB.
+    let db = format!(
+        "e2e_privilege_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    influx_create_db(&db).await?;
+    let secret = format!("s-{}", uuid::Uuid::new_v4());
+    let mut writer_proc = Proc::start(
+        "writer-privilege",
+        "loadtest-writer",
+        &[],
+        &[
+            (
+                "LOADTEST__AMQP__URL",
+                "amqp://loadtest-writer:writer-dev-password@127.0.0.1:5672/loadtest".into(),
+            ),
+            ("LOADTEST__AUTH__TOKEN_SECRET", secret.clone()),
+            ("LOADTEST__SINK__KIND", "v1".into()),
+            ("LOADTEST__SINK__DATABASE", db.clone()),
+        ],
+    )?;
+    writer_proc.wait_for_line("consuming", Duration::from_secs(30))?;
+    let mut api_proc = Proc::start(
+        "api-privilege",
+        "loadtest-api",
+        &["--listen", "127.0.0.1:0"],
+        &[
+            (
+                "LOADTEST__AMQP__URL",
+                "amqp://loadtest-api:api-dev-password@127.0.0.1:5672/loadtest".into(),
+            ),
+            ("LOADTEST__AUTH__TOKEN_SECRET", secret),
+            ("LOADTEST__AUTH__API_KEYS", "privilege-key".into()),
+        ],
+    )?;
+    let line = api_proc.wait_for_line("listening on http://", Duration::from_secs(30))?;
+    let api = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{api}/apiv0.1/events/register"))
+        .bearer_auth("privilege-key")
+        .body(REGISTER)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await?;
+    let uuid = v["uuid"].as_str().unwrap_or_default().to_string();
+    let commit = include_str!("../../../fixtures/original-commit.json")
+        .replace("REPLACE-WITH-UUID-FROM-REGISTER", &uuid);
+    let resp = client
+        .post(format!("{api}/apiv0.1/events/commit"))
+        .bearer_auth(v["token"].as_str().unwrap_or_default())
+        .body(commit)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 202);
+    let q = format!("SELECT last(status) AS status FROM loadtest_event WHERE event_id = '{uuid}'");
+    eventually(
+        Duration::from_secs(20),
+        "committed with least-privilege users",
+        || async {
+            let rows = influx_rows(&db, &q).await?;
+            Ok(rows.first().filter(|r| r["status"] == "committed").cloned())
+        },
+    )
+    .await?;
+    assert!(
+        !writer_proc.output().contains("ACCESS_REFUSED"),
+        "{}",
+        writer_proc.output()
+    );
+    assert!(
+        !api_proc.output().contains("ACCESS_REFUSED"),
+        "{}",
+        api_proc.output()
+    );
+    Ok(())
+}
+
+/// No secret ever appears in the services' logs: API key, event token, token secret, InfluxDB
+/// token — through a full run with debug logging, auth failures and a failing InfluxDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_logs() -> anyhow::Result<()> {
+    require_all();
+    build_binaries()?;
+    let stack = Stack::new("secrets");
+    let influx_token = format!("influx-token-{}", uuid::Uuid::new_v4().simple());
+    let writer = stack.start_writer(
+        "writer-secrets",
+        &[
+            ("RUST_LOG", "debug".into()),
+            ("LOADTEST__SINK__KIND", "v2".into()),
+            // InfluxDB 1.x has no v2 API: every write fails (404), and the failure is logged.
+            ("LOADTEST__SINK__URL", INFLUX.into()),
+            ("LOADTEST__SINK__TOKEN", influx_token.clone()),
+        ],
+    )?;
+    let (api_proc, api) = stack.start_api()?;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{api}/apiv0.1/events/register"))
+        .bearer_auth(&stack.api_key)
+        .body(REGISTER)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await?;
+    let token = v["token"].as_str().unwrap_or_default().to_string();
+    let uuid = v["uuid"].as_str().unwrap_or_default().to_string();
+    let (s, _) = post_stats(&client, &api, &uuid, &token, &stats_body(3)).await?;
+    assert_eq!(s, 202);
+    let bad = client
+        .post(format!("{api}/apiv0.1/events/register"))
+        .bearer_auth(format!("{}-wrong", stack.api_key))
+        .body(REGISTER)
+        .send()
+        .await?;
+    assert_eq!(bad.status(), 401);
+    // Wait until the writer has tried (and failed) to write.
+    let mut writer = writer;
+    writer.wait_for_line("points rejected", Duration::from_secs(20))?;
+    let logs = format!("{}\n{}", api_proc.output(), writer.output());
+    for (what, secret) in [
+        ("API key", stack.api_key.as_str()),
+        ("event token", token.as_str()),
+        ("token secret", stack.secret.as_str()),
+        ("InfluxDB token", influx_token.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+    assert!(
+        logs.contains(&uuid),
+        "the logs do mention the run (the check can fail)"
+    );
+    Ok(())
+}
