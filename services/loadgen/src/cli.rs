@@ -22,7 +22,26 @@ Examples:
   loadgen --host http://localhost:8080 -u 10 -r 2 -t 1h30m --standalone --output run.lp
 
   # see a complete run against a built-in target:
-  loadgen demo";
+  loadgen demo
+
+  # pass/fail thresholds (exit code 1 if one fails) and report files:
+  loadgen --host http://localhost:8080 -u 20 -r 5 -t 1m --threshold 'p95<300ms' \
+      --threshold 'fail_ratio<0.01' --json run.json --csv run --html run.html
+
+Scenario file (--scenario FILE, TOML):
+  think_time = \"100ms\"                  # or { min = \"50ms\", max = \"250ms\" }
+  [headers]                             # sent with every request
+  Authorization = \"Bearer abc\"
+  [[request]]
+  path = \"/\"
+  weight = 3                            # relative share, default 1
+  [[request]]
+  name = \"create item\"                  # stats group, default: the path
+  method = \"POST\"                       # default GET
+  path = \"/api/items\"
+  headers = { Content-Type = \"application/json\" }
+  body = '{\"name\": \"apple\"}'
+  expect_status = 201                   # or [200, 201]; default: any status below 400";
 
 /// Locust-like HTTP load generator.
 ///
@@ -107,6 +126,12 @@ pub struct RunArgs {
     /// share. Default: `/`.
     #[arg(long = "path", value_name = "PATH", value_parser = parse_path)]
     pub paths: Vec<String>,
+
+    /// A scenario file (TOML) instead of `--path`: weighted requests with method, path,
+    /// headers, body, name (stats group) and expected status, and the users' think time. A bad
+    /// file is reported with its line, column and field. See the example below.
+    #[arg(long, value_name = "FILE", conflicts_with = "paths")]
+    pub scenario: Option<PathBuf>,
 
     /// Per-request timeout, after which the request counts as a failure (`timeout`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]

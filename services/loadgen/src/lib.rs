@@ -22,6 +22,7 @@ pub mod client;
 pub mod demo;
 pub mod report;
 pub mod runner;
+pub mod scenario;
 pub mod standalone;
 pub mod stats;
 pub mod summary;
@@ -152,11 +153,12 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         "--expected-nodes {} needs --run-key K: the nodes of one run register with the same key",
         opts.expected_nodes.unwrap_or(1)
     );
-    let paths = if opts.paths.is_empty() {
-        vec!["/".to_string()]
-    } else {
-        opts.paths.clone()
+    let mut scenario = match &opts.scenario {
+        Some(file) => scenario::Scenario::load(file).map_err(anyhow::Error::msg)?,
+        None if opts.paths.is_empty() => scenario::Scenario::from_paths(&["/".to_string()])?,
+        None => scenario::Scenario::from_paths(&opts.paths)?,
     };
+    scenario.resolve(&host)?;
     let hostname = hostname();
     let ctx = TestContext {
         target_host: host.as_str().trim_end_matches('/').to_string(),
@@ -167,9 +169,26 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         hostname,
         started_at: Utc::now(),
     };
+    let what: Vec<String> = scenario
+        .requests
+        .iter()
+        .map(|r| {
+            let name = if r.name == r.path {
+                String::new()
+            } else {
+                format!(" ({})", r.name)
+            };
+            let weight = if opts.scenario.is_some() {
+                format!(" x{}", r.weight)
+            } else {
+                String::new()
+            };
+            format!("{} {}{name}{weight}", r.method, r.path)
+        })
+        .collect();
     let plan = LoadPlan {
         host,
-        paths,
+        scenario: Arc::new(scenario),
         users: opts.users,
         spawn_rate: opts.spawn_rate,
         iterations: opts.iterations,
@@ -183,12 +202,12 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     // 2. Start the users.
     eprintln!(
-        "Starting {} users at {} users/s against {} ({}), paths: {}",
+        "Starting {} users at {} users/s against {} ({}), requests: {}",
         plan.users,
         plan.spawn_rate,
         ctx.target_host,
         describe_stop(&opts),
-        plan.paths.join(" ")
+        what.join(", ")
     );
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::transport_error_kind;
+use crate::scenario::{RequestSpec, Scenario};
 use crate::stats::{unix_now, Sample, ShardHandle, Stats};
 
 /// What the users do.
@@ -24,8 +25,8 @@ use crate::stats::{unix_now, Sample, ShardHandle, Stats};
 pub struct LoadPlan {
     /// Base URL of the system under test.
     pub host: Url,
-    /// Paths requested in turn (at least one).
-    pub paths: Vec<String>,
+    /// What the users request (`--path`s or a `--scenario` file); URLs resolved under `host`.
+    pub scenario: Arc<Scenario>,
     /// Concurrent users.
     pub users: u64,
     /// Users started per second.
@@ -121,8 +122,11 @@ pub async fn run_users(
     abort: CancellationToken,
 ) -> anyhow::Result<RunnerReport> {
     let client = http_client(&plan)?;
-    let targets: Arc<Vec<(String, Url)>> = Arc::new(target_urls(&plan.host, &plan.paths)?);
-    anyhow::ensure!(!targets.is_empty(), "no paths to request");
+    anyhow::ensure!(
+        !plan.scenario.requests.is_empty()
+            && plan.scenario.requests.iter().all(|r| r.url.is_some()),
+        "no requests to send (the scenario's URLs are not resolved)"
+    );
     let tickets = Arc::new(Tickets {
         next: AtomicU64::new(0),
         limit: plan.iterations,
@@ -145,7 +149,7 @@ pub async fn run_users(
         }
         let user = User {
             client: client.clone(),
-            targets: Arc::clone(&targets),
+            scenario: Arc::clone(&plan.scenario),
             tickets: Arc::clone(&tickets),
             shard: stats.shard(),
             stop: stop.clone(),
@@ -171,7 +175,7 @@ pub async fn run_users(
 
 struct User {
     client: reqwest::Client,
-    targets: Arc<Vec<(String, Url)>>,
+    scenario: Arc<Scenario>,
     tickets: Arc<Tickets>,
     shard: ShardHandle,
     stop: CancellationToken,
@@ -185,24 +189,30 @@ impl User {
             let Some(ticket) = self.tickets.take() else {
                 break;
             };
-            let idx = usize::try_from(ticket % self.targets.len() as u64).unwrap_or(0);
-            let (name, url) = &self.targets[idx];
+            let spec = self.scenario.pick(ticket);
             let outcome = tokio::select! {
                 biased;
-                o = request(&self.client, url.clone()) => o,
+                o = request(&self.client, spec) => o,
                 _ = self.abort.cancelled() => {
                     self.cancelled.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             };
             self.shard.record(&Sample {
-                method: "GET",
-                name,
+                method: spec.method.as_str(),
+                name: &spec.name,
                 response_time_ms: outcome.response_time_ms,
                 content_length: outcome.content_length,
                 error: outcome.error,
                 finished_at: unix_now(),
             });
+            let think = self.scenario.think_time;
+            if !think.is_zero() {
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    _ = tokio::time::sleep(think.sample()) => {}
+                }
+            }
         }
     }
 }
@@ -218,11 +228,26 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Sends one GET and reads the whole body.
-pub async fn request(client: &reqwest::Client, url: Url) -> Outcome {
+/// Sends one request of `spec` and reads the whole body. A status `spec` does not expect
+/// (by default: 400 and above) is a failure.
+pub async fn request(client: &reqwest::Client, spec: &RequestSpec) -> Outcome {
     let started = Instant::now();
+    let Some(url) = spec.url.clone() else {
+        return Outcome {
+            response_time_ms: 0.0,
+            content_length: 0,
+            error: Some("request error".to_string()),
+        };
+    };
     let result = async {
-        let resp = client.get(url).send().await?;
+        let mut req = client.request(spec.method.clone(), url);
+        if !spec.headers.is_empty() {
+            req = req.headers(spec.headers.clone());
+        }
+        if let Some(body) = &spec.body {
+            req = req.body(body.clone());
+        }
+        let resp = req.send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         Ok::<_, reqwest::Error>((status, body.len() as u64))
@@ -233,7 +258,7 @@ pub async fn request(client: &reqwest::Client, url: Url) -> Outcome {
         Ok((status, len)) => Outcome {
             response_time_ms,
             content_length: len,
-            error: (status.as_u16() >= 400).then(|| format!("HTTP {}", status.as_u16())),
+            error: spec.check_status(status.as_u16()),
         },
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
@@ -280,16 +305,19 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
+        let host = Url::parse(&format!("http://{addr}")).expect("url");
+        let mut scenario = Scenario::from_paths(&["/".into()]).expect("scenario");
+        scenario.resolve(&host).expect("resolve");
         let plan = LoadPlan {
-            host: Url::parse(&format!("http://{addr}")).expect("url"),
-            paths: vec!["/".into()],
+            host,
+            scenario: Arc::new(scenario),
             users: 1,
             spawn_rate: 1.0,
             iterations: Some(1),
             timeout: Duration::from_secs(2),
         };
         let client = http_client(&plan).expect("client");
-        let o = request(&client, plan.host.clone()).await;
+        let o = request(&client, &plan.scenario.requests[0]).await;
         assert_eq!(o.error.as_deref(), Some("connection error"));
     }
 }

@@ -562,3 +562,113 @@ async fn thresholds_are_checked_and_committed() {
     assert_eq!(body["thresholds"][1]["passed"], false);
     assert_eq!(body["thresholds"][1]["actual"], 0.5);
 }
+
+/// `--scenario`: weights split `-n` exactly, methods, headers and bodies are sent, and an
+/// unexpected status is a failure named after the expectation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scenario_file_drives_the_requests() {
+    /// (method, path, x-team header, body) of each request.
+    type Request = (String, String, String, String);
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<Request>>>);
+    async fn handler(
+        State(seen): State<Seen>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: String,
+    ) -> &'static str {
+        let team = headers
+            .get("x-team")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        seen.0
+            .lock()
+            .expect("lock")
+            .push((method.to_string(), uri.path().to_string(), team, body));
+        "ok"
+    }
+    let seen = Seen::default();
+    let addr = serve(Router::new().fallback(handler).with_state(seen.clone())).await;
+    let file = temp_file("scenario.toml");
+    std::fs::write(
+        &file,
+        r#"
+think_time = "1ms"
+[headers]
+X-Team = "perf"
+
+[[request]]
+path = "/a"
+weight = 3
+
+[[request]]
+name = "create"
+method = "POST"
+path = "/items"
+body = '{"name": "apple"}'
+expect_status = 201
+"#,
+    )
+    .expect("write scenario");
+    let outcome = run(
+        args(&[
+            "--host",
+            &format!("http://{addr}"),
+            "-u",
+            "3",
+            "-r",
+            "100",
+            "-n",
+            "40",
+            "--scenario",
+            &file.display().to_string(),
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    let seen = seen.0.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 40);
+    let posts: Vec<_> = seen.iter().filter(|s| s.0 == "POST").collect();
+    assert_eq!(posts.len(), 10);
+    assert!(posts
+        .iter()
+        .all(|s| s.1 == "/items" && s.3 == r#"{"name": "apple"}"#));
+    assert!(seen.iter().all(|s| s.2 == "perf"), "common header sent");
+    let by_name: HashMap<(&str, &str), (u64, u64)> = outcome
+        .stats
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                (e.method.as_str(), e.name.as_str()),
+                (e.num_requests, e.num_failures),
+            )
+        })
+        .collect();
+    assert_eq!(by_name[&("GET", "/a")], (30, 0));
+    assert_eq!(by_name[&("POST", "create")], (10, 10));
+    assert_eq!(outcome.stats.errors[0].error, "HTTP 200 (expected 201)");
+
+    // A bad file: the error names the file, line, column and field; no load is sent.
+    std::fs::write(&file, "[[request]]\npath = \"/a\"\nweight = -2\n").expect("write");
+    let err = run(
+        args(&[
+            "--host",
+            &format!("http://{addr}"),
+            "--scenario",
+            &file.display().to_string(),
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("bad scenario");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("scenario.toml:3:10: request[1].weight: -2 is out of range"),
+        "{text}"
+    );
+}
