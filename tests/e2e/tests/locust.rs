@@ -522,6 +522,22 @@ async fn locust_original_command_shape_lands_in_influxdb() -> anyhow::Result<()>
     assert_eq!(printed.len(), 4, "summary table rows: {printed:?}\n{out}");
     assert_eq!(summary, printed, "loadtest_summary vs Locust's summary");
     check_snapshots_and_event(&p.db, &uuid, "single", 2).await?;
+    let event = influx_rows(
+        &p.db,
+        &format!("SELECT clients, hatch_rate, target_host, tool FROM loadtest_event WHERE event_id = '{uuid}'"),
+    )
+    .await?;
+    let last = event.last().expect("the event point");
+    assert_eq!(
+        (
+            field_u64(last, "clients"),
+            last["hatch_rate"].as_f64(),
+            last["target_host"].as_str(),
+            last["tool"].as_str()
+        ),
+        (5, Some(10.0), Some(target.url.as_str()), Some("locust")),
+        "register parameters: {event:?}"
+    );
     let errors = influx_rows(
         &p.db,
         &format!("SELECT occurrences FROM loadtest_error WHERE event_id = '{uuid}' AND \"name\" = '/fail'"),
