@@ -279,6 +279,7 @@ impl Session<'_> {
         let envelope = match Envelope::from_json(&d.data) {
             Ok(env) => env,
             Err(e) => {
+                metrics::counter!("loadtest_writer_messages_total", "kind" => "unknown", "outcome" => "invalid").increment(1);
                 tracing::warn!(delivery_tag = tag, error = %e, "invalid message; dead-lettering");
                 return self
                     .dead_letter_raw(
@@ -297,6 +298,7 @@ impl Session<'_> {
                 &envelope.event_id,
                 &envelope.token,
             ) {
+                metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "bad_token").increment(1);
                 tracing::warn!(delivery_tag = tag, event_id = %envelope.event_id, "bad event token; dead-lettering");
                 return self
                     .dead_letter_raw(
@@ -317,6 +319,7 @@ impl Session<'_> {
                 properties: d.properties,
             },
         );
+        metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "accepted").increment(1);
         let fx = self.lifecycle.handle(tag, envelope, Utc::now());
         self.apply(fx).await
     }
@@ -327,8 +330,14 @@ impl Session<'_> {
         }
         for w in fx.writes {
             if !w.lines.is_empty() {
-                match write_with_retry(&self.worker.sink, &w.lines, self.shutdown).await {
+                let started = std::time::Instant::now();
+                let written = write_with_retry(&self.worker.sink, &w.lines, self.shutdown).await;
+                metrics::histogram!("loadtest_writer_write_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match written {
                     Ok(()) => {
+                        metrics::counter!("loadtest_writer_points_written_total")
+                            .increment(w.points as u64);
                         tracing::debug!(event_id = %w.event_id, points = w.points, "points written");
                     }
                     Err(WriteFailure::Cancelled) => return Ok(()),
@@ -409,6 +418,7 @@ impl Session<'_> {
         self.publish_confirmed(&self.worker.amqp.dlx(), routing_key, data, headers)
             .await
             .context("dead-lettering")?;
+        metrics::counter!("loadtest_writer_dead_lettered_total").increment(1);
         self.ack_raw(tag).await
     }
 
@@ -447,7 +457,9 @@ impl Session<'_> {
         if !self.active {
             return;
         }
-        let body = match serde_json::to_vec(&self.lifecycle.running()) {
+        let running = self.lifecycle.running();
+        metrics::gauge!("loadtest_writer_runs_running").set(running.running as f64);
+        let body = match serde_json::to_vec(&running) {
             Ok(b) => b,
             Err(_) => return,
         };

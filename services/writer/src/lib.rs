@@ -7,12 +7,14 @@
 //! - [`sink`]: InfluxDB v2, InfluxDB v1 and line-protocol file sinks behind one trait, with the
 //!   retry policy.
 //! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status).
+//! - [`metrics`]: Prometheus metrics on `metrics.listen`.
 //! - [`embedded`]: lifecycle + sink in one process, for `loadgen --standalone`.
 //! - [`settings`]: configuration (defaults, TOML file, environment).
 
 pub mod consumer;
 pub mod embedded;
 pub mod lifecycle;
+pub mod metrics;
 pub mod points;
 pub mod settings;
 pub mod sink;
@@ -66,9 +68,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     let worker = consumer::Worker {
         lifecycle: settings.lifecycle.to_settings()?,
-        amqp: settings.amqp,
+        amqp: settings.amqp.clone(),
         sink,
         token_secret,
     };
-    consumer::run(worker, shutdown).await
+    let metrics = settings
+        .metrics
+        .listen
+        .clone()
+        .filter(|l| !l.is_empty())
+        .map(|listen| tokio::spawn(metrics::serve(listen, shutdown.clone())));
+    let result = consumer::run(worker, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    result
 }

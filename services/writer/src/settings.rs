@@ -23,6 +23,25 @@ pub struct Settings {
     /// Log output.
     #[serde(default)]
     pub log: LogSettings,
+    /// Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// Metrics endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// Address of `GET /metrics` (default `127.0.0.1:9464`; empty disables it; port 0 picks a
+    /// free port, logged on start).
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: Some("127.0.0.1:9464".into()),
+        }
+    }
 }
 
 /// Broker settings.
@@ -179,7 +198,8 @@ impl Settings {
             .set_default("sink.bucket", "loadtest")?
             .set_default("sink.database", "loadtest")?
             .set_default("sink.path", "loadtest-results.lp")?
-            .set_default("auth.verify_tokens", true)?;
+            .set_default("auth.verify_tokens", true)?
+            .set_default("metrics.listen", "127.0.0.1:9464")?;
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }

@@ -380,6 +380,7 @@ pub async fn write_with_retry(
                     .or_else(|| policy.next_backoff())
                     .unwrap_or(Duration::from_secs(30))
                     .min(Duration::from_secs(300));
+                metrics::counter!("loadtest_writer_write_retries_total").increment(1);
                 tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %message, "write failed; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return Err(WriteFailure::Cancelled),

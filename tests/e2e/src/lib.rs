@@ -192,6 +192,7 @@ impl Stack {
             ("LOADTEST__AMQP__EXCHANGE", self.exchange.clone()),
             ("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()),
             ("LOADTEST__AUTH__TOKEN_SECRET", self.secret.clone()),
+            ("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()),
         ]
     }
 

@@ -26,7 +26,7 @@ struct Running {
     stack: Stack,
     api: String,
     db: String,
-    _writer: Proc,
+    writer: Proc,
     api_proc: Proc,
 }
 
@@ -48,7 +48,7 @@ async fn start(name: &str) -> anyhow::Result<Running> {
         stack,
         api,
         db,
-        _writer: writer,
+        writer,
         api_proc,
     })
 }
@@ -414,13 +414,22 @@ async fn schemathesis_all_checks_pass() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `/metrics` on the API counts requests by route and status and times publishes.
+/// `/metrics` on the API counts requests by route and status and times publishes; on the
+/// writer it counts messages by kind and outcome, points written, write latency and runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_metrics_are_prometheus_text() -> anyhow::Result<()> {
-    let r = start("metrics").await?;
+async fn metrics_are_prometheus_text() -> anyhow::Result<()> {
+    let mut r = start("metrics").await?;
     let client = reqwest::Client::new();
     let body: Value = serde_json::from_str(REGISTER)?;
-    assert_eq!(register(&client, &r, &body).await?.0, 201);
+    let (s, reg) = register(&client, &r, &body).await?;
+    assert_eq!(s, 201);
+    let resp = client
+        .post(format!("{}/apiv0.1/events/register", r.api))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
     let text = client
         .get(format!("{}/metrics", r.api))
         .send()
@@ -431,10 +440,58 @@ async fn api_metrics_are_prometheus_text() -> anyhow::Result<()> {
         text.contains("loadtest_api_http_requests_total{route=\"/apiv0.1/events/register\",method=\"POST\",status=\"201\"} 1"),
         "{text}"
     );
+    assert!(text.contains("status=\"401\"} 1"), "{text}");
     assert!(
         text.contains("loadtest_api_publish_duration_seconds_bucket{kind=\"registered\""),
         "{text}"
     );
+
+    let line = r
+        .writer
+        .wait_for_line("metrics listening", Duration::from_secs(10))?;
+    let url = line
+        .split('"')
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no metrics url in {line}"))
+        .to_string();
+    let (uuid, token) = (
+        reg["uuid"].as_str().unwrap_or_default(),
+        reg["token"].as_str().unwrap_or_default(),
+    );
+    let commit = include_str!("../../../fixtures/original-commit.json")
+        .replace("REPLACE-WITH-UUID-FROM-REGISTER", uuid);
+    let resp = client
+        .post(format!("{}/apiv0.1/events/commit", r.api))
+        .bearer_auth(token)
+        .body(commit)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 202);
+    let text = eventually(
+        Duration::from_secs(15),
+        "writer metrics after the commit",
+        || {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let text = client.get(&url).send().await?.text().await?;
+                let committed = text.lines().any(|l| {
+                    l.starts_with("loadtest_writer_messages_total")
+                        && l.contains("kind=\"committed\"")
+                        && l.contains("outcome=\"accepted\"")
+                });
+                Ok(committed.then_some(text))
+            }
+        },
+    )
+    .await?;
+    for needle in [
+        "loadtest_writer_points_written_total",
+        "loadtest_writer_write_duration_seconds_bucket",
+        "loadtest_writer_runs_running 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
     Ok(())
 }
 
