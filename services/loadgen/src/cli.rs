@@ -111,6 +111,14 @@ pub struct RunArgs {
     #[arg(short = 'r', long, visible_alias = "hatch-rate", value_name = "USERS_PER_S", default_value_t = 1.0, value_parser = parse_spawn_rate)]
     pub spawn_rate: f64,
 
+    /// Open model: start this many requests per second (`500` or `500/s`), whatever the
+    /// responses do, from up to USERS connections (`-u`, started at once; the spawn rate does
+    /// not apply). Response times count from each request's scheduled start, so a stalled
+    /// server shows in the percentiles (coordinated omission corrected). Without it: the
+    /// closed model, each user sending its next request when the previous one returned.
+    #[arg(long, value_name = "PER_S", value_parser = parse_arrival_rate)]
+    pub arrival_rate: Option<f64>,
+
     /// Stop after this long: `35s`, `2m`, `1h30m`, or plain seconds (`90`). Without it (and
     /// without `-n`) the test runs until ctrl-c.
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_positive_duration)]
@@ -329,6 +337,21 @@ pub fn parse_spawn_rate(text: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// Parses an arrival rate, requests per second: `500`, `500/s`, `0.5`.
+pub fn parse_arrival_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim();
+    let rate: f64 = t.parse().map_err(|_| {
+        format!("invalid arrival rate {text:?}: expected requests per second, e.g. 500 or 500/s")
+    })?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "arrival rate {text:?} must be a number greater than zero"
+        ));
+    }
+    Ok(rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +382,10 @@ mod tests {
         assert_eq!(parse_spawn_rate("0.5"), Ok(0.5));
         assert!(parse_spawn_rate("0").is_err());
         assert!(parse_spawn_rate("NaN").is_err());
+        assert_eq!(parse_arrival_rate("500/s"), Ok(500.0));
+        assert_eq!(parse_arrival_rate("20000"), Ok(20_000.0));
+        assert!(parse_arrival_rate("0/s").is_err());
+        assert!(parse_arrival_rate("fast").is_err());
     }
 
     #[test]

@@ -192,6 +192,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         users: opts.users,
         spawn_rate: opts.spawn_rate,
         iterations: opts.iterations,
+        arrival_rate: opts.arrival_rate,
         timeout: opts.timeout,
     };
     let stats = Arc::new(Stats::new(stats::unix_now()));
@@ -202,9 +203,8 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     // 2. Start the users.
     eprintln!(
-        "Starting {} users at {} users/s against {} ({}), requests: {}",
-        plan.users,
-        plan.spawn_rate,
+        "Starting {} against {} ({}), requests: {}",
+        describe_model(&opts),
         ctx.target_host,
         describe_stop(&opts),
         what.join(", ")
@@ -285,11 +285,18 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
 
-    // 4. Check the thresholds, commit (with the verdicts), then report.
-    let verdicts = thresholds::evaluate(&opts.thresholds, &final_stats, None);
+    // 4. Check the thresholds, commit (with the verdicts), then report. Percentiles come from
+    //    the HdrHistograms (µs precision); the Locust histograms go to the pipeline.
+    let latencies = stats.latencies();
+    let hdr = |key: Option<(&str, &str)>, q: f64| latencies.percentile_ms(key, q);
+    let verdicts = thresholds::evaluate(&opts.thresholds, &final_stats, Some(&hdr));
     let (uuid, output, committed) =
         finish_pipeline(pipeline, &opts, &ctx, &final_stats, &verdicts).await;
-    let summary = summary::render(&final_stats);
+    let summary = format!(
+        "Load model: {}\n{}",
+        describe_model(&opts),
+        summary::render_with(&final_stats, Some(&hdr))
+    );
     println!();
     print!("{summary}");
     if !verdicts.is_empty() {
@@ -315,13 +322,17 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
     let meta = report::RunMeta {
         tool: TOOL.to_string(),
-        model: "closed".to_string(),
+        model: if opts.arrival_rate.is_some() {
+            "open".to_string()
+        } else {
+            "closed".to_string()
+        },
         target_host: ctx.target_host.clone(),
         started_at: client::rfc3339(ctx.started_at),
         elapsed_s: elapsed.as_secs_f64(),
         users: opts.users,
         spawn_rate: opts.spawn_rate,
-        arrival_rate: None,
+        arrival_rate: opts.arrival_rate,
         uuid: uuid.map(|u| u.to_string()),
         node_id: ctx.node_id.clone(),
     };
@@ -332,7 +343,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
             stats: &final_stats,
             history: recorder.points(),
             thresholds: &verdicts,
-            percentiles: None,
+            percentiles: Some(&hdr),
         },
     );
     committed?;
@@ -383,6 +394,21 @@ fn pipeline_kind(opts: &RunArgs) -> Kind {
         Kind::Standalone
     } else {
         Kind::None
+    }
+}
+
+/// `closed (5 users, spawn rate 10/s)` or `open (arrival rate 500/s, up to 50 connections;
+/// response times from each request's scheduled start: coordinated omission corrected)`.
+fn describe_model(opts: &RunArgs) -> String {
+    match opts.arrival_rate {
+        None => format!(
+            "closed ({} users, spawn rate {}/s)",
+            opts.users, opts.spawn_rate
+        ),
+        Some(rate) => format!(
+            "open (arrival rate {rate}/s, up to {} connections; response times from each request's scheduled start: coordinated omission corrected)",
+            opts.users
+        ),
     }
 }
 

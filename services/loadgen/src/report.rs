@@ -147,14 +147,16 @@ pub struct RunMeta {
     pub node_id: String,
 }
 
-/// A percentile source: `(endpoint name or None for Aggregated, fraction) → ms`. Used to take
+/// A percentile source: `((method, name) or None for Aggregated, fraction) → ms`. Used to take
 /// percentiles from HdrHistograms when there are some; `None` falls back to the Locust
 /// histogram of the entry.
-pub type PercentileFn<'a> = &'a dyn Fn(Option<&str>, f64) -> Option<f64>;
+pub type PercentileFn<'a> = &'a dyn Fn(Option<(&str, &str)>, f64) -> Option<f64>;
 
-fn entry_percentile(e: &StatsEntry, total: bool, q: f64, pf: Option<PercentileFn<'_>>) -> f64 {
-    let name = (!total).then_some(e.name.as_str());
-    pf.and_then(|f| f(name, q))
+/// The `q` percentile of `e` (the `Aggregated` row when `total`), ms, from `pf` when it knows
+/// the entry, else from the entry's Locust histogram.
+pub fn entry_percentile(e: &StatsEntry, total: bool, q: f64, pf: Option<PercentileFn<'_>>) -> f64 {
+    let key = (!total).then_some((e.method.as_str(), e.name.as_str()));
+    pf.and_then(|f| f(key, q))
         .unwrap_or_else(|| e.percentile(q))
 }
 

@@ -33,6 +33,9 @@ pub struct LoadPlan {
     pub spawn_rate: f64,
     /// Total requests to send, or unlimited.
     pub iterations: Option<u64>,
+    /// Open model: requests started per second, whatever the responses do; `users` is then
+    /// the number of connections (workers) sending them. `None`: closed model.
+    pub arrival_rate: Option<f64>,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -134,8 +137,14 @@ pub async fn run_users(
     let cancelled = Arc::new(AtomicU64::new(0));
     let mut users = JoinSet::new();
     let spawn_start = Instant::now();
+    // Open model: every worker starts at once; request k is due at start + k / rate.
+    let open = plan.arrival_rate.map(|rate| (spawn_start, rate));
     for i in 0..plan.users {
-        let due = spawn_start + Duration::from_secs_f64(i as f64 / plan.spawn_rate);
+        let due = if open.is_some() {
+            spawn_start
+        } else {
+            spawn_start + Duration::from_secs_f64(i as f64 / plan.spawn_rate)
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(due) => {}
@@ -150,6 +159,7 @@ pub async fn run_users(
         let user = User {
             client: client.clone(),
             scenario: Arc::clone(&plan.scenario),
+            open,
             tickets: Arc::clone(&tickets),
             shard: stats.shard(),
             stop: stop.clone(),
@@ -176,6 +186,8 @@ pub async fn run_users(
 struct User {
     client: reqwest::Client,
     scenario: Arc<Scenario>,
+    /// Open model: (start, requests per second).
+    open: Option<(Instant, f64)>,
     tickets: Arc<Tickets>,
     shard: ShardHandle,
     stop: CancellationToken,
@@ -190,9 +202,25 @@ impl User {
                 break;
             };
             let spec = self.scenario.pick(ticket);
+            let origin = match self.open {
+                None => Instant::now(),
+                Some((start, rate)) => {
+                    let due = start + Duration::from_secs_f64(ticket as f64 / rate);
+                    // tokio's timer fires on whole milliseconds, rounding up: aim half a
+                    // millisecond early, so sends land within ±0.5 ms of their due time.
+                    let wake = due.checked_sub(OPEN_EARLY).unwrap_or(due);
+                    if wake > Instant::now() {
+                        tokio::select! {
+                            _ = self.stop.cancelled() => break,
+                            _ = tokio::time::sleep_until(wake) => {}
+                        }
+                    }
+                    due
+                }
+            };
             let outcome = tokio::select! {
                 biased;
-                o = request(&self.client, spec) => o,
+                o = request_from(&self.client, spec, origin) => o,
                 _ = self.abort.cancelled() => {
                     self.cancelled.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -207,7 +235,7 @@ impl User {
                 finished_at: unix_now(),
             });
             let think = self.scenario.think_time;
-            if !think.is_zero() {
+            if self.open.is_none() && !think.is_zero() {
                 tokio::select! {
                     _ = self.stop.cancelled() => break,
                     _ = tokio::time::sleep(think.sample()) => {}
@@ -228,10 +256,24 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// How early an open-model worker wakes before a request's due time.
+const OPEN_EARLY: Duration = Duration::from_micros(500);
+
 /// Sends one request of `spec` and reads the whole body. A status `spec` does not expect
 /// (by default: 400 and above) is a failure.
 pub async fn request(client: &reqwest::Client, spec: &RequestSpec) -> Outcome {
-    let started = Instant::now();
+    request_from(client, spec, Instant::now()).await
+}
+
+/// [`request`], timing the response from `origin` when that is earlier than the actual send:
+/// in the open model `origin` is the request's due time, so a request sent late (all workers
+/// were busy) counts the wait too — the correction for coordinated omission.
+pub async fn request_from(
+    client: &reqwest::Client,
+    spec: &RequestSpec,
+    origin: Instant,
+) -> Outcome {
+    let started = Instant::now().min(origin);
     let Some(url) = spec.url.clone() else {
         return Outcome {
             response_time_ms: 0.0,
@@ -314,6 +356,7 @@ mod tests {
             users: 1,
             spawn_rate: 1.0,
             iterations: Some(1),
+            arrival_rate: None,
             timeout: Duration::from_secs(2),
         };
         let client = http_client(&plan).expect("client");

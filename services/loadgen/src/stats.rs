@@ -1,16 +1,72 @@
 //! Cumulative, exact request statistics, sharded per user.
 //!
-//! Every user owns a [`Shard`] behind its own `std::sync::Mutex`, so recording a request
-//! contends with nobody but an occasional snapshot, and the lock is held only for one
-//! [`StatsEntry::log`] call (never across an `.await`). [`Stats::snapshot`] merges all shards
+//! Every user records into a [`Shard`] behind its own `std::sync::Mutex` (up to
+//! [`MAX_SHARDS`] shards; beyond that users share them round robin), so recording a request
+//! contends with almost nobody, and the lock is held only for one [`StatsEntry::log`] call and
+//! one HdrHistogram record (never across an `.await`). [`Stats::snapshot`] merges all shards
 //! into a Locust-shaped [`StatsPayload`]; merging is exact, so the totals equal the number of
-//! requests recorded.
+//! requests recorded. [`Stats::latencies`] merges the shards' HdrHistograms (microseconds, 3
+//! significant digits), which the report's percentiles come from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use protocol::{ErrorEntry, StatsEntry, StatsPayload};
+
+/// Most shards; users beyond this many share shards round robin, which bounds the memory the
+/// HdrHistograms take.
+pub const MAX_SHARDS: usize = 64;
+
+/// Largest latency the HdrHistograms hold, µs (one hour); longer ones count as one hour.
+pub const HDR_MAX_US: u64 = 3_600_000_000;
+
+/// A new empty latency histogram (µs, 3 significant digits, growing as needed).
+pub fn new_histogram() -> Histogram<u32> {
+    Histogram::new(3).unwrap_or_else(|_| {
+        // 3 significant digits is always valid; keep a fixed-range fallback all the same.
+        Histogram::new_with_max(HDR_MAX_US, 2).unwrap_or_else(|_| unreachable_histogram())
+    })
+}
+
+#[allow(clippy::panic)]
+fn unreachable_histogram() -> Histogram<u32> {
+    panic!("hdrhistogram rejected constant parameters")
+}
+
+/// Records `ms` milliseconds into `h` as microseconds (at least 1 µs, at most one hour).
+pub fn record_ms(h: &mut Histogram<u32>, ms: f64) {
+    let us = if ms.is_finite() && ms > 0.0 {
+        ((ms * 1_000.0).round() as u64).clamp(1, HDR_MAX_US)
+    } else {
+        1
+    };
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
+/// Merged HdrHistograms of a run: per (method, name) and in total.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// (method, name) → histogram, µs.
+    pub by_entry: HashMap<(String, String), Histogram<u32>>,
+    /// All requests, µs.
+    pub total: Histogram<u32>,
+}
+
+impl Latencies {
+    /// The `q` quantile (0–1) of (method, name), or of all requests for `None`, in ms; `None`
+    /// when there is no such entry or it is empty.
+    pub fn percentile_ms(&self, key: Option<(&str, &str)>, q: f64) -> Option<f64> {
+        let h = match key {
+            None => &self.total,
+            Some((m, n)) => self.by_entry.get(&(m.to_string(), n.to_string()))?,
+        };
+        (!h.is_empty()).then(|| h.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1_000.0)
+    }
+}
 
 /// The current time as Unix seconds (f64), as Locust's timestamps are.
 pub fn unix_now() -> f64 {
@@ -46,9 +102,9 @@ pub struct Sample<'a> {
 #[derive(Debug, Default)]
 pub struct Shard {
     start_time: f64,
-    /// method → name → entry; looked up by `&str`, so recording allocates nothing after the
-    /// first request of an endpoint.
-    entries: HashMap<String, HashMap<String, StatsEntry>>,
+    /// method → name → entry and its latency histogram; looked up by `&str`, so recording
+    /// allocates nothing after the first request of an endpoint.
+    entries: HashMap<String, HashMap<String, (StatsEntry, Histogram<u32>)>>,
     /// (method, name, error) → occurrences.
     errors: HashMap<(String, String, String), u64>,
 }
@@ -67,12 +123,16 @@ impl Shard {
             Some(m) => m,
             None => self.entries.entry(s.method.to_string()).or_default(),
         };
-        let entry = match by_name.get_mut(s.name) {
+        let (entry, hdr) = match by_name.get_mut(s.name) {
             Some(e) => e,
-            None => by_name
-                .entry(s.name.to_string())
-                .or_insert_with(|| StatsEntry::new(s.method, s.name, self.start_time)),
+            None => by_name.entry(s.name.to_string()).or_insert_with(|| {
+                (
+                    StatsEntry::new(s.method, s.name, self.start_time),
+                    new_histogram(),
+                )
+            }),
         };
+        record_ms(hdr, s.response_time_ms);
         entry.log(
             s.response_time_ms,
             s.content_length,
@@ -104,6 +164,7 @@ impl ShardHandle {
 pub struct Stats {
     start_time: f64,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    handed_out: std::sync::atomic::AtomicUsize,
 }
 
 impl Stats {
@@ -112,6 +173,7 @@ impl Stats {
         Self {
             start_time,
             shards: Mutex::new(Vec::new()),
+            handed_out: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -120,11 +182,52 @@ impl Stats {
         self.start_time
     }
 
-    /// A new shard for one user.
+    /// A shard for one user: a new one for each of the first [`MAX_SHARDS`] users, then the
+    /// existing ones in turn.
     pub fn shard(&self) -> ShardHandle {
-        let shard = Arc::new(Mutex::new(Shard::new(self.start_time)));
-        lock(&self.shards).push(Arc::clone(&shard));
-        ShardHandle(shard)
+        let n = self
+            .handed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut shards = lock(&self.shards);
+        if shards.len() < MAX_SHARDS {
+            let shard = Arc::new(Mutex::new(Shard::new(self.start_time)));
+            shards.push(Arc::clone(&shard));
+            return ShardHandle(shard);
+        }
+        ShardHandle(Arc::clone(&shards[n % shards.len()]))
+    }
+
+    /// The merged latency histograms of all shards.
+    pub fn latencies(&self) -> Latencies {
+        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
+        let mut by_entry: HashMap<(String, String), Histogram<u32>> = HashMap::new();
+        let mut total = new_histogram();
+        for shard in shards {
+            let hists: Vec<((String, String), Histogram<u32>)> = {
+                let s = lock(&shard);
+                s.entries
+                    .iter()
+                    .flat_map(|(m, by_name)| {
+                        by_name
+                            .iter()
+                            .map(move |(n, (_, h))| ((m.clone(), n.clone()), h.clone()))
+                    })
+                    .collect()
+            };
+            for (key, h) in hists {
+                // Auto-resizing histograms of one precision always add.
+                let _ = total.add(&h);
+                match by_entry.get_mut(&key) {
+                    Some(acc) => {
+                        let _ = acc.add(&h);
+                    }
+                    None => {
+                        by_entry.insert(key, h);
+                    }
+                }
+            }
+        }
+        Latencies { by_entry, total }
     }
 
     /// The cumulative stats of all shards: entries sorted by (name, method), errors sorted by
@@ -141,7 +244,7 @@ impl Stats {
                 let e: Vec<StatsEntry> = s
                     .entries
                     .values()
-                    .flat_map(|m| m.values().cloned())
+                    .flat_map(|m| m.values().map(|(e, _)| e.clone()))
                     .collect();
                 (e, s.errors.clone())
             };
@@ -227,6 +330,27 @@ mod tests {
         assert!(p.errors.iter().all(|e| e.error == "HTTP 500"));
         assert_eq!(p.user_count, 8);
         assert_eq!(p.state, "stopped");
+    }
+
+    #[test]
+    fn latencies_merge_and_shards_are_bounded() {
+        let stats = Stats::new(1.0);
+        let handles: Vec<ShardHandle> = (0..MAX_SHARDS + 10).map(|_| stats.shard()).collect();
+        assert_eq!(lock(&stats.shards).len(), MAX_SHARDS);
+        for (i, h) in handles.iter().enumerate() {
+            h.record(&sample("/a", (i % 10 + 1) as f64 * 0.5, None));
+            h.record(&sample("/b", 100.0, None));
+        }
+        let l = stats.latencies();
+        let n = (MAX_SHARDS + 10) as u64;
+        assert_eq!(l.total.len(), 2 * n);
+        assert_eq!(l.by_entry[&("GET".to_string(), "/a".to_string())].len(), n);
+        let p100 = l.percentile_ms(Some(("GET", "/a")), 1.0).expect("p100");
+        assert!((p100 - 5.0).abs() < 0.01, "{p100}");
+        let p50 = l.percentile_ms(Some(("GET", "/b")), 0.5).expect("p50");
+        assert!((p50 - 100.0).abs() < 0.1, "{p50}");
+        assert_eq!(l.percentile_ms(Some(("GET", "/nope")), 0.5), None);
+        assert_eq!(stats.snapshot(0, "x").total.num_requests, 2 * n);
     }
 
     #[test]

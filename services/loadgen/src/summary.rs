@@ -82,13 +82,32 @@ fn request_row_with_rates(out: &mut String, e: &StatsEntry, (rps, fail_rps): (f6
     );
 }
 
-fn percentile_row(out: &mut String, e: &StatsEntry, w: usize) {
+/// A response time for a 7-wide column: two decimals below 10 ms, one below 100 ms, whole
+/// ms above.
+pub fn fmt_ms_cell(v: f64) -> String {
+    if v < 10.0 && v.fract() != 0.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 && v.fract() != 0.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn percentile_row(
+    out: &mut String,
+    e: &StatsEntry,
+    total: bool,
+    w: usize,
+    pf: Option<crate::report::PercentileFn<'_>>,
+) {
     let _ = write!(out, "{:<8} {:<w$}", e.method, truncate(&e.name, w));
     for p in PERCENTILES {
         if e.num_requests == 0 {
             let _ = write!(out, " {:>7}", "N/A");
         } else {
-            let _ = write!(out, " {:>7.0}", e.percentile(p));
+            let v = crate::report::entry_percentile(e, total, p, pf);
+            let _ = write!(out, " {:>7}", fmt_ms_cell(v));
         }
     }
     let _ = writeln!(out, " {:>8}", e.num_requests);
@@ -168,6 +187,11 @@ pub fn live_table(
 /// The report printed at the end of a run: the request table (per endpoint, then `Aggregated`),
 /// the response-time percentile table (ms), and the error report when there were errors.
 pub fn render(p: &StatsPayload) -> String {
+    render_with(p, None)
+}
+
+/// [`render`], with the percentile table's values from `pf` (HdrHistograms) when given.
+pub fn render_with(p: &StatsPayload, pf: Option<crate::report::PercentileFn<'_>>) -> String {
     let w = name_width(p);
     let mut out = String::new();
     let (header, rule) = table_header(w);
@@ -180,7 +204,11 @@ pub fn render(p: &StatsPayload) -> String {
     request_row(&mut out, &p.total, &p.total, w);
     let _ = writeln!(out);
 
-    let _ = writeln!(out, "Response time percentiles (approximated, ms)");
+    if pf.is_some() {
+        let _ = writeln!(out, "Response time percentiles (ms, HdrHistogram)");
+    } else {
+        let _ = writeln!(out, "Response time percentiles (approximated, ms)");
+    }
     let _ = write!(out, "{:<8} {:<w$}", "Type", "Name");
     for p in PERCENTILES {
         let _ = write!(out, " {:>7}", percentile_label(p));
@@ -195,10 +223,10 @@ pub fn render(p: &StatsPayload) -> String {
     );
     let _ = writeln!(out, "{prule}");
     for e in &p.entries {
-        percentile_row(&mut out, e, w);
+        percentile_row(&mut out, e, false, w, pf);
     }
     let _ = writeln!(out, "{prule}");
-    percentile_row(&mut out, &p.total, w);
+    percentile_row(&mut out, &p.total, true, w, pf);
 
     if !p.errors.is_empty() {
         let _ = writeln!(out);

@@ -325,7 +325,11 @@ pub fn evaluate(
             };
             let actual = entry.map(|e| match (t.metric, percentile) {
                 (Metric::Percentile(q), Some(f)) if e.num_requests > 0 => {
-                    f(t.name.as_deref(), q).unwrap_or_else(|| e.percentile(q))
+                    let key = t
+                        .name
+                        .as_ref()
+                        .map(|_| (e.method.as_str(), e.name.as_str()));
+                    f(key, q).unwrap_or_else(|| e.percentile(q))
                 }
                 _ => measure(t.metric, e, &p.total),
             });
@@ -452,7 +456,7 @@ mod tests {
         assert_eq!(json["op"], "<");
         assert_eq!(json["passed"], false);
         // An override of the percentile source is used for percentiles only.
-        let hdr = |_: Option<&str>, _: f64| Some(7.0);
+        let hdr = |_: Option<(&str, &str)>, _: f64| Some(7.0);
         let v = evaluate(&ts[..1], &payload(), Some(&hdr));
         assert_eq!(v[0].actual, Some(7.0));
         assert!(v[0].passed);

@@ -672,3 +672,85 @@ expect_status = 201
         "{text}"
     );
 }
+
+/// A target whose every answer takes 50 ms.
+async fn slow_target() -> String {
+    let router = Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        "slow"
+    });
+    format!("http://{}", serve(router).await)
+}
+
+/// `--arrival-rate`: requests start on schedule whatever the responses do, and the time a
+/// request waited for a free connection counts in its response time (coordinated omission
+/// corrected), which the closed model cannot see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_open_model_keeps_the_schedule_and_corrects_coordinated_omission() {
+    let host = slow_target().await;
+    // 60 requests due over 0.3 s, but 2 connections serve only 40/s.
+    let open = run(
+        args(&[
+            "--host",
+            &host,
+            "-u",
+            "2",
+            "--arrival-rate",
+            "200/s",
+            "-n",
+            "60",
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("open run");
+    assert_eq!(open.total_requests, 60);
+    assert!(
+        open.summary
+            .starts_with("Load model: open (arrival rate 200/s"),
+        "{}",
+        open.summary
+    );
+    let p99_open = open.stats.total.percentile(0.99);
+    assert!(p99_open >= 500.0, "queueing counted: p99 {p99_open} ms");
+
+    let closed = run(
+        args(&["--host", &host, "-u", "2", "-r", "100", "-n", "60", "-q"]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("closed run");
+    assert!(
+        closed.summary.starts_with("Load model: closed (2 users"),
+        "{}",
+        closed.summary
+    );
+    let p99_closed = closed.stats.total.percentile(0.99);
+    assert!(
+        p99_closed < 200.0,
+        "closed model sees only service time: {p99_closed} ms"
+    );
+
+    // With enough connections the rate is kept: 100 requests at 200/s take about 0.5 s.
+    let (_t, fast) = start_target().await;
+    let paced = run(
+        args(&[
+            "--host",
+            &fast,
+            "-u",
+            "10",
+            "--arrival-rate",
+            "200",
+            "-n",
+            "100",
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("paced run");
+    assert_eq!(paced.total_requests, 100);
+    let secs = paced.elapsed.as_secs_f64();
+    assert!((0.45..2.0).contains(&secs), "took {secs} s");
+}
