@@ -47,6 +47,24 @@ pub fn build_binaries() -> anyhow::Result<()> {
             if bin_dir().ends_with("release") {
                 cmd.arg("--release");
             }
+            // The variables cargo sets for this test binary would make build scripts that watch
+            // them (ring's watches CARGO_MANIFEST_DIR) rebuild half the dependency tree.
+            for (key, _) in std::env::vars() {
+                if key.starts_with("CARGO_PKG_")
+                    || matches!(
+                        key.as_str(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    )
+                {
+                    cmd.env_remove(key);
+                }
+            }
             let status = cmd
                 .status()
                 .map_err(|e| format!("running cargo build: {e}"))?;
