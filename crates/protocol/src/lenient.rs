@@ -84,7 +84,7 @@ pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
             while let Some(key) = map.next_key::<String>()? {
-                let bucket: u64 = key.trim().parse().map_err(|_| {
+                let bucket = histogram_key(&key).ok_or_else(|| {
                     de::Error::custom(format!("key {key:?} is not a whole number of milliseconds"))
                 })?;
                 let Count(n) = map.next_value::<Count>()?;
@@ -95,6 +95,20 @@ pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, 
         }
     }
     d.deserialize_any(Hist)
+}
+
+/// A histogram key: `"130"`, or `"130.0"` as real Locust writes keys of 100 ms and more
+/// (Python's `round(x, -1)` returns a float).
+fn histogram_key(key: &str) -> Option<u64> {
+    let key = key.trim();
+    if let Ok(n) = key.parse::<u64>() {
+        return Some(n);
+    }
+    let (whole, frac) = key.split_once('.')?;
+    if frac.is_empty() || !frac.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    whole.parse().ok()
 }
 
 struct Count(u64);
@@ -128,5 +142,9 @@ mod tests {
         assert!(serde_json::from_str::<T>(r#"{"n": "1"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n": 9223372036854775808}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n": 1, "h": {"x": 1}}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": 1, "h": {"1.5": 1}}"#).is_err());
+        let locust: T =
+            serde_json::from_str(r#"{"n": 1, "h": {"130.0": 2, "130": 1}}"#).expect("locust keys");
+        assert_eq!(locust.h.get(&130), Some(&3));
     }
 }

@@ -233,7 +233,7 @@ pub fn document() -> serde_json::Value {
     {
         rt.insert(
             "propertyNames".into(),
-            serde_json::json!({"type": "string", "pattern": "^[0-9]{1,15}$"}),
+            serde_json::json!({"type": "string", "pattern": "^[0-9]{1,15}(\\.0{1,3})?$"}),
         );
     }
     for body in ["RegisterBody", "CommitBody"] {
