@@ -157,6 +157,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", env = "LOADTEST_CONSUMER_HOST", value_parser = parse_http_url, conflicts_with = "standalone")]
     pub consumer_host: Option<Url>,
 
+    /// Publish stats and the commit straight to RabbitMQ at URL
+    /// (`amqp://user:pass@host:5672/%2f`, trusted networks only) instead of through the API.
+    /// The run is still registered through `--consumer-host`, which hands out its id and event
+    /// token. Messages are persistent, mandatory and publisher-confirmed.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LOADTEST_AMQP_URL",
+        hide_env_values = true,
+        requires = "consumer_host"
+    )]
+    pub amqp_url: Option<String>,
+
+    /// With `--amqp-url`: the pipeline's topic exchange.
+    #[arg(long, value_name = "NAME", default_value = "loadtest")]
+    pub amqp_exchange: String,
+
     /// API key for registering the run (sent as `Authorization: Bearer KEY`).
     #[arg(
         long,

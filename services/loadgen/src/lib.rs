@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amqp;
 pub mod cli;
 pub mod client;
 pub mod demo;
@@ -34,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use protocol::{RunInfo, StatsPayload};
+use protocol::{Body, CommitPayload, Envelope, RunInfo, StatsPayload};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -128,7 +129,12 @@ struct ApiSession {
     registration: Registration,
     publisher: JoinHandle<u64>,
     publisher_stop: CancellationToken,
+    /// `--amqp-url`: stats and commit go to RabbitMQ through this.
+    amqp: Option<SharedAmqp>,
 }
+
+/// The AMQP publisher, shared by the stats task and the commit.
+type SharedAmqp = Arc<tokio::sync::Mutex<amqp::AmqpPublisher>>;
 
 /// Context shared by the phases of one test.
 struct TestContext {
@@ -500,9 +506,25 @@ async fn start_pipeline(
             "Registered run {} with {} (node {})",
             registration.uuid, consumer, ctx.node_id
         );
+        let amqp = match &opts.amqp_url {
+            None => None,
+            Some(url) => {
+                let p = tokio::select! {
+                    p = amqp::AmqpPublisher::connect(url, &opts.amqp_exchange) => p?,
+                    _ = shutdown.cancelled() => anyhow::bail!("interrupted while connecting to RabbitMQ"),
+                };
+                eprintln!(
+                    "Publishing stats and the commit to RabbitMQ at {} (exchange {})",
+                    amqp::redact(url),
+                    opts.amqp_exchange
+                );
+                Some(Arc::new(tokio::sync::Mutex::new(p)))
+            }
+        };
         let publisher_stop = CancellationToken::new();
         let publisher = tokio::spawn(publish_stats(
             client.clone(),
+            amqp.clone(),
             registration.clone(),
             ctx.node_id.clone(),
             Arc::clone(stats),
@@ -515,6 +537,7 @@ async fn start_pipeline(
             registration,
             publisher,
             publisher_stop,
+            amqp,
         })));
     }
     if opts.standalone {
@@ -539,8 +562,10 @@ async fn start_pipeline(
 /// Publishes cumulative stats every `interval` until `stop`; returns the last sequence number
 /// used. Runs in its own task, so a slow or unavailable API never stalls the users; a publish
 /// still retrying when the next one is due delays it (the next one supersedes it anyway).
+#[allow(clippy::too_many_arguments)]
 async fn publish_stats(
     client: ApiClient,
+    amqp: Option<SharedAmqp>,
     registration: Registration,
     node_id: String,
     stats: Arc<Stats>,
@@ -557,10 +582,29 @@ async fn publish_stats(
             _ = ticker.tick() => {}
         }
         seq += 1;
+        let payload = stats.snapshot(progress.users(), progress.state());
+        if let Some(amqp) = &amqp {
+            let env = Envelope::new(
+                registration.uuid,
+                node_id.as_str(),
+                seq,
+                registration.token.clone(),
+                Body::Stats(payload),
+            );
+            tokio::select! {
+                _ = stop.cancelled() => return seq,
+                r = async { amqp.lock().await.publish(&env).await } => {
+                    if let Err(e) = r {
+                        tracing::warn!(event_id = %registration.uuid, seq, error = format!("{e:#}"), "publishing stats to RabbitMQ failed");
+                    }
+                }
+            }
+            continue;
+        }
         let msg = StatsMessage {
             node_id: node_id.clone(),
             seq,
-            payload: stats.snapshot(progress.users(), progress.state()),
+            payload,
         };
         tokio::select! {
             _ = stop.cancelled() => return seq,
@@ -607,11 +651,37 @@ async fn finish_pipeline(
                 thresholds: verdicts.to_vec(),
             };
             eprintln!("Committing run {uuid}");
-            let result = session
-                .client
-                .commit(&session.registration.token, &body)
-                .await
-                .with_context(|| format!("cannot commit run {uuid}; its final record is missing"));
+            let result = match &session.amqp {
+                Some(amqp) => {
+                    let env = Envelope::new(
+                        uuid,
+                        ctx.node_id.as_str(),
+                        last_seq + 1,
+                        session.registration.token.clone(),
+                        Body::Committed(CommitPayload {
+                            host: ctx.hostname.clone(),
+                            stats: final_stats.clone(),
+                        }),
+                    );
+                    let mut p = amqp.lock().await;
+                    let r = p.publish(&env).await;
+                    r.with_context(|| {
+                        format!("cannot commit run {uuid} through RabbitMQ; its final record is missing")
+                    })
+                }
+                None => session
+                    .client
+                    .commit(&session.registration.token, &body)
+                    .await
+                    .with_context(|| {
+                        format!("cannot commit run {uuid}; its final record is missing")
+                    }),
+            };
+            if let Some(amqp) = session.amqp {
+                if let Ok(p) = Arc::try_unwrap(amqp) {
+                    p.into_inner().close().await;
+                }
+            }
             (Some(uuid), None, result)
         }
         Pipeline::Standalone(s) => {
