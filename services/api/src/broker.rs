@@ -42,16 +42,6 @@ pub enum PublishError {
     Timeout,
 }
 
-fn with_heartbeat(url: &str, heartbeat_s: u16) -> String {
-    if url.contains("heartbeat=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&heartbeat={heartbeat_s}")
-    } else {
-        format!("{url}?heartbeat={heartbeat_s}")
-    }
-}
-
 /// Publishes envelopes to the topic exchange with confirms.
 pub struct Publisher {
     pool: Pool,
@@ -63,7 +53,8 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for `settings` (connects lazily).
     pub fn new(settings: &AmqpSettings) -> anyhow::Result<Self> {
-        let uri = with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
+        let uri =
+            protocol::amqp_url::with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
         let manager = Manager::new(
             uri,
             ConnectionProperties::default().with_connection_name("loadtest-api".into()),

@@ -28,21 +28,10 @@ use crate::lifecycle::{DeliveryId, Effects, Lifecycle, LifecycleSettings};
 use crate::settings::AmqpSettings;
 use crate::sink::{write_with_retry, AnySink, WriteFailure};
 
-/// Adds `heartbeat=N` to an AMQP URI that has none (lapin does not detect a dead broker
-/// without heartbeats).
-pub fn with_heartbeat(url: &str, heartbeat_s: u16) -> String {
-    if url.contains("heartbeat=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&heartbeat={heartbeat_s}")
-    } else {
-        format!("{url}?heartbeat={heartbeat_s}")
-    }
-}
-
 /// Connects to the broker.
 pub async fn connect(settings: &AmqpSettings, name: &str) -> anyhow::Result<Connection> {
-    let uri = with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
+    let uri =
+        protocol::amqp_url::with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
     let props = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(&uri, props)
         .await
@@ -480,26 +469,5 @@ impl Session<'_> {
         {
             let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeat_is_added_once() {
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f", 10),
-            "amqp://h/%2f?heartbeat=10"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/?x=1", 5),
-            "amqp://h/?x=1&heartbeat=5"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/?heartbeat=3", 5),
-            "amqp://h/?heartbeat=3"
-        );
     }
 }
