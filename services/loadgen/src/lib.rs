@@ -21,6 +21,7 @@ pub mod amqp;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod fasthttp;
 pub mod report;
 pub mod runner;
 pub mod scenario;

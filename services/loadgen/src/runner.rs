@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::transport_error_kind;
+use crate::fasthttp::{FastConn, FastTarget};
 use crate::scenario::{RequestSpec, Scenario};
 use crate::stats::{unix_now, Sample, ShardHandle, Stats};
 
@@ -156,8 +157,16 @@ pub async fn run_users(
             // The budget is spent; more users would have nothing to do.
             break;
         }
+        let fast = plan
+            .scenario
+            .requests
+            .iter()
+            .all(|r| r.fast.is_some())
+            .then(FastConn::default);
         let user = User {
             client: client.clone(),
+            fast,
+            timeout: plan.timeout,
             scenario: Arc::clone(&plan.scenario),
             open,
             tickets: Arc::clone(&tickets),
@@ -185,6 +194,9 @@ pub async fn run_users(
 
 struct User {
     client: reqwest::Client,
+    /// The user's own connection for `http://` targets (see [`crate::fasthttp`]).
+    fast: Option<FastConn>,
+    timeout: Duration,
     scenario: Arc<Scenario>,
     /// Open model: (start, requests per second).
     open: Option<(Instant, f64)>,
@@ -196,7 +208,7 @@ struct User {
 }
 
 impl User {
-    async fn run(self) {
+    async fn run(mut self) {
         while !self.stop.is_cancelled() {
             let Some(ticket) = self.tickets.take() else {
                 break;
@@ -218,9 +230,19 @@ impl User {
                     due
                 }
             };
+            let sent = match (&mut self.fast, &spec.fast) {
+                (Some(conn), Some(target)) => futures::future::Either::Left(fast_request(
+                    conn,
+                    target,
+                    spec,
+                    origin,
+                    self.timeout,
+                )),
+                _ => futures::future::Either::Right(request_from(&self.client, spec, origin)),
+            };
             let outcome = tokio::select! {
                 biased;
-                o = request_from(&self.client, spec, origin) => o,
+                o = sent => o,
                 _ = self.abort.cancelled() => {
                     self.cancelled.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -254,6 +276,39 @@ pub struct Outcome {
     pub content_length: u64,
     /// `None` on success; `HTTP <status>` for status >= 400, or the transport error kind.
     pub error: Option<String>,
+}
+
+/// [`request_from`] on the user's own hyper connection.
+async fn fast_request(
+    conn: &mut FastConn,
+    target: &FastTarget,
+    spec: &RequestSpec,
+    origin: Instant,
+    timeout: Duration,
+) -> Outcome {
+    let started = Instant::now().min(origin);
+    let result = conn
+        .send(
+            target,
+            &spec.method,
+            &spec.headers,
+            spec.body.as_ref(),
+            timeout,
+        )
+        .await;
+    let response_time_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    match result {
+        Ok((status, len)) => Outcome {
+            response_time_ms,
+            content_length: len,
+            error: spec.check_status(status),
+        },
+        Err(kind) => Outcome {
+            response_time_ms,
+            content_length: 0,
+            error: Some(kind.to_string()),
+        },
+    }
 }
 
 /// How early an open-model worker wakes before a request's due time.

@@ -50,6 +50,9 @@ pub struct RequestSpec {
     pub path: String,
     /// Full URL (host + path); filled in by [`Scenario::resolve`].
     pub url: Option<Url>,
+    /// The fast path's prepared target (`http://` URLs only); filled in by
+    /// [`Scenario::resolve`].
+    pub fast: Option<crate::fasthttp::FastTarget>,
     /// Extra headers (scenario-wide ones included).
     pub headers: HeaderMap,
     /// Request body.
@@ -68,6 +71,7 @@ impl RequestSpec {
             name: path.to_string(),
             path: path.to_string(),
             url: None,
+            fast: None,
             headers: HeaderMap::new(),
             body: None,
             expect_status: Vec::new(),
@@ -266,6 +270,7 @@ impl Scenario {
                 name,
                 path,
                 url: None,
+                fast: None,
                 headers: hdrs,
                 body: r.body.as_ref().map(|b| bytes::Bytes::from(b.clone())),
                 expect_status,
@@ -287,6 +292,7 @@ impl Scenario {
         for r in &mut self.requests {
             let url = Url::parse(&format!("{base}{}", r.path))
                 .map_err(|e| anyhow::anyhow!("invalid path {:?} for host {host}: {e}", r.path))?;
+            r.fast = crate::fasthttp::FastTarget::of(&url);
             r.url = Some(url);
         }
         Ok(())
