@@ -152,6 +152,59 @@ impl FastConn {
 mod tests {
     use super::*;
 
+    /// A server that answers each connection's first request with `Connection: close` and
+    /// closes: every request still succeeds (the response before the close is read, the next
+    /// request reconnects).
+    #[tokio::test]
+    async fn survives_servers_that_close() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                    .await;
+            }
+        });
+        let target =
+            FastTarget::of(&Url::parse(&format!("http://{addr}/x")).expect("url")).expect("http");
+        let mut conn = FastConn::default();
+        for _ in 0..3 {
+            let r = conn
+                .send(
+                    &target,
+                    &hyper::Method::GET,
+                    &hyper::HeaderMap::new(),
+                    None,
+                    Duration::from_secs(5),
+                )
+                .await;
+            assert_eq!(r, Ok((201, 5)));
+        }
+        // Nothing listening: a connection error, not a hang.
+        drop(conn);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let gone = closed.local_addr().expect("addr");
+        drop(closed);
+        let target =
+            FastTarget::of(&Url::parse(&format!("http://{gone}/")).expect("url")).expect("http");
+        let r = FastConn::default()
+            .send(
+                &target,
+                &hyper::Method::GET,
+                &hyper::HeaderMap::new(),
+                None,
+                Duration::from_secs(5),
+            )
+            .await;
+        assert_eq!(r, Err("connection error"));
+    }
+
     #[test]
     fn targets() {
         let t =
