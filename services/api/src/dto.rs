@@ -31,6 +31,7 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) ->
         (true, true) => "$".to_string(),
         (true, false) => path,
         (false, true) => prefix.to_string(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
         (false, false) => format!("{prefix}.{path}"),
     };
     // serde reports a missing field at its parent; name the field itself.
@@ -50,16 +51,32 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) ->
     ValidationError::new(field, msg)
 }
 
+/// The node id of a register, stats post or commit that names none. The same for all three, so
+/// a client that never sends `nodeId` is one node whose commit supersedes its stats; cluster
+/// nodes must each send their own.
+pub const DEFAULT_NODE: &str = "default";
+
 /// Parses a timestamp: RFC 3339, or ISO 8601 without an offset (taken as UTC, as Python's
 /// `datetime.utcnow().isoformat()` sends it).
 pub fn parse_time(s: &str, field: &str) -> Result<DateTime<Utc>, ValidationError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(t.and_utc());
+    let parsed = DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                .iter()
+                .find_map(|fmt| NaiveDateTime::parse_from_str(s, fmt).ok())
+                .map(|t| t.and_utc())
+        });
+    if let Some(t) = parsed {
+        // InfluxDB stores nanoseconds since the epoch in an i64: 1677-09-21 to 2262-04-11.
+        if t.timestamp_nanos_opt().is_none() {
+            return Err(ValidationError::new(
+                field,
+                format!("{s:?} is outside the range InfluxDB can store (1677-09-22 to 2262-04-11)"),
+            ));
         }
+        return Ok(t);
     }
     Err(ValidationError::new(
         field,
@@ -91,7 +108,7 @@ pub struct RegisterRequest {
     /// Idempotency key: the same key under the same API key gives the same uuid.
     #[serde(default)]
     pub run_key: Option<String>,
-    /// The registering node (default: `host`).
+    /// The registering node (default `default`, as for stats and commit).
     #[serde(default)]
     pub node_id: Option<String>,
     /// `loadgen`, `locust`, …
@@ -185,7 +202,7 @@ impl TryFrom<RegisterRequest> for Registration {
         let node_id = r
             .node_id
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| host.clone());
+            .unwrap_or_else(|| DEFAULT_NODE.into());
         check_len(&node_id, "nodeId", 200)?;
         Ok(Registration {
             info: RunInfo {
@@ -261,7 +278,7 @@ pub fn parse_stats(bytes: &[u8]) -> Result<StatsPost, ValidationError> {
     Ok(StatsPost {
         node_id: node
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".into()),
+            .unwrap_or_else(|| DEFAULT_NODE.into()),
         seq: seq.unwrap_or_else(default_seq),
         payload,
     })
@@ -274,7 +291,7 @@ pub struct Commit {
     pub event_id: Uuid,
     /// The committing machine.
     pub host: String,
-    /// The committing node (default: `host`).
+    /// The committing node (default `default`, as for register and stats).
     pub node_id: String,
     /// Its sequence number.
     pub seq: u64,
@@ -288,8 +305,9 @@ struct WebRow {
     #[serde(default)]
     method: Option<String>,
     name: String,
+    #[serde(deserialize_with = "protocol::lenient::count")]
     num_requests: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "protocol::lenient::count")]
     num_failures: u64,
     #[serde(default)]
     avg_response_time: f64,
@@ -307,7 +325,7 @@ struct WebStats {
     stats: Vec<WebRow>,
     #[serde(default)]
     errors: Vec<ErrorEntry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "protocol::lenient::count")]
     user_count: u64,
 }
 
@@ -404,13 +422,9 @@ pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
     stats.validate(field)?;
     Ok(Commit {
         event_id,
-        node_id: node.filter(|n| !n.is_empty()).unwrap_or_else(|| {
-            if host.is_empty() {
-                "default".into()
-            } else {
-                host.clone()
-            }
-        }),
+        node_id: node
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NODE.into()),
         host,
         seq: seq.unwrap_or_else(default_seq),
         stats,
@@ -430,7 +444,7 @@ mod tests {
         let reg = Registration::try_from(r).expect("valid");
         assert_eq!(reg.info.clients, 5);
         assert_eq!(reg.info.target_host, "http://127.0.0.1:8080");
-        assert_eq!(reg.node_id, "loadgen-1");
+        assert_eq!(reg.node_id, DEFAULT_NODE);
     }
 
     #[test]
@@ -462,7 +476,7 @@ mod tests {
         let c = parse_commit(body.as_bytes()).expect("parses");
         assert_eq!(c.stats.total.num_requests, 100);
         assert_eq!(c.stats.entries[0].response_times.get(&40), Some(&19));
-        assert_eq!(c.node_id, "loadgen-1");
+        assert_eq!(c.node_id, DEFAULT_NODE);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi_json))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)

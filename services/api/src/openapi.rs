@@ -27,7 +27,7 @@ pub struct RegisterBody {
     /// Idempotency key: the same key with the same API key returns the same uuid and token.
     #[schema(min_length = 1, max_length = 200)]
     pub run_key: Option<String>,
-    /// The registering node (default: `host`).
+    /// The registering node (default `default`; cluster nodes send their own).
     #[schema(max_length = 200)]
     pub node_id: Option<String>,
     /// `loadgen`, `locust`, …
@@ -111,7 +111,7 @@ pub struct CommitBody {
     /// The committing machine.
     #[schema(max_length = 255)]
     pub host: Option<String>,
-    /// The committing node (default: `host`).
+    /// The committing node (default `default`; cluster nodes send their own).
     #[schema(max_length = 200)]
     pub node_id: Option<String>,
     /// Sequence number.
@@ -218,9 +218,10 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-/// An RFC 3339 timestamp as the API parses it (a calendar-valid date; February stops at 28
-/// here because a pattern cannot know leap years, though the server takes a real 29th).
-pub const TIMESTAMP_PATTERN: &str = r"^[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$";
+/// An RFC 3339 timestamp as the API parses it: a calendar-valid date in InfluxDB's range (years
+/// 1680 to 2261 here; February stops at 28 because a pattern cannot know leap years, though the
+/// server takes a real 29th).
+pub const TIMESTAMP_PATTERN: &str = r"^(?:16[89][0-9]|1[789][0-9]{2}|20[0-9]{2}|21[0-9]{2}|22[0-5][0-9]|226[01])-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$";
 
 /// The served document: [`ApiDoc`] plus the constraints utoipa cannot express (histogram keys
 /// are whole milliseconds; timestamps follow [`TIMESTAMP_PATTERN`]).
@@ -286,7 +287,7 @@ mod tests {
         for ok in [
             "2026-11-29T08:00:00Z",
             "2026-02-28T23:59:59.123+01:00",
-            "0034-03-05T16:05:31",
+            "1970-03-05T16:05:31",
         ] {
             assert!(crate::dto::parse_time(ok, "t").is_ok(), "{ok}");
         }

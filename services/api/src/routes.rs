@@ -358,6 +358,23 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
     }
 }
 
+/// A known route with another method: 405 problem+json (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> Response {
+    let problem = crate::error::Problem {
+        kind: "https://loadtest.dev/problems/method-not-allowed".into(),
+        title: "Method not allowed".into(),
+        status: 405,
+        detail: "this route does not take that method; see /openapi.json".into(),
+        field: None,
+    };
+    let mut resp = (StatusCode::METHOD_NOT_ALLOWED, Json(problem)).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
 /// Any other route.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())

@@ -280,13 +280,16 @@ impl Lifecycle {
                 }
                 let node_is_new = !run.nodes.contains_key(&node_id);
                 let node = run.nodes.entry(node_id).or_default();
-                node.registers.push(delivery);
                 if run.registered_written {
-                    // Another node joining, or a redelivery: record the node, nothing to write.
-                    // The first register of the run is what we keep; later ones are recorded.
+                    // Another node joining, or a repeated register: record the node and ack at
+                    // once. Only the run's first register is held (it carries the metadata a
+                    // rebuilt run needs); holding every repeat would let one client that keeps
+                    // registering fill the prefetch and stall every run.
+                    fx.ack.push(delivery);
                     fx.running_changed = node_is_new;
                     return fx;
                 }
+                node.registers.push(delivery);
                 run.registered_written = true;
                 let point = event_point(event_id, &run.info, "running", None);
                 fx.writes.push(write_of(event_id, &[point], Vec::new()));
@@ -899,6 +902,7 @@ mod tests {
             now,
         );
         assert!(fx.writes.is_empty(), "second register writes nothing");
+        assert_eq!(fx.ack, vec![2], "a joining node's register is acked at once");
         let commit = |n| {
             Body::Committed(CommitPayload {
                 host: "h".into(),
@@ -917,7 +921,22 @@ mod tests {
         assert!(agg.contains("requests=42i"), "{agg}");
         let mut acks: Vec<_> = fx.writes.iter().flat_map(|w| w.acks.clone()).collect();
         acks.sort();
-        assert_eq!(acks, vec![1, 2, 3, 4]);
+        assert_eq!(acks, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn repeated_registers_are_acked_at_once() {
+        let mut lc = Lifecycle::new(LifecycleSettings::default());
+        let id = Uuid::new_v4();
+        let now = t("2026-11-29T08:00:01Z");
+        let at = "2026-11-29T08:00:01Z";
+        lc.handle(1, env(id, "a", 0, at, Body::Registered(info(None))), now);
+        for tag in 2..1000 {
+            let fx = lc.handle(tag, env(id, "a", 0, at, Body::Registered(info(None))), now);
+            assert_eq!(fx.ack, vec![tag], "a flood of registers holds nothing");
+        }
+        let fx = lc.handle(1000, env(id, "a", 1, at, commit(3)), now);
+        assert_eq!(acks_of(&fx), vec![1, 1000]);
     }
 
     #[test]
@@ -1061,10 +1080,11 @@ mod tests {
         lc.handle(1, env(id, "a", 0, at, Body::Registered(info(Some(2)))), now);
         lc.handle(2, env(id, "a", 1, at, Body::Stats(stats(3))), now);
         lc.handle(3, env(id, "a", 2, "2026-11-29T08:00:09Z", commit(5)), now);
-        lc.handle(4, env(id, "b", 0, at, Body::Registered(info(Some(2)))), now);
+        let joined = lc.handle(4, env(id, "b", 0, at, Body::Registered(info(Some(2)))), now);
+        assert_eq!(joined.ack, vec![4]);
         let fx = lc.handle(5, env(id, "b", 1, "2026-11-29T08:00:09Z", commit(7)), now);
         // A writer dying halfway through these acks leaves no register behind.
-        assert_eq!(acks_of(&fx), vec![1, 4, 3, 5]);
+        assert_eq!(acks_of(&fx), vec![1, 3, 5]);
     }
 
     #[test]

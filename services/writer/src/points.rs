@@ -78,6 +78,20 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A tag value made writable: [`sanitize`]d, and a trailing backslash replaced with `＼`
+/// (U+FF3C). InfluxDB's parser reads an escaped trailing backslash (`x\\` before the space) as
+/// an invalid tag and rejects the whole line, so `name="x\\"` would otherwise lose the point;
+/// the look-alike keeps the name distinct and readable.
+pub fn tag_value(s: &str) -> String {
+    let mut v = sanitize(s);
+    let trailing = v.len() - v.trim_end_matches('\\').len();
+    if trailing > 0 {
+        v.truncate(v.len() - trailing);
+        v.extend(std::iter::repeat_n('\u{FF3C}', trailing));
+    }
+    v
+}
+
 /// Encodes `points` as line protocol, appending to `buf`. Returns how many points were written
 /// (a point whose every field was left out is skipped).
 pub fn encode(points: &[Point], buf: &mut Vec<u8>) -> usize {
@@ -98,7 +112,7 @@ pub fn encode(points: &[Point], buf: &mut Vec<u8>) -> usize {
         let mut b = LineProtocolBuilder::new_with(std::mem::take(buf))
             .measurement(&sanitize(p.measurement));
         for (k, v) in &p.tags {
-            let v = sanitize(v);
+            let v = tag_value(v);
             if !v.is_empty() {
                 b = b.tag(k, &v);
             }
@@ -162,6 +176,18 @@ mod tests {
             .expect("error field");
         assert!(matches!(&error.1, Parsed::String(s) if s.as_str() == "say \"hi\" \\ bye  "));
         assert!(line.field_set.iter().all(|(k, _)| k.as_str() != "nan"));
+    }
+
+    #[test]
+    fn trailing_backslash_in_a_tag_is_replaced() {
+        let mut buf = Vec::new();
+        encode(
+            &[Point::new("m", 1).tag("name", "trail\\\\").int("n", 1i64)],
+            &mut buf,
+        );
+        let text = String::from_utf8(buf).expect("utf8");
+        assert_eq!(text, "m,name=trail\u{FF3C}\u{FF3C} n=1i 1\n");
+        assert!(parse_lines(&text).all(|l| l.is_ok()));
     }
 
     #[test]

@@ -37,8 +37,12 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// 5xx, 429 and 408 are retried, and so are 401, 403 and 404: a wrong token, a missing
+    /// permission or a missing database/bucket is a configuration error an operator fixes, not
+    /// bad data, and dead-lettering every run meanwhile would drain them all out of the pipeline.
+    /// The other 4xx (400, 413 for a single line, 422: the points themselves) are permanent.
     fn from_status(status: u16, body: String, retry_after: Option<Duration>) -> Self {
-        if status >= 500 || status == 429 || status == 408 {
+        if status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 429) {
             SinkError::Retryable {
                 message: format!("HTTP {status}: {}", body.trim()),
                 retry_after,
@@ -329,6 +333,10 @@ mod tests {
             SinkError::from_status(400, String::new(), None),
             SinkError::Permanent { status: 400, .. }
         ));
+        assert!(matches!(
+            SinkError::from_status(404, String::new(), None),
+            SinkError::Retryable { .. }
+        ));
     }
 
     #[tokio::test]
@@ -344,6 +352,9 @@ mod tests {
     }
 }
 
+/// The longest wait between two write attempts without a `Retry-After`.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Writes `lines`, retrying retryable errors with capped exponential backoff (0.5 s doubling to
 /// 30 s, honouring `Retry-After`) until it succeeds, the error is permanent, or `cancel` fires.
 /// Each failed attempt is logged once (the batch may carry many messages' points).
@@ -355,7 +366,7 @@ pub async fn write_with_retry(
     use backoff::backoff::Backoff;
     let mut policy = backoff::ExponentialBackoff {
         initial_interval: Duration::from_millis(500),
-        max_interval: Duration::from_secs(30),
+        max_interval: MAX_BACKOFF,
         max_elapsed_time: None,
         ..backoff::ExponentialBackoff::default()
     };
@@ -376,10 +387,15 @@ pub async fn write_with_retry(
                 message,
                 retry_after,
             }) => {
-                let wait = retry_after
-                    .or_else(|| policy.next_backoff())
-                    .unwrap_or(Duration::from_secs(30))
-                    .min(Duration::from_secs(300));
+                // The policy's jitter (±50 %) may push an interval past its maximum; the cap is
+                // a cap. A server's Retry-After is honoured up to 5 min.
+                let wait = match retry_after {
+                    Some(d) => d.min(Duration::from_secs(300)),
+                    None => policy
+                        .next_backoff()
+                        .unwrap_or(MAX_BACKOFF)
+                        .min(MAX_BACKOFF),
+                };
                 metrics::counter!("loadtest_writer_write_retries_total").increment(1);
                 tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %message, "write failed; retrying");
                 tokio::select! {

@@ -709,7 +709,7 @@ async fn no_secret_in_logs() -> anyhow::Result<()> {
     assert_eq!(bad.status(), 401);
     // Wait until the writer has tried (and failed) to write.
     let mut writer = writer;
-    writer.wait_for_line("points rejected", Duration::from_secs(20))?;
+    writer.wait_for_line("write failed; retrying", Duration::from_secs(20))?;
     let logs = format!("{}\n{}", api_proc.output(), writer.output());
     for (what, secret) in [
         ("API key", stack.api_key.as_str()),
