@@ -35,7 +35,12 @@ async fn main() -> std::process::ExitCode {
     if let Some(l) = cli.listen {
         settings.http.listen = l;
     }
-    telemetry::init(None, "info");
+    // Check the secrets before announcing anything: a missing one is a start-up error.
+    if let Err(e) = loadtest_api::settings::Secrets::resolve(&settings.auth) {
+        eprintln!("loadtest-api: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    telemetry::init(None, "info,lapin=error");
     let listener = match tokio::net::TcpListener::bind(&settings.http.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 /// All settings of `loadtest-api`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// HTTP listener.
     pub http: HttpSettings,
@@ -20,6 +21,7 @@ pub struct Settings {
 
 /// HTTP listener settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address (default `127.0.0.1:8080`; port 0 picks a free port).
     pub listen: String,
@@ -29,6 +31,7 @@ pub struct HttpSettings {
 
 /// Broker settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     /// AMQP URI; a `heartbeat` query is added when missing.
     pub url: SecretString,
@@ -42,6 +45,7 @@ pub struct AmqpSettings {
 
 /// Authentication settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Require an API key for register and event tokens for stats/commit (default true).
     pub enabled: bool,

@@ -31,7 +31,7 @@ pub fn build_sink(settings: &Settings) -> anyhow::Result<AnySink> {
     Ok(match s.kind.as_str() {
         "v2" => {
             let token = secret_from(&s.token, &s.token_file, "sink.token")?.ok_or_else(|| {
-                anyhow::anyhow!("sink.token is required for the v2 sink: set LOADTEST__SINK__TOKEN or sink.token_file")
+                anyhow::anyhow!("sink.token is required for the v2 sink (the default): set LOADTEST__SINK__TOKEN or sink.token_file, or pick another sink with LOADTEST__SINK__KIND=v1 (InfluxDB 1.x) or file")
             })?;
             AnySink::V2(InfluxV2Sink::new(&s.url, &s.org, &s.bucket, &token)?)
         }

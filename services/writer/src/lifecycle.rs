@@ -484,11 +484,18 @@ impl Lifecycle {
         } else {
             unix_nanos(run.info.started_at)
         };
-        let (prev_ts, prev_total) = match &run.previous {
-            Some(p) => (p.timestamp, Some(&p.total)),
-            None => (start_ns.min(ts), None),
+        // Rates are over the time the data covers (the last request of each snapshot), not
+        // the time between snapshots: a node's stats may be a stats interval old at a tick,
+        // and the final snapshot's stats reach the very end of the run.
+        let data_time = |e: &StatsEntry, fallback_ns: i64| match e.last_request_timestamp {
+            Some(t) if t > 0.0 => t,
+            _ => fallback_ns as f64 / 1e9,
         };
-        let dt = (until.min(ts) - prev_ts) as f64 / 1e9;
+        let (prev_time, prev_total) = match &run.previous {
+            Some(p) => (data_time(&p.total, p.timestamp), Some(&p.total)),
+            None => (start_ns.min(ts) as f64 / 1e9, None),
+        };
+        let dt = data_time(&merged.total, until.min(ts)) - prev_time;
         let nodes = run.nodes.values().filter(|n| n.stats.is_some()).count();
         let mut points = Vec::with_capacity(merged.by_name.len() + 1);
         let snapshot = Point::new("loadtest_snapshot", ts)
@@ -619,7 +626,9 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
     let mut p = p
         .int("requests", now.num_requests)
         .int("failures", now.num_failures);
-    if dt > 0.0 {
+    if d_req == 0 {
+        p = p.float("rps", 0.0).float("fail_per_s", 0.0);
+    } else if dt > 0.0 {
         p = p
             .float("rps", d_req as f64 / dt)
             .float("fail_per_s", d_fail as f64 / dt);
@@ -902,7 +911,11 @@ mod tests {
             now,
         );
         assert!(fx.writes.is_empty(), "second register writes nothing");
-        assert_eq!(fx.ack, vec![2], "a joining node's register is acked at once");
+        assert_eq!(
+            fx.ack,
+            vec![2],
+            "a joining node's register is acked at once"
+        );
         let commit = |n| {
             Body::Committed(CommitPayload {
                 host: "h".into(),
@@ -922,6 +935,56 @@ mod tests {
         let mut acks: Vec<_> = fx.writes.iter().flat_map(|w| w.acks.clone()).collect();
         acks.sort();
         assert_eq!(acks, vec![1, 3, 4]);
+    }
+
+    /// `n` requests spread evenly from 08:00:00 to `last` seconds later.
+    fn stats_until(n: u64, last: f64) -> StatsPayload {
+        let start = t("2026-11-29T08:00:00Z").timestamp() as f64;
+        let mut e = StatsEntry::new("GET", "/", start);
+        for i in 0..n {
+            e.log(10.0, 1, false, start + last * (i + 1) as f64 / n as f64);
+        }
+        payload_of(vec![e], vec![], 1)
+    }
+
+    fn field(line: &str, name: &str) -> f64 {
+        line.split([' ', ','])
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.trim_end_matches('i').parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn rates_are_over_the_time_the_data_covers() {
+        let mut lc = Lifecycle::new(LifecycleSettings::default());
+        let id = Uuid::new_v4();
+        let at = "2026-11-29T08:00:00Z";
+        let now = t("2026-11-29T08:00:00.5Z");
+        lc.handle(1, env(id, "a", 0, at, Body::Registered(info(None))), now);
+        // 100 requests/s; the stats sent at 10 s are all the tick at 15 s sees.
+        lc.handle(
+            2,
+            env(id, "a", 1, at, Body::Stats(stats_until(1_000, 10.0))),
+            now,
+        );
+        let text = lines(&lc.tick(t("2026-11-29T08:00:15Z")));
+        let snap = text
+            .lines()
+            .find(|l| l.starts_with("loadtest_snapshot"))
+            .expect("snapshot");
+        assert!((field(snap, "rps") - 100.0).abs() < 0.5, "{snap}");
+        // The commit at 16 s carries requests up to 16 s: still 100 requests/s, not 600/1 s.
+        let commit = Body::Committed(CommitPayload {
+            host: "h".into(),
+            stats: stats_until(1_600, 16.0),
+        });
+        let fx = lc.handle(3, env(id, "a", 2, "2026-11-29T08:00:16Z", commit), now);
+        let text = lines(&fx);
+        let snap = text
+            .lines()
+            .find(|l| l.starts_with("loadtest_snapshot"))
+            .expect("final snapshot");
+        assert!((field(snap, "rps") - 100.0).abs() < 0.5, "{snap}");
     }
 
     #[test]

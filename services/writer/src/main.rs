@@ -29,7 +29,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log.format.as_deref(), "info");
+    telemetry::init(settings.log.format.as_deref(), "info,lapin=error");
     let shutdown = telemetry::shutdown_on_signals();
     match loadtest_writer::run(settings, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,6 +11,7 @@ use crate::lifecycle::LifecycleSettings;
 
 /// All settings of `loadtest-writer`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Broker connection and names.
     pub amqp: AmqpSettings,
@@ -30,6 +31,7 @@ pub struct Settings {
 
 /// Metrics endpoint settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// Address of `GET /metrics` (default `127.0.0.1:9464`; empty disables it; port 0 picks a
     /// free port, logged on start).
@@ -46,6 +48,7 @@ impl Default for MetricsSettings {
 
 /// Broker settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     /// AMQP URI (`amqp://user:pass@host:5672/%2f`); a `heartbeat` query is added when missing.
     pub url: SecretString,
@@ -84,6 +87,7 @@ impl AmqpSettings {
 
 /// Lifecycle timings, in seconds.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// Snapshot interval, s (default 15).
     pub snapshot_interval_s: f64,
@@ -118,6 +122,7 @@ impl LifecycleConfig {
 
 /// Which sink, and its settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     /// `v2` (InfluxDB API v2, default), `v1` (InfluxDB API v1) or `file` (line protocol).
     pub kind: String,
@@ -145,6 +150,7 @@ pub struct SinkSettings {
 
 /// Event-token verification.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// HMAC secret shared with the API (event tokens are `HMAC-SHA256(secret, uuid)`).
     pub token_secret: Option<SecretString>,
@@ -156,6 +162,7 @@ pub struct AuthSettings {
 
 /// Log format.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
     #[serde(default)]

@@ -208,15 +208,15 @@ impl Stack {
     fn common_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("LOADTEST__AMQP__EXCHANGE", self.exchange.clone()),
-            ("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()),
             ("LOADTEST__AUTH__TOKEN_SECRET", self.secret.clone()),
-            ("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()),
         ]
     }
 
     /// Starts the writer with the extra settings `env` (sink, interval).
     pub fn start_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
         let mut all = self.common_env();
+        all.push(("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()));
+        all.push(("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()));
         all.extend(env.iter().cloned());
         let mut p = Proc::start(name, "loadtest-writer", &[], &all)?;
         p.wait_for_line("consuming", Duration::from_secs(30))?;
