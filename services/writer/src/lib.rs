@@ -8,6 +8,7 @@
 //!   retry policy.
 //! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status).
 //! - [`metrics`]: Prometheus metrics on `metrics.listen`.
+//! - [`redrive`]: moves dead-lettered messages back (`loadtest-writer redrive`).
 //! - [`embedded`]: lifecycle + sink in one process, for `loadgen --standalone`.
 //! - [`settings`]: configuration (defaults, TOML file, environment).
 
@@ -16,6 +17,7 @@ pub mod embedded;
 pub mod lifecycle;
 pub mod metrics;
 pub mod points;
+pub mod redrive;
 pub mod settings;
 pub mod sink;
 

@@ -15,8 +15,21 @@ use clap::Parser;
 #[command(name = "loadtest-writer", version)]
 struct Cli {
     /// TOML settings file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Move dead-lettered messages (queue `<exchange>.dead`) back to the pipeline once their
+    /// cause is fixed, then exit. Prints how many were moved.
+    Redrive {
+        /// Move at most this many messages.
+        #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
+        limit: u64,
+    },
 }
 
 #[tokio::main]
@@ -30,6 +43,24 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init(settings.log.format.as_deref(), "info,lapin=error");
+    if let Some(Command::Redrive { limit }) = cli.command {
+        return match loadtest_writer::redrive::redrive(&settings.amqp, limit).await {
+            Ok(r) => {
+                println!(
+                    "moved {} message(s) from {} back to {}; {} without a routing key kept",
+                    r.moved,
+                    settings.amqp.dead_queue(),
+                    settings.amqp.exchange,
+                    r.kept
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loadtest-writer redrive: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let shutdown = telemetry::shutdown_on_signals();
     match loadtest_writer::run(settings, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -725,3 +725,98 @@ async fn no_secret_in_logs() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `loadtest-writer redrive` moves dead-lettered messages back, and the writer then records
+/// them: here a register and a commit that sat in the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_moves_dead_letters_back() -> anyhow::Result<()> {
+    let r = start("redrive").await?;
+    let id = uuid::Uuid::new_v4();
+    let token = protocol::event_token(r.stack.secret.as_bytes(), &id);
+    let info: protocol::RunInfo = serde_json::from_value(json!({
+        "startedAt": "2026-11-29T08:00:00Z", "host": "h", "clients": 1, "targetHost": "http://t",
+        "mode": "single", "tool": "e2e"
+    }))?;
+    let mut entry = protocol::StatsEntry::new("GET", "/", 1_795_939_200.0);
+    for _ in 0..37 {
+        entry.log(12.0, 10, false, 1_795_939_201.0);
+    }
+    let stats = protocol::StatsPayload::from_entries(vec![entry], vec![], 1, "stopped");
+    let register =
+        protocol::Envelope::new(id, "n1", 0, token.clone(), protocol::Body::Registered(info));
+    let commit = protocol::Envelope::new(
+        id,
+        "n1",
+        1,
+        token,
+        protocol::Body::Committed(protocol::CommitPayload {
+            host: "h".into(),
+            stats,
+        }),
+    );
+    let conn = Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    for (env, key) in [
+        (&register, "event.registered"),
+        (&commit, "event.committed"),
+    ] {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-loadtest-dead-reason".into(),
+            AMQPValue::LongString("test".into()),
+        );
+        headers.insert(
+            "x-loadtest-routing-key".into(),
+            AMQPValue::LongString(key.into()),
+        );
+        let c = ch
+            .basic_publish(
+                &format!("{}.dlx", r.stack.exchange),
+                key,
+                BasicPublishOptions::default(),
+                &env.to_json(),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await?
+            .await?;
+        assert!(c.is_ack());
+    }
+    let out = tokio::process::Command::new(bin_dir().join("loadtest-writer"))
+        .arg("redrive")
+        .env("LOADTEST__AMQP__EXCHANGE", &r.stack.exchange)
+        .env("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000")
+        .env("LOADTEST__AUTH__TOKEN_SECRET", &r.stack.secret)
+        .env("LOADTEST__SINK__KIND", "file")
+        .env(
+            "LOADTEST__SINK__PATH",
+            std::env::temp_dir().join("redrive-unused.lp"),
+        )
+        .env("LOADTEST__METRICS__LISTEN", "")
+        .output()
+        .await?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("moved 2 message(s)"), "{text}");
+    let q = format!(
+        "SELECT requests FROM loadtest_summary WHERE event_id = '{id}' AND \"name\" = 'Aggregated'"
+    );
+    let rows = eventually(
+        Duration::from_secs(20),
+        "the redriven run in InfluxDB",
+        || async {
+            let rows = influx_rows(&r.db, &q).await?;
+            Ok((!rows.is_empty()).then_some(rows))
+        },
+    )
+    .await?;
+    assert_eq!(rows[0]["requests"], 37);
+    Ok(())
+}
