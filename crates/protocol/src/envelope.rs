@@ -157,6 +157,47 @@ pub struct CommitPayload {
     pub host: String,
     /// The node's final cumulative stats.
     pub stats: StatsPayload,
+    /// Pass/fail verdicts of the load generator's thresholds (`p95<300ms`), if it had any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdVerdict>,
+}
+
+/// One threshold's verdict, as a load generator judged it on its final stats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThresholdVerdict {
+    /// The threshold as given (`p95<300ms`, `fail_ratio<0.01`), at most 200 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub threshold: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// The measured value (ms for times, a fraction for ratios); `null` when not measured.
+    #[serde(default)]
+    pub actual: Option<f64>,
+    /// The limit, in the same unit.
+    #[serde(default)]
+    pub limit: Option<f64>,
+}
+
+impl ThresholdVerdict {
+    /// Checks the verdict; `path` names it in errors (`thresholds[0]`).
+    pub fn validate(&self, path: &str) -> Result<(), ValidationError> {
+        if self.threshold.chars().count() > 200 {
+            return Err(ValidationError::new(
+                format!("{path}.threshold"),
+                "longer than 200 characters",
+            ));
+        }
+        for (field, v) in [("actual", self.actual), ("limit", self.limit)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err(ValidationError::new(
+                    format!("{path}.{field}"),
+                    "must be a finite number",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Published on `event.completed` after a run's final record is written.
@@ -271,6 +312,9 @@ impl TryFrom<WireEnvelope> for Envelope {
             "committed" => {
                 let p: CommitPayload = payload(w.payload)?;
                 p.stats.validate("payload.stats")?;
+                for (i, t) in p.thresholds.iter().enumerate() {
+                    t.validate(&format!("payload.thresholds[{i}]"))?;
+                }
                 Body::Committed(p)
             }
             "completed" => Body::Completed(payload(w.payload)?),

@@ -297,6 +297,8 @@ pub struct Commit {
     pub seq: u64,
     /// The node's final stats.
     pub stats: StatsPayload,
+    /// The load generator's threshold verdicts (optional `thresholds` in the body).
+    pub thresholds: Vec<protocol::ThresholdVerdict>,
 }
 
 /// One row of Locust's web `/stats/requests` JSON (`stats[]`).
@@ -365,6 +367,19 @@ pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
                 ValidationError::new("userCount", "must be a non-negative integer")
             })?),
         };
+    let thresholds: Vec<protocol::ThresholdVerdict> = match obj.remove("thresholds") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => parse_value(v, "thresholds")?,
+    };
+    if thresholds.len() > 100 {
+        return Err(ValidationError::new(
+            "thresholds",
+            "more than 100 thresholds",
+        ));
+    }
+    for (i, t) in thresholds.iter().enumerate() {
+        t.validate(&format!("thresholds[{i}]"))?;
+    }
     let extra_errors: Vec<ErrorEntry> = match obj.remove("errors") {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(v) => parse_value(v, "errors")?,
@@ -428,6 +443,7 @@ pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
         host,
         seq: seq.unwrap_or_else(default_seq),
         stats,
+        thresholds,
     })
 }
 

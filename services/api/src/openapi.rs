@@ -125,6 +125,9 @@ pub struct CommitBody {
     pub errors: Option<Vec<ErrorEntry>>,
     /// Final stats.
     pub measurement: CommitMeasurementBody,
+    /// The load generator's threshold verdicts, written as `loadtest_threshold` points.
+    #[schema(max_items = 100)]
+    pub thresholds: Option<Vec<protocol::ThresholdVerdict>>,
 }
 
 /// `measurement` of a commit body.
@@ -212,7 +215,7 @@ impl Modify for Security {
     components(schemas(
         RegisterBody, RegisterMeasurementBody, RegisterFieldsBody, RegisterTagsBody, RegisterResponse,
         StatsBody, StatsEntry, ErrorEntry, StatsPayload, CommitBody, CommitMeasurementBody,
-        CommitFieldsBody, Accepted, Health, Problem, RunningSet, RunningEvent
+        CommitFieldsBody, Accepted, Health, Problem, RunningSet, RunningEvent, protocol::ThresholdVerdict
     )),
     modifiers(&Security)
 )]

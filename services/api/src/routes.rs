@@ -279,6 +279,7 @@ pub async fn commit(
         Body::Committed(CommitPayload {
             host: c.host,
             stats: c.stats,
+            thresholds: c.thresholds,
         }),
     );
     publish(&state, &env).await?;

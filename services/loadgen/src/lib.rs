@@ -662,6 +662,10 @@ async fn finish_pipeline(
                         Body::Committed(CommitPayload {
                             host: ctx.hostname.clone(),
                             stats: final_stats.clone(),
+                            thresholds: verdicts
+                                .iter()
+                                .map(thresholds::Verdict::to_protocol)
+                                .collect(),
                         }),
                     );
                     let mut p = amqp.lock().await;

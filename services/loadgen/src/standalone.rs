@@ -134,6 +134,7 @@ impl Standalone {
             Body::Committed(CommitPayload {
                 host: self.host.clone(),
                 stats: payload,
+                thresholds: Vec::new(),
             }),
         );
         self.embedded

@@ -118,6 +118,18 @@ pub struct Verdict {
     pub passed: bool,
 }
 
+impl Verdict {
+    /// The verdict as the pipeline carries it in a commit.
+    pub fn to_protocol(&self) -> protocol::ThresholdVerdict {
+        protocol::ThresholdVerdict {
+            threshold: self.threshold.clone(),
+            passed: self.passed,
+            actual: self.actual,
+            limit: Some(self.limit),
+        }
+    }
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = if self.passed { "PASS" } else { "FAIL" };

@@ -126,6 +126,8 @@ struct NodeState {
     registers: Vec<DeliveryId>,
     /// The node's `committed` deliveries, held for the final record.
     commits: Vec<DeliveryId>,
+    /// The threshold verdicts of the node's commit.
+    thresholds: Vec<protocol::ThresholdVerdict>,
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +327,7 @@ impl Lifecycle {
                 fx.ack.extend(node.stats_delivery.take());
                 node.seq = node.seq.max(env.seq);
                 node.stats = Some(commit.stats);
+                node.thresholds = commit.thresholds;
                 node.committed_at = Some(match node.committed_at {
                     Some(t) => t.max(env.sent_at),
                     None => env.sent_at,
@@ -562,6 +565,9 @@ impl Lifecycle {
                     points.extend(summary_points(id, &merged, final_ts));
                 }
             }
+            if let Some(run) = self.runs.get(&id) {
+                points.extend(threshold_points(id, run, final_ts));
+            }
         }
         points.push(event_point(id, &info, status, Some(duration_s)));
         fx.writes.push(write_of(id, &points, acks));
@@ -705,6 +711,30 @@ fn summary_point(id: &str, entry: &StatsEntry, ts: i64) -> Point {
         }
     }
     p
+}
+
+/// One `loadtest_threshold` point per node and threshold: tags `event_id`, `node_id`,
+/// `threshold` (the expression, e.g. `p95<300ms`); fields `passed` (1 or 0), `actual`, `limit`.
+fn threshold_points(id: Uuid, run: &Run, ts: i64) -> Vec<Point> {
+    let event = id.hyphenated().to_string();
+    let mut points = Vec::new();
+    for (node_id, node) in &run.nodes {
+        for t in &node.thresholds {
+            let mut p = Point::new("loadtest_threshold", ts)
+                .tag("event_id", event.clone())
+                .tag("node_id", node_id.clone())
+                .tag("threshold", t.threshold.clone())
+                .int("passed", i64::from(t.passed));
+            if let Some(a) = t.actual {
+                p = p.float("actual", a);
+            }
+            if let Some(l) = t.limit {
+                p = p.float("limit", l);
+            }
+            points.push(p);
+        }
+    }
+    points
 }
 
 fn summary_points(id: Uuid, merged: &Merged, ts: i64) -> Vec<Point> {
@@ -856,6 +886,7 @@ mod tests {
                 Body::Committed(CommitPayload {
                     host: "h".into(),
                     stats: stats(25),
+                    thresholds: Vec::new(),
                 }),
             ),
             t("2026-11-29T08:00:20Z"),
@@ -920,6 +951,7 @@ mod tests {
             Body::Committed(CommitPayload {
                 host: "h".into(),
                 stats: stats(n),
+                thresholds: Vec::new(),
             })
         };
         let fx = lc.handle(3, env(id, "a", 1, "2026-11-29T08:00:30Z", commit(30)), now);
@@ -977,6 +1009,7 @@ mod tests {
         let commit = Body::Committed(CommitPayload {
             host: "h".into(),
             stats: stats_until(1_600, 16.0),
+            thresholds: Vec::new(),
         });
         let fx = lc.handle(3, env(id, "a", 2, "2026-11-29T08:00:16Z", commit), now);
         let text = lines(&fx);
@@ -1108,6 +1141,7 @@ mod tests {
                     Body::Committed(CommitPayload {
                         host: "h".into(),
                         stats: stats(33),
+                        thresholds: Vec::new(),
                     }),
                 ),
                 t("2026-11-29T08:07:00Z"),
@@ -1127,6 +1161,7 @@ mod tests {
         Body::Committed(CommitPayload {
             host: "h".into(),
             stats: stats(n),
+            thresholds: Vec::new(),
         })
     }
 

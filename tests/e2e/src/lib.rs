@@ -293,6 +293,11 @@ async fn influx_query_raw(db: &str, q: &str) -> anyhow::Result<serde_json::Value
     Ok(v)
 }
 
+/// Runs an InfluxQL query; returns InfluxDB's JSON answer as it is (series, tags, values).
+pub async fn influx_query(db: &str, q: &str) -> anyhow::Result<serde_json::Value> {
+    influx_query_raw(db, q).await
+}
+
 /// Runs an InfluxQL query; returns the rows of the first series as column → value maps.
 pub async fn influx_rows(
     db: &str,

@@ -752,6 +752,7 @@ async fn redrive_moves_dead_letters_back() -> anyhow::Result<()> {
         protocol::Body::Committed(protocol::CommitPayload {
             host: "h".into(),
             stats,
+            thresholds: Vec::new(),
         }),
     );
     let conn = Connection::connect(

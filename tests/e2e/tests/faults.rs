@@ -219,6 +219,7 @@ fn run_messages(stack: &Stack, id: uuid::Uuid, t0: DateTime<Utc>) -> Vec<(String
             Body::Committed(CommitPayload {
                 host: "fault-suite".into(),
                 stats: stats(start, 100),
+                thresholds: Vec::new(),
             }),
         ),
     ];

@@ -99,5 +99,23 @@ async fn a_failed_p95_threshold_exits_1_and_says_which() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(row["requests"], 60);
+    // The verdicts travelled with the commit and are in InfluxDB, one point per threshold.
+    let q = format!(
+        "SELECT passed, actual, \"limit\" FROM loadtest_threshold WHERE event_id = '{uuid}' GROUP BY threshold"
+    );
+    let v = influx_query(&db, &q).await?;
+    let series = v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let verdict = |expr: &str| {
+        series
+            .iter()
+            .find(|s| s["tags"]["threshold"] == expr)
+            .map(|s| s["values"][0][1].clone())
+            .unwrap_or_else(|| panic!("no loadtest_threshold point for {expr}: {v}"))
+    };
+    assert_eq!(verdict("p95<5ms"), 0, "{v}");
+    assert_eq!(verdict("fail_ratio<0.01"), 1, "{v}");
     Ok(())
 }
