@@ -480,7 +480,11 @@ async fn metrics_are_prometheus_text() -> anyhow::Result<()> {
                         && l.contains("kind=\"committed\"")
                         && l.contains("outcome=\"accepted\"")
                 });
-                Ok(committed.then_some(text))
+                // The counter moves when the commit arrives; the final write and the running
+                // set follow a moment later.
+                let written = text.contains("loadtest_writer_write_duration_seconds_bucket")
+                    && text.contains("loadtest_writer_runs_running 0");
+                Ok((committed && written).then_some(text))
             }
         },
     )
