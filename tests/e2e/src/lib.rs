@@ -223,18 +223,31 @@ impl Stack {
         Ok(p)
     }
 
+    /// Starts a writer with the v1 sink into InfluxDB 1.x database `db` and snapshots every
+    /// `snapshot_interval_s` seconds.
+    pub fn start_v1_writer(
+        &self,
+        name: &str,
+        db: &str,
+        snapshot_interval_s: u32,
+    ) -> anyhow::Result<Proc> {
+        self.start_writer(
+            name,
+            &[
+                ("LOADTEST__SINK__KIND", "v1".into()),
+                ("LOADTEST__SINK__URL", INFLUX.into()),
+                ("LOADTEST__SINK__DATABASE", db.to_string()),
+                (
+                    "LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S",
+                    snapshot_interval_s.to_string(),
+                ),
+            ],
+        )
+    }
+
     /// Starts the API on a free port; returns it and its base URL.
     pub fn start_api(&self) -> anyhow::Result<(Proc, String)> {
-        let mut all = self.common_env();
-        all.push(("LOADTEST__AUTH__API_KEYS", self.api_key.clone()));
-        let mut p = Proc::start("api", "loadtest-api", &["--listen", "127.0.0.1:0"], &all)?;
-        let line = p.wait_for_line("listening on http://", Duration::from_secs(30))?;
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .map(|s| s.trim().to_string())
-            .context("no URL in the listening line")?;
-        Ok((p, url))
+        self.start_api_with(&[])
     }
 }
 
@@ -248,25 +261,7 @@ pub struct Target {
 
 /// Starts a counting target on the current tokio runtime.
 pub async fn start_target() -> anyhow::Result<Target> {
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            if uri.path() == "/fail" {
-                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
-            } else {
-                (axum::http::StatusCode::OK, "hello")
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(Target { url, count })
+    start_slow_target(Duration::ZERO).await
 }
 
 /// Creates a fresh InfluxDB 1.x database.

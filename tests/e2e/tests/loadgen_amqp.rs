@@ -23,15 +23,7 @@ async fn stats_and_commit_go_straight_to_rabbitmq() -> anyhow::Result<()> {
     let stack = Stack::new("lgamqp");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
-    let _writer = stack.start_writer(
-        "writer-lgamqp",
-        &[
-            ("LOADTEST__SINK__KIND", "v1".into()),
-            ("LOADTEST__SINK__URL", INFLUX.into()),
-            ("LOADTEST__SINK__DATABASE", db.clone()),
-            ("LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S", "5".into()),
-        ],
-    )?;
+    let _writer = stack.start_v1_writer("writer-lgamqp", &db, 5)?;
     let (api_proc, api) = stack.start_api()?;
     let target = start_target().await?;
     let mut loadgen = Proc::start(

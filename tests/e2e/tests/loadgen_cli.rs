@@ -29,15 +29,7 @@ async fn the_original_command_line_lands_in_influxdb() -> anyhow::Result<()> {
     let stack = Stack::new("lgcli");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
-    let _writer = stack.start_writer(
-        "writer-lgcli",
-        &[
-            ("LOADTEST__SINK__KIND", "v1".into()),
-            ("LOADTEST__SINK__URL", INFLUX.into()),
-            ("LOADTEST__SINK__DATABASE", db.clone()),
-            ("LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S", "5".into()),
-        ],
-    )?;
+    let _writer = stack.start_v1_writer("writer-lgcli", &db, 5)?;
     let (_api, api) = stack.start_api()?;
     let target = start_target().await?;
 

@@ -56,15 +56,7 @@ async fn five_nodes_with_one_run_key_add_up_exactly() -> anyhow::Result<()> {
     let stack = Stack::new("lgcluster");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
-    let _writer = stack.start_writer(
-        "writer-lgcluster",
-        &[
-            ("LOADTEST__SINK__KIND", "v1".into()),
-            ("LOADTEST__SINK__URL", INFLUX.into()),
-            ("LOADTEST__SINK__DATABASE", db.clone()),
-            ("LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S", "5".into()),
-        ],
-    )?;
+    let _writer = stack.start_v1_writer("writer-lgcluster", &db, 5)?;
     let (_api, api) = stack.start_api()?;
     let (target, count) = counting_target().await?;
     let run_key = format!("cluster-{}", uuid::Uuid::new_v4());

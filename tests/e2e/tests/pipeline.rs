@@ -41,15 +41,7 @@ async fn loadgen_run_lands_in_influxdb_v1_exactly() -> anyhow::Result<()> {
     let stack = Stack::new("v1");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
-    let _writer = stack.start_writer(
-        "writer-v1",
-        &[
-            ("LOADTEST__SINK__KIND", "v1".into()),
-            ("LOADTEST__SINK__URL", INFLUX.into()),
-            ("LOADTEST__SINK__DATABASE", db.clone()),
-            ("LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S", "5".into()),
-        ],
-    )?;
+    let _writer = stack.start_v1_writer("writer-v1", &db, 5)?;
     let (_api, api) = stack.start_api()?;
     let target = start_target().await?;
     let client = reqwest::Client::new();
