@@ -150,6 +150,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 
+    /// Threads the users run on, each with its own event loop (users are dealt to them in
+    /// turn, like wrk's `-t`). Default: one per CPU this process may use (see `taskset`).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+
     /// Base URL of the load-test API (`https://loadtest-api.example.com`). When given, the run
     /// is registered there, stats are published every `--stats-interval`, and it is committed
     /// at the end. `LOADTEST_CONSUMER_HOST` sets it from the environment, so the original

@@ -1,35 +1,49 @@
 //! The users' fast path for `http://` targets: one HTTP/1.1 keep-alive connection per user,
-//! driven by hyper directly (no pool, no per-request URL parsing; the request line and `Host`
-//! header are prepared once per request kind). `https://` targets go through `reqwest`.
+//! with the whole request (request line, headers, body) serialized once per request kind and
+//! written as one buffer, and the response head parsed in place with `httparse` (the parser
+//! hyper uses). No per-request allocation, no connection task, no channel between tasks: the
+//! user's own task writes the request and reads the response, which is what makes loadgen as
+//! fast as wrk. `https://` targets go through `reqwest`.
 //!
-//! A connection that fails, times out or is closed by the server is dropped and the next
-//! request opens a new one. Redirects are not followed (a 3xx counts as a success unless the
-//! scenario expects another status), as in wrk and oha.
+//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else
+//! `Transfer-Encoding: chunked` (decoded, trailers skipped), else `Content-Length`, else the
+//! body runs to the end of the connection. 1xx interim responses (other than 101) are skipped.
+//! A connection that fails, times out, answers `Connection: close` (or HTTP/1.0 without
+//! keep-alive) or is closed by the server is dropped and the next request opens a new one.
+//! Redirects are not followed (a 3xx counts as a success unless the scenario expects another
+//! status), as in wrk and oha.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, HOST, USER_AGENT};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
-use reqwest::Url;
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, USER_AGENT};
+use reqwest::{Method, Url};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
-/// Where a request goes on the fast path, prepared once.
+/// A request on the fast path, prepared once: where it goes and its bytes on the wire.
 #[derive(Debug, Clone)]
 pub struct FastTarget {
     /// `host:port` to connect to.
     pub addr: String,
-    /// The request target in origin form (`/path?query`).
-    pub uri: Uri,
-    /// The `Host` header.
-    pub host: HeaderValue,
+    /// The whole HTTP/1.1 request: request line, `Host`, `User-Agent` (unless the scenario
+    /// sets them), the scenario's headers, `Content-Length` (when there is a body, and always
+    /// for POST/PUT/PATCH) and the body.
+    pub request: Bytes,
+    /// A `HEAD` request: the response has no body whatever its headers say.
+    pub head: bool,
 }
 
 impl FastTarget {
-    /// The fast-path target of `url`, or `None` when it is not plain `http://`.
-    pub fn of(url: &Url) -> Option<Self> {
+    /// The fast-path request for `method url` with `headers` and `body`, or `None` when the URL
+    /// is not plain `http://`. A `Content-Length` or `Transfer-Encoding` among `headers` is
+    /// ignored: the body's framing is always `Content-Length` of the body given.
+    pub fn of(
+        url: &Url,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Option<&Bytes>,
+    ) -> Option<Self> {
         if url.scheme() != "http" {
             return None;
         }
@@ -44,15 +58,42 @@ impl FastTarget {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        let mut target = url.path().to_string();
+        let body: &[u8] = body.map(|b| b.as_ref()).unwrap_or_default();
+        let mut req = Vec::with_capacity(256 + body.len());
+        req.extend_from_slice(method.as_str().as_bytes());
+        req.push(b' ');
+        req.extend_from_slice(url.path().as_bytes());
         if let Some(q) = url.query() {
-            target.push('?');
-            target.push_str(q);
+            req.push(b'?');
+            req.extend_from_slice(q.as_bytes());
         }
+        req.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut header = |name: &[u8], value: &[u8]| {
+            req.extend_from_slice(name);
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(value);
+            req.extend_from_slice(b"\r\n");
+        };
+        if !headers.contains_key(HOST) {
+            header(b"host", authority.as_bytes());
+        }
+        if !headers.contains_key(USER_AGENT) {
+            header(b"user-agent", UA.as_bytes());
+        }
+        for (name, value) in headers {
+            if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+                header(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            header(b"content-length", body.len().to_string().as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
         Some(Self {
             addr,
-            uri: target.parse().ok()?,
-            host: HeaderValue::from_str(&authority).ok()?,
+            request: Bytes::from(req),
+            head: *method == Method::HEAD,
         })
     }
 }
@@ -60,91 +101,273 @@ impl FastTarget {
 /// Why a fast-path request failed, in the words `reqwest` errors are reported with.
 pub type FastError = &'static str;
 
-/// One user's connection.
+const UA: &str = concat!("loadgen/", env!("CARGO_PKG_VERSION"));
+
+/// Most response-head bytes read before the response is called invalid.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 64;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One user's connection: the socket (while open) and its read buffer.
 #[derive(Default)]
 pub struct FastConn {
-    sender: Option<SendRequest<Full<Bytes>>>,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
 }
 
-const UA: HeaderValue = HeaderValue::from_static(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+/// How a response's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    status: u16,
+    /// Bytes of the head, status line to the empty line.
+    len: usize,
+    framing: Framing,
+    /// The connection may be reused after the body.
+    keep_alive: bool,
+}
 
 impl FastConn {
-    async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, FastError> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|_| "connection error")?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| "connection error")?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection closed with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// Sends `method` to `target` with `headers` and `body`, reads the whole response body;
-    /// returns the status and the body's length (bytes). Gives up after `timeout`.
+    /// Sends `target`'s request and reads the whole response; returns the status and the
+    /// body's length (bytes, after chunked decoding). Gives up after `timeout` (`"timeout"`);
+    /// other failures are `"connection error"` (connect, write, or the connection closed
+    /// before the response was complete) and `"invalid response"` (not HTTP/1.x).
     pub async fn send(
         &mut self,
         target: &FastTarget,
-        method: &hyper::Method,
-        headers: &hyper::HeaderMap,
-        body: Option<&Bytes>,
         timeout: Duration,
     ) -> Result<(u16, u64), FastError> {
-        match tokio::time::timeout(timeout, self.send_inner(target, method, headers, body)).await {
-            Ok(Ok(r)) => Ok(r),
+        match tokio::time::timeout(timeout, self.exchange(target)).await {
+            Ok(Ok((status, len, keep_alive))) => {
+                if !keep_alive {
+                    self.stream = None;
+                }
+                Ok((status, len))
+            }
             Ok(Err(e)) => {
-                self.sender = None;
+                self.stream = None;
                 Err(e)
             }
             Err(_) => {
-                self.sender = None;
+                self.stream = None;
                 Err("timeout")
             }
         }
     }
 
-    async fn send_inner(
-        &mut self,
-        target: &FastTarget,
-        method: &hyper::Method,
-        headers: &hyper::HeaderMap,
-        body: Option<&Bytes>,
-    ) -> Result<(u16, u64), FastError> {
-        let sender = match &mut self.sender {
-            Some(s) if !s.is_closed() => s,
-            _ => self.sender.insert(Self::connect(&target.addr).await?),
+    async fn exchange(&mut self, target: &FastTarget) -> Result<(u16, u64, bool), FastError> {
+        let Self { stream, buf } = self;
+        let stream = match stream {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(&target.addr)
+                    .await
+                    .map_err(|_| "connection error")?;
+                let _ = s.set_nodelay(true);
+                stream.insert(s)
+            }
         };
-        sender.ready().await.map_err(|_| "connection error")?;
-        let mut req = Request::new(Full::new(body.cloned().unwrap_or_default()));
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = target.uri.clone();
-        let h = req.headers_mut();
-        h.insert(HOST, target.host.clone());
-        h.insert(USER_AGENT, UA);
-        for (k, v) in headers {
-            h.insert(k, v.clone());
-        }
-        let mut resp = sender.send_request(req).await.map_err(|e| {
-            if e.is_canceled() || e.is_closed() {
-                "connection error"
-            } else {
-                "request error"
+        // Bytes left from an earlier response would be a server's error; they are not ours.
+        buf.clear();
+        stream
+            .write_all(&target.request)
+            .await
+            .map_err(|_| "connection error")?;
+        let head = loop {
+            match parse_head(buf, target.head)? {
+                Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                    buf.drain(..h.len);
+                }
+                Some(h) => break h,
+                None if buf.len() > MAX_HEAD => return Err("invalid response"),
+                None => {
+                    if read_more(stream, buf).await? == 0 {
+                        return Err("connection error");
+                    }
+                }
             }
-        })?;
-        let status = resp.status().as_u16();
-        let mut len = 0u64;
-        while let Some(frame) = resp.body_mut().frame().await {
-            let frame = frame.map_err(|_| "body error")?;
-            if let Some(d) = frame.data_ref() {
-                len += d.len() as u64;
+        };
+        buf.drain(..head.len);
+        let (len, keep_alive) = match head.framing {
+            Framing::Empty => (0, head.keep_alive),
+            Framing::Length(n) => {
+                let mut have = buf.len() as u64;
+                while have < n {
+                    buf.clear();
+                    let got = read_more(stream, buf).await?;
+                    if got == 0 {
+                        return Err("connection error");
+                    }
+                    have += got as u64;
+                }
+                (n, head.keep_alive)
+            }
+            Framing::Chunked => {
+                let mut decoder = Chunked::default();
+                loop {
+                    let (used, done) = decoder.feed(buf)?;
+                    buf.drain(..used);
+                    if done {
+                        break;
+                    }
+                    if read_more(stream, buf).await? == 0 {
+                        return Err("connection error");
+                    }
+                }
+                (decoder.body_len, head.keep_alive)
+            }
+            Framing::UntilClose => {
+                let mut have = buf.len() as u64;
+                loop {
+                    buf.clear();
+                    match read_more(stream, buf).await? {
+                        0 => break,
+                        got => have += got as u64,
+                    }
+                }
+                (have, false)
+            }
+        };
+        buf.clear();
+        Ok((head.status, len, keep_alive))
+    }
+}
+
+/// Reads what the socket has into `buf`'s spare room; 0 at the end of the stream.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, FastError> {
+    buf.reserve(READ_CHUNK);
+    stream.read_buf(buf).await.map_err(|_| "connection error")
+}
+
+/// Parses the response head at the start of `buf`: `None` while it is incomplete.
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, FastError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("invalid response"),
+    };
+    let status = resp.code.unwrap_or(0);
+    let http11 = resp.version == Some(1);
+    let (mut length, mut chunked, mut close, mut keep) = (None, false, false, false);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("invalid response")?;
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = has_token(h.value, "chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= has_token(h.value, "close");
+            keep |= has_token(h.value, "keep-alive");
+        }
+    }
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some(Head {
+        status,
+        len,
+        framing,
+        keep_alive: !close && (http11 || keep),
+    }))
+}
+
+/// Whether the comma-separated header `value` holds `token` (case-insensitive).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A streaming decoder of a chunked body (RFC 9112 §7.1) that counts the data bytes.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    body_len: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    #[default]
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailer,
+}
+
+impl Chunked {
+    /// Consumes what it can of `buf`: returns the bytes used and whether the body ended.
+    fn feed(&mut self, buf: &[u8]) -> Result<(usize, bool), FastError> {
+        let mut at = 0;
+        loop {
+            let rest = &buf[at..];
+            match self.state {
+                ChunkState::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, 0))) => {
+                        at += used;
+                        self.state = ChunkState::Trailer;
+                    }
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        at += used;
+                        self.state = ChunkState::Data(size);
+                    }
+                    Ok(httparse::Status::Partial) => return Ok((at, false)),
+                    Err(_) => return Err("invalid response"),
+                },
+                ChunkState::Data(left) => {
+                    let take = left.min(rest.len() as u64);
+                    at += take as usize;
+                    self.body_len += take;
+                    if take == left {
+                        self.state = ChunkState::DataEnd;
+                    } else {
+                        self.state = ChunkState::Data(left - take);
+                        return Ok((at, false));
+                    }
+                }
+                ChunkState::DataEnd => match rest {
+                    [b'\r', b'\n', ..] => {
+                        at += 2;
+                        self.state = ChunkState::Size;
+                    }
+                    [b'\r'] | [] => return Ok((at, false)),
+                    _ => return Err("invalid response"),
+                },
+                ChunkState::Trailer => match rest.iter().position(|&b| b == b'\n') {
+                    Some(0) => return Err("invalid response"),
+                    Some(1) if rest[0] == b'\r' => return Ok((at + 2, true)),
+                    Some(i) if i >= MAX_HEAD => return Err("invalid response"),
+                    Some(i) => at += i + 1,
+                    None if rest.len() > MAX_HEAD => return Err("invalid response"),
+                    None => return Ok((at, false)),
+                },
             }
         }
-        Ok((status, len))
     }
 }
 
@@ -152,74 +375,198 @@ impl FastConn {
 mod tests {
     use super::*;
 
-    /// A server that answers each connection's first request with `Connection: close` and
-    /// closes: every request still succeeds (the response before the close is read, the next
-    /// request reconnects).
-    #[tokio::test]
-    async fn survives_servers_that_close() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    fn target(url: &str) -> FastTarget {
+        FastTarget::of(
+            &Url::parse(url).expect("url"),
+            &Method::GET,
+            &HeaderMap::new(),
+            None,
+        )
+        .expect("http")
+    }
+
+    /// A server on 127.0.0.1 that reads a request head and answers it with the next of
+    /// `responses` on the same connection; it closes the connection after an HTTP/1.0 or
+    /// `Connection: close` response, and stops when the responses run out.
+    async fn serve(responses: Vec<&'static [u8]>) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
+            let mut responses = responses.into_iter();
             while let Ok((mut sock, _)) = listener.accept().await {
-                let mut buf = [0u8; 1024];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock
-                    .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
-                    .await;
+                let mut seen = Vec::new();
+                loop {
+                    let mut buf = [0u8; 1024];
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    if !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    seen.clear();
+                    let Some(r) = responses.next() else { return };
+                    let _ = sock.write_all(r).await;
+                    let close = r.starts_with(b"HTTP/1.0")
+                        || r.windows(17)
+                            .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+                    if close {
+                        break;
+                    }
+                }
             }
         });
-        let target =
-            FastTarget::of(&Url::parse(&format!("http://{addr}/x")).expect("url")).expect("http");
+        addr
+    }
+
+    /// A server that answers each connection's first request with `Connection: close` and
+    /// closes: every request still succeeds (the response before the close is read, the next
+    /// request reconnects).
+    #[tokio::test]
+    async fn survives_servers_that_close() {
+        const R: &[u8] =
+            b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let addr = serve(vec![R, R, R]).await;
+        let t = target(&format!("http://{addr}/x"));
         let mut conn = FastConn::default();
         for _ in 0..3 {
-            let r = conn
-                .send(
-                    &target,
-                    &hyper::Method::GET,
-                    &hyper::HeaderMap::new(),
-                    None,
-                    Duration::from_secs(5),
-                )
-                .await;
+            let r = conn.send(&t, Duration::from_secs(5)).await;
             assert_eq!(r, Ok((201, 5)));
         }
         // Nothing listening: a connection error, not a hang.
-        drop(conn);
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let gone = closed.local_addr().expect("addr");
         drop(closed);
-        let target =
-            FastTarget::of(&Url::parse(&format!("http://{gone}/")).expect("url")).expect("http");
         let r = FastConn::default()
-            .send(
-                &target,
-                &hyper::Method::GET,
-                &hyper::HeaderMap::new(),
-                None,
-                Duration::from_secs(5),
-            )
+            .send(&target(&format!("http://{gone}/")), Duration::from_secs(5))
             .await;
         assert_eq!(r, Err("connection error"));
     }
 
-    #[test]
-    fn targets() {
-        let t =
-            FastTarget::of(&Url::parse("http://example.com/a/b?x=1").expect("url")).expect("http");
-        assert_eq!(t.addr, "example.com:80");
-        assert_eq!(t.uri, "/a/b?x=1");
-        assert_eq!(t.host, "example.com");
-        let t = FastTarget::of(&Url::parse("http://127.0.0.1:8080").expect("url")).expect("http");
+    /// Every framing, on one keep-alive connection, in pieces the reader must join.
+    #[tokio::test]
+    async fn reads_every_framing() {
+        let addr = serve(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n",
+            b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+        ])
+        .await;
+        let t = target(&format!("http://{addr}/"));
+        let mut conn = FastConn::default();
+        let timeout = Duration::from_secs(5);
+        assert_eq!(conn.send(&t, timeout).await, Ok((200, 3)));
+        assert_eq!(conn.send(&t, timeout).await, Ok((404, 9)));
+        assert_eq!(conn.send(&t, timeout).await, Ok((204, 0)));
+        assert_eq!(conn.send(&t, timeout).await, Ok((304, 0)));
+        assert_eq!(conn.send(&t, timeout).await, Ok((500, 0)));
+        assert_eq!(conn.send(&t, timeout).await, Ok((200, 13)));
+    }
+
+    /// A server that is not HTTP, or stops mid-body, or never answers.
+    #[tokio::test]
+    async fn bad_servers_are_errors() {
+        let t = target(&format!(
+            "http://{}/",
+            serve(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await
+        ));
+        let timeout = Duration::from_secs(5);
         assert_eq!(
-            (t.addr.as_str(), t.host.to_str().ok()),
-            ("127.0.0.1:8080", Some("127.0.0.1:8080"))
+            FastConn::default().send(&t, timeout).await,
+            Err("invalid response")
         );
-        assert_eq!(t.uri, "/");
-        let t = FastTarget::of(&Url::parse("http://[::1]:81/x").expect("url")).expect("v6");
-        assert_eq!(t.addr, "[::1]:81");
-        assert!(FastTarget::of(&Url::parse("https://example.com/").expect("url")).is_none());
+        let t = target(&format!(
+            "http://{}/",
+            serve(vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort"
+            ])
+            .await
+        ));
+        assert_eq!(
+            FastConn::default().send(&t, timeout).await,
+            Err("connection error")
+        );
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let t = target(&format!("http://{}/", silent.local_addr().expect("addr")));
+        let r = FastConn::default()
+            .send(&t, Duration::from_millis(200))
+            .await;
+        assert_eq!(r, Err("timeout"));
+    }
+
+    #[test]
+    fn chunked_in_pieces() {
+        let body = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+        for split in 0..body.len() {
+            let mut d = Chunked::default();
+            let mut pending = body[..split].to_vec();
+            let (used, done) = d.feed(&pending).expect("first part");
+            assert!(!done || split == body.len());
+            pending.drain(..used);
+            pending.extend_from_slice(&body[split..]);
+            let (used, done) = d.feed(&pending).expect("second part");
+            assert!(done, "split at {split}");
+            assert_eq!(used, pending.len());
+            assert_eq!(d.body_len, 19);
+        }
+        assert_eq!(Chunked::default().feed(b"zz\r\n"), Err("invalid response"));
+        assert_eq!(Chunked::default().feed(b"1\r\nab"), Err("invalid response"));
+    }
+
+    #[test]
+    fn requests_on_the_wire() {
+        let t = target("http://example.com/a/b?x=1");
+        assert_eq!(t.addr, "example.com:80");
+        assert_eq!(
+            t.request,
+            format!("GET /a/b?x=1 HTTP/1.1\r\nhost: example.com\r\nuser-agent: {UA}\r\n\r\n")
+        );
+        let t = target("http://127.0.0.1:8080");
+        assert_eq!(t.addr, "127.0.0.1:8080");
+        assert!(t
+            .request
+            .starts_with(b"GET / HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"));
+        assert_eq!(target("http://[::1]:81/x").addr, "[::1]:81");
+        assert!(FastTarget::of(
+            &Url::parse("https://example.com/").expect("url"),
+            &Method::GET,
+            &HeaderMap::new(),
+            None
+        )
+        .is_none());
+
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().expect("value"));
+        headers.insert("host", "virtual.example".parse().expect("value"));
+        headers.insert("content-length", "999".parse().expect("value"));
+        let body = Bytes::from_static(b"{\"a\":1}");
+        let t = FastTarget::of(
+            &Url::parse("http://127.0.0.1:1/items").expect("url"),
+            &Method::POST,
+            &headers,
+            Some(&body),
+        )
+        .expect("http");
+        assert_eq!(
+            t.request,
+            format!(
+                "POST /items HTTP/1.1\r\nuser-agent: {UA}\r\ncontent-type: application/json\r\nhost: virtual.example\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
+            )
+        );
+        let t = FastTarget::of(
+            &Url::parse("http://127.0.0.1:1/").expect("url"),
+            &Method::HEAD,
+            &HeaderMap::new(),
+            None,
+        )
+        .expect("http");
+        assert!(t.head);
     }
 }

@@ -201,6 +201,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         iterations: opts.iterations,
         arrival_rate: opts.arrival_rate,
         timeout: opts.timeout,
+        threads: opts.threads,
     };
     let stats = Arc::new(Stats::new(stats::unix_now()));
     let progress = Arc::new(Progress::default());

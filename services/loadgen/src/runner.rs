@@ -1,6 +1,12 @@
 //! The users: tokio tasks that send HTTP GET requests one after the other and record each
 //! outcome in their stats shard.
 //!
+//! Users run on [`LoadPlan::threads`] threads, each driving its own single-threaded tokio
+//! runtime, and are dealt to them in turn (as wrk deals connections to its threads): a user's
+//! socket, timers and stats stay on one thread, with no work stealing and no cross-thread
+//! wake-ups on the request path. The spawn schedule, progress and stats publishing run on the
+//! caller's runtime.
+//!
 //! Stopping has two steps, so counts stay exact: `stop` (run time over, ctrl-c, or the request
 //! budget spent) makes every user finish its in-flight request and start no new one; `abort`
 //! (fired `--stop-timeout` after `stop`) cancels requests still in flight, which are then not
@@ -11,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use reqwest::Url;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +47,20 @@ pub struct LoadPlan {
     pub arrival_rate: Option<f64>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Threads the users run on; 0: one per CPU this process may run on.
+    pub threads: usize,
+}
+
+impl LoadPlan {
+    /// The number of user threads: [`LoadPlan::threads`], or the CPUs this process may run on
+    /// (its affinity mask and cgroup quota), never more than the users.
+    pub fn user_threads(&self) -> usize {
+        let n = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        n.clamp(1, usize::try_from(self.users).unwrap_or(usize::MAX).max(1))
+    }
 }
 
 /// Live counters shared with the progress printer and the stats publishers.
@@ -125,7 +147,6 @@ pub async fn run_users(
     stop: CancellationToken,
     abort: CancellationToken,
 ) -> anyhow::Result<RunnerReport> {
-    let client = http_client(&plan)?;
     anyhow::ensure!(
         !plan.scenario.requests.is_empty()
             && plan.scenario.requests.iter().all(|r| r.url.is_some()),
@@ -136,7 +157,7 @@ pub async fn run_users(
         limit: plan.iterations,
     });
     let cancelled = Arc::new(AtomicU64::new(0));
-    let mut users = JoinSet::new();
+    let mut users = UserThreads::start(&plan)?;
     let spawn_start = Instant::now();
     // Open model: every worker starts at once; request k is due at start + k / rate.
     let open = plan.arrival_rate.map(|rate| (spawn_start, rate));
@@ -164,7 +185,6 @@ pub async fn run_users(
             .all(|r| r.fast.is_some())
             .then(FastConn::default);
         let user = User {
-            client: client.clone(),
             fast,
             timeout: plan.timeout,
             scenario: Arc::clone(&plan.scenario),
@@ -175,25 +195,99 @@ pub async fn run_users(
             abort: abort.clone(),
             cancelled: Arc::clone(&cancelled),
         };
-        users.spawn(user.run());
+        users.add(user);
         progress.users.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(user = i, "user started");
     }
     progress.spawning_done.store(true, Ordering::Relaxed);
     let users_started = progress.users();
-    while let Some(joined) = users.join_next().await {
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "a user task failed");
-        }
-    }
+    users.join().await;
     Ok(RunnerReport {
         users_started,
         requests_cancelled: cancelled.load(Ordering::Relaxed),
     })
 }
 
+/// The threads the users run on, each driving a single-threaded tokio runtime with its own
+/// `reqwest` client (for `https://`; its pooled connections then live on the runtime that uses
+/// them).
+struct UserThreads {
+    queues: Vec<mpsc::UnboundedSender<User>>,
+    finished: Vec<oneshot::Receiver<()>>,
+    next: usize,
+}
+
+impl UserThreads {
+    fn start(plan: &LoadPlan) -> anyhow::Result<Self> {
+        let n = plan.user_threads();
+        let mut threads = Self {
+            queues: Vec::with_capacity(n),
+            finished: Vec::with_capacity(n),
+            next: 0,
+        };
+        for i in 0..n {
+            let client = http_client(plan)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a users' runtime")?;
+            let (queue, mut arrivals) = mpsc::unbounded_channel::<User>();
+            let (done, finished) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("loadgen-users-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut users = JoinSet::new();
+                        loop {
+                            tokio::select! {
+                                user = arrivals.recv() => match user {
+                                    Some(user) => {
+                                        users.spawn(user.run(client.clone()));
+                                    }
+                                    None => break,
+                                },
+                                Some(joined) = users.join_next() => report(joined),
+                            }
+                        }
+                        while let Some(joined) = users.join_next().await {
+                            report(joined);
+                        }
+                    });
+                    let _ = done.send(());
+                })
+                .context("cannot start a users' thread")?;
+            threads.queues.push(queue);
+            threads.finished.push(finished);
+        }
+        Ok(threads)
+    }
+
+    /// Hands `user` to the next thread in turn.
+    fn add(&mut self, user: User) {
+        let i = self.next % self.queues.len();
+        self.next += 1;
+        if self.queues[i].send(user).is_err() {
+            tracing::error!(thread = i, "a users' thread is gone; user not started");
+        }
+    }
+
+    /// Waits until every user has finished.
+    async fn join(self) {
+        drop(self.queues);
+        for finished in self.finished {
+            // An error means the thread ended without saying so; it is over all the same.
+            let _ = finished.await;
+        }
+    }
+}
+
+fn report(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(error = %e, "a user task failed");
+    }
+}
+
 struct User {
-    client: reqwest::Client,
     /// The user's own connection for `http://` targets (see [`crate::fasthttp`]).
     fast: Option<FastConn>,
     timeout: Duration,
@@ -208,7 +302,12 @@ struct User {
 }
 
 impl User {
-    async fn run(mut self) {
+    async fn run(mut self, client: reqwest::Client) {
+        // Waiting for cancellation registers a waiter; do it once, not once per request.
+        let (stop, abort) = (self.stop.clone(), self.abort.clone());
+        let stopped = stop.cancelled();
+        let aborted = abort.cancelled();
+        tokio::pin!(stopped, aborted);
         while !self.stop.is_cancelled() {
             let Some(ticket) = self.tickets.take() else {
                 break;
@@ -223,7 +322,7 @@ impl User {
                     let wake = due.checked_sub(OPEN_EARLY).unwrap_or(due);
                     if wake > Instant::now() {
                         tokio::select! {
-                            _ = self.stop.cancelled() => break,
+                            _ = &mut stopped => break,
                             _ = tokio::time::sleep_until(wake) => {}
                         }
                     }
@@ -238,12 +337,12 @@ impl User {
                     origin,
                     self.timeout,
                 )),
-                _ => futures::future::Either::Right(request_from(&self.client, spec, origin)),
+                _ => futures::future::Either::Right(request_from(&client, spec, origin)),
             };
             let outcome = tokio::select! {
                 biased;
                 o = sent => o,
-                _ = self.abort.cancelled() => {
+                _ = &mut aborted => {
                     self.cancelled.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -259,7 +358,7 @@ impl User {
             let think = self.scenario.think_time;
             if self.open.is_none() && !think.is_zero() {
                 tokio::select! {
-                    _ = self.stop.cancelled() => break,
+                    _ = &mut stopped => break,
                     _ = tokio::time::sleep(think.sample()) => {}
                 }
             }
@@ -278,7 +377,7 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// [`request_from`] on the user's own hyper connection.
+/// [`request_from`] on the user's own connection (see [`crate::fasthttp`]).
 async fn fast_request(
     conn: &mut FastConn,
     target: &FastTarget,
@@ -287,15 +386,7 @@ async fn fast_request(
     timeout: Duration,
 ) -> Outcome {
     let started = Instant::now().min(origin);
-    let result = conn
-        .send(
-            target,
-            &spec.method,
-            &spec.headers,
-            spec.body.as_ref(),
-            timeout,
-        )
-        .await;
+    let result = conn.send(target, timeout).await;
     let response_time_ms = started.elapsed().as_secs_f64() * 1_000.0;
     match result {
         Ok((status, len)) => Outcome {
@@ -413,6 +504,7 @@ mod tests {
             iterations: Some(1),
             arrival_rate: None,
             timeout: Duration::from_secs(2),
+            threads: 1,
         };
         let client = http_client(&plan).expect("client");
         let o = request(&client, &plan.scenario.requests[0]).await;

@@ -292,7 +292,7 @@ impl Scenario {
         for r in &mut self.requests {
             let url = Url::parse(&format!("{base}{}", r.path))
                 .map_err(|e| anyhow::anyhow!("invalid path {:?} for host {host}: {e}", r.path))?;
-            r.fast = crate::fasthttp::FastTarget::of(&url);
+            r.fast = crate::fasthttp::FastTarget::of(&url, &r.method, &r.headers, r.body.as_ref());
             r.url = Some(url);
         }
         Ok(())
