@@ -5,11 +5,20 @@
 //! user's own task writes the request and reads the response, which is what makes loadgen as
 //! fast as wrk. `https://` targets go through `reqwest`.
 //!
-//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else
-//! `Transfer-Encoding: chunked` (decoded, trailers skipped), else `Content-Length`, else the
-//! body runs to the end of the connection. 1xx interim responses (other than 101) are skipped.
+//! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else a
+//! `Transfer-Encoding` whose last coding is `chunked` (decoded, trailers skipped; any other
+//! last coding: the body runs to the end of the connection), else `Content-Length` (differing
+//! values are an invalid response), else the body runs to the end of the connection. 1xx
+//! interim responses other than 101 are skipped; a 101 ends the connection's use. Limits are
+//! hyper's: 100 headers, a head of 400 KiB, chunk-size lines of 16 KiB.
+//!
 //! A connection that fails, times out, answers `Connection: close` (or HTTP/1.0 without
 //! keep-alive) or is closed by the server is dropped and the next request opens a new one.
+//! Before a kept-alive connection is reused it is checked without blocking: if the server has
+//! closed it while idle (keep-alive timeouts), or sent bytes nobody asked for, a new one is
+//! opened, so idle closes are not counted as failures and stray bytes are not read as the next
+//! response. A server that answers early and closes while the request body is still being
+//! written (a 413 for a large upload) gets its answer counted, not a connection error.
 //! Redirects are not followed (a 3xx counts as a success unless the scenario expects another
 //! status), as in wrk and oha.
 
@@ -32,6 +41,9 @@ pub struct FastTarget {
     pub request: Bytes,
     /// A `HEAD` request: the response has no body whatever its headers say.
     pub head: bool,
+    /// An idempotent method (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE): sent
+    /// again, once, when a reused connection turns out closed before any response byte.
+    pub idempotent: bool,
 }
 
 impl FastTarget {
@@ -94,6 +106,7 @@ impl FastTarget {
             addr,
             request: Bytes::from(req),
             head: *method == Method::HEAD,
+            idempotent: method.is_idempotent(),
         })
     }
 }
@@ -103,10 +116,13 @@ pub type FastError = &'static str;
 
 const UA: &str = concat!("loadgen/", env!("CARGO_PKG_VERSION"));
 
-/// Most response-head bytes read before the response is called invalid.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most headers in a response head.
-const MAX_HEADERS: usize = 64;
+/// Most response-head bytes (and trailer bytes) before the response is called invalid
+/// (hyper's default read buffer limit).
+const MAX_HEAD: usize = 400 * 1024;
+/// Most headers in a response head (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line, extensions included (hyper's limit).
+const MAX_CHUNK_LINE: usize = 16 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -165,7 +181,31 @@ impl FastConn {
         }
     }
 
+    /// One request on a checked connection; an idempotent request is sent again on a new
+    /// connection when a reused one was closed before any byte of the response came (the
+    /// server closed it between the check and the request), as Go's net/http does.
     async fn exchange(&mut self, target: &FastTarget) -> Result<(u16, u64, bool), FastError> {
+        if self.stream.as_ref().is_some_and(|s| !idle_and_open(s)) {
+            self.stream = None;
+        }
+        let reused = self.stream.is_some();
+        let result = match self.attempt(target).await {
+            Err(UNANSWERED) if reused && target.idempotent => {
+                self.stream = None;
+                self.attempt(target).await
+            }
+            other => other,
+        };
+        result.map_err(|e| {
+            if e == UNANSWERED {
+                "connection error"
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn attempt(&mut self, target: &FastTarget) -> Result<(u16, u64, bool), FastError> {
         let Self { stream, buf } = self;
         let stream = match stream {
             Some(s) => s,
@@ -179,10 +219,10 @@ impl FastConn {
         };
         // Bytes left from an earlier response would be a server's error; they are not ours.
         buf.clear();
-        stream
-            .write_all(&target.request)
-            .await
-            .map_err(|_| "connection error")?;
+        // A server may answer and close before it has read the whole request (a 413 for a
+        // large body): then the answer, if it can still be read, is the outcome.
+        let written = stream.write_all(&target.request).await.is_ok();
+        let mut answered = false;
         let head = loop {
             match parse_head(buf, target.head)? {
                 Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
@@ -191,11 +231,21 @@ impl FastConn {
                 Some(h) => break h,
                 None if buf.len() > MAX_HEAD => return Err("invalid response"),
                 None => {
-                    if read_more(stream, buf).await? == 0 {
-                        return Err("connection error");
+                    let got = read_more(stream, buf).await;
+                    if !matches!(got, Ok(n) if n > 0) {
+                        return Err(if buf.is_empty() && !answered {
+                            UNANSWERED
+                        } else {
+                            "connection error"
+                        });
                     }
+                    answered = true;
                 }
             }
+        };
+        let head = Head {
+            keep_alive: head.keep_alive && written,
+            ..head
         };
         buf.drain(..head.len);
         let (len, keep_alive) = match head.framing {
@@ -243,6 +293,16 @@ impl FastConn {
     }
 }
 
+/// The connection ended before any byte of the response (reported as `connection error`).
+const UNANSWERED: FastError = "connection closed before any response";
+
+/// Whether a kept-alive connection can be reused: the server has neither closed it nor sent
+/// anything since the last response (a non-blocking read finds nothing to read).
+fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 /// Reads what the socket has into `buf`'s spare room; 0 at the end of the stream.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, FastError> {
     buf.reserve(READ_CHUNK);
@@ -254,22 +314,28 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, FastError>
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err("invalid response"),
+        Ok(httparse::Status::Complete(_)) | Err(_) => return Err("invalid response"),
     };
-    let status = resp.code.unwrap_or(0);
+    let status = match resp.code {
+        Some(code @ 100..) => code,
+        _ => return Err("invalid response"),
+    };
     let http11 = resp.version == Some(1);
-    let (mut length, mut chunked, mut close, mut keep) = (None, false, false, false);
+    let (mut length, mut coding, mut close, mut keep) = (None, None, false, false);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or("invalid response")?;
+            let n = content_length(h.value).ok_or("invalid response")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("invalid response");
+            }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = has_token(h.value, "chunked");
+            // Several fields are one list; the last coding decides the framing.
+            if let Some(last) = h.value.rsplit(|&b| b == b',').next() {
+                coding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
             close |= has_token(h.value, "close");
             keep |= has_token(h.value, "keep-alive");
@@ -278,19 +344,29 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, FastError>
     let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
     {
         Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
     } else {
-        Framing::UntilClose
+        match (coding, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
     };
     Ok(Some(Head {
         status,
         len,
         framing,
-        keep_alive: !close && (http11 || keep),
+        keep_alive: !close && status != 101 && (http11 || keep),
     }))
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces inside), at most `u64::MAX`.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Whether the comma-separated header `value` holds `token` (case-insensitive).
@@ -335,6 +411,9 @@ impl Chunked {
                     Ok(httparse::Status::Complete((used, size))) => {
                         at += used;
                         self.state = ChunkState::Data(size);
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
+                        return Err("invalid response")
                     }
                     Ok(httparse::Status::Partial) => return Ok((at, false)),
                     Err(_) => return Err("invalid response"),
@@ -499,6 +578,159 @@ mod tests {
             .send(&t, Duration::from_millis(200))
             .await;
         assert_eq!(r, Err("timeout"));
+    }
+
+    /// Heads that break RFC 9112's framing rules are invalid at once (no waiting for bytes
+    /// that will never come), and a chunk-size line that never ends does not grow without
+    /// bound.
+    #[tokio::test]
+    async fn ambiguous_or_endless_framing_is_invalid() {
+        let endless: &'static [u8] = Box::leak(
+            [
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext="[..],
+                &[b'a'; 20 * 1024][..],
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+            b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+            endless,
+        ] {
+            let t = target(&format!("http://{}/", serve(vec![bad]).await));
+            let r = FastConn::default().send(&t, Duration::from_secs(5)).await;
+            assert_eq!(r, Err("invalid response"), "{:?}", &bad[..40]);
+        }
+        // The last transfer coding is not chunked: the body runs to the close.
+        let t = target(&format!(
+            "http://{}/",
+            serve(vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\nConnection: close\r\n\r\nabc"
+            ])
+            .await
+        ));
+        let r = FastConn::default().send(&t, Duration::from_secs(5)).await;
+        assert_eq!(r, Ok((200, 3)));
+        // After a 101 the connection is not HTTP any more: the next request opens a new one.
+        let t = target(&format!(
+            "http://{}/",
+            serve(vec![
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            ])
+            .await
+        ));
+        let mut conn = FastConn::default();
+        assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((101, 0)));
+        assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+    }
+
+    /// A server that closes each kept-alive connection while it is idle, without saying so,
+    /// and then sends stray bytes on the next one: no request fails and no stray byte is read
+    /// as a response, because a connection is checked before it is reused.
+    #[tokio::test]
+    async fn idle_closes_and_stray_bytes_are_not_failures() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = std::sync::Arc::clone(&served);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                if n % 2 == 1 {
+                    // Odd connections: stray bytes a little later, then keep the socket open.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let _ = sock.write_all(b"HTTP/1.1 500 Stray\r\n\r\n").await;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        drop(sock);
+                    });
+                }
+                // Even connections: closed idle.
+            }
+        });
+        let t = target(&format!("http://{addr}/"));
+        let mut conn = FastConn::default();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+        }
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 6);
+    }
+
+    /// A server that closes every connection right after its response, without saying so,
+    /// while the next GET is already on its way: the GET is sent again on a new connection
+    /// (never twice to the server), so none fails.
+    #[tokio::test]
+    async fn gets_on_connections_closed_meanwhile_are_sent_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = std::sync::Arc::clone(&served);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                if matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    // Closed a moment later, when the next request has arrived unread.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+        let t = target(&format!("http://{addr}/"));
+        let mut conn = FastConn::default();
+        for _ in 0..50 {
+            assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+        }
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 50);
+    }
+
+    /// A server that answers 413 and closes before reading a large body: the 413 is the
+    /// outcome when it can still be read.
+    #[tokio::test]
+    async fn an_early_answer_to_a_large_upload_counts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+                let _ = sock.shutdown().await;
+                // Keep reading (and dropping) what arrives, so the close is a FIN, not a reset.
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+            }
+        });
+        let body = Bytes::from(vec![b'x'; 4 << 20]);
+        let t = FastTarget::of(
+            &Url::parse(&format!("http://{addr}/upload")).expect("url"),
+            &Method::POST,
+            &HeaderMap::new(),
+            Some(&body),
+        )
+        .expect("http");
+        let r = FastConn::default().send(&t, Duration::from_secs(10)).await;
+        assert_eq!(r, Ok((413, 0)));
     }
 
     #[test]
