@@ -519,13 +519,25 @@ async fn publish(key: &str, conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads `infra/rabbitmq/definitions.json` into the broker. The broker (user `rabbitmq`) reads
+/// the file itself, and a checkout may sit in a directory only its owner can enter, so a
+/// world-readable copy in the system's temporary directory is imported.
 fn import_definitions() -> anyhow::Result<()> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    use std::os::unix::fs::PermissionsExt as _;
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../infra/rabbitmq/definitions.json");
+    let copy = std::env::temp_dir().join(format!(
+        "loadtest-definitions-{}.json",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::copy(&source, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644))?;
     let out = std::process::Command::new("rabbitmqctl")
         .arg("import_definitions")
-        .arg(&path)
-        .output()?;
+        .arg(&copy)
+        .output();
+    let _ = std::fs::remove_file(&copy);
+    let out = out?;
     anyhow::ensure!(
         out.status.success(),
         "rabbitmqctl import_definitions: {}",
