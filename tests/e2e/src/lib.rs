@@ -817,6 +817,30 @@ pub fn first_uuid(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The run id in loadgen's `Registered run <uuid> with <api>` line of `output`.
+pub fn registered_run(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find(|l| l.contains("Registered run"))
+        .and_then(first_uuid)
+}
+
+/// Waits up to 30 s for run `uuid`'s `Aggregated` summary point in InfluxDB 1.x database `db`
+/// and returns its `fields` (an InfluxQL field list, e.g. `requests, failures`).
+pub async fn aggregated_summary(
+    db: &str,
+    uuid: &str,
+    fields: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let q = format!(
+        "SELECT {fields} FROM loadtest_summary WHERE event_id = '{uuid}' AND \"name\" = 'Aggregated'"
+    );
+    eventually(Duration::from_secs(30), "the summary", || async {
+        Ok(influx_rows(db, &q).await?.into_iter().next())
+    })
+    .await
+}
+
 impl Stack {
     /// Starts the API on a free port with extra settings (e.g. another broker URL).
     pub fn start_api_with(&self, env: &[(&'static str, String)]) -> anyhow::Result<(Proc, String)> {

@@ -61,23 +61,9 @@ async fn stats_and_commit_go_straight_to_rabbitmq() -> anyhow::Result<()> {
     );
     let count = summary_requests(&out).unwrap_or_else(|| panic!("no summary:\n{out}"));
     assert_eq!(count, target.count.load(Ordering::SeqCst));
-    let uuid = out
-        .lines()
-        .find(|l| l.contains("Registered run"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find(|w| uuid::Uuid::parse_str(w).is_ok())
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no run id:\n{out}"));
+    let uuid = registered_run(&out).unwrap_or_else(|| panic!("no run id:\n{out}"));
 
-    let q = format!(
-        "SELECT requests FROM loadtest_summary WHERE event_id = '{uuid}' AND \"name\" = 'Aggregated'"
-    );
-    let row = eventually(Duration::from_secs(30), "the summary", || async {
-        Ok(influx_rows(&db, &q).await?.into_iter().next())
-    })
-    .await?;
+    let row = aggregated_summary(&db, &uuid, "requests").await?;
     assert_eq!(row["requests"], count);
     let snapshots = influx_rows(
         &db,

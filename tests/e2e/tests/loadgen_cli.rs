@@ -67,15 +67,7 @@ async fn the_original_command_line_lands_in_influxdb() -> anyhow::Result<()> {
         !out.lines().any(|l| l.trim_start().starts_with("Total ")),
         "live table printed:\n{out}"
     );
-    let uuid = out
-        .lines()
-        .find(|l| l.contains("Registered run"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find(|w| uuid::Uuid::parse_str(w).is_ok())
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no registered run in:\n{out}"));
+    let uuid = registered_run(&out).unwrap_or_else(|| panic!("no registered run in:\n{out}"));
 
     let q_event = format!(
         "SELECT last(status) AS status, last(clients) AS clients, last(hatch_rate) AS hatch_rate, \

@@ -35,16 +35,6 @@ async fn counting_target() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, count))
 }
 
-fn registered_uuid(out: &str) -> Option<String> {
-    out.lines()
-        .find(|l| l.contains("Registered run"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find(|w| uuid::Uuid::parse_str(w).is_ok())
-        })
-        .map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_with_one_run_key_add_up_exactly() -> anyhow::Result<()> {
     require_service("127.0.0.1:5672", "rabbitmq-server -detached");
@@ -100,7 +90,7 @@ async fn five_nodes_with_one_run_key_add_up_exactly() -> anyhow::Result<()> {
         let out = node.output();
         assert!(exit.success(), "a node failed:\n{out}");
         node_counts.push(summary_requests(&out).unwrap_or_else(|| panic!("no summary:\n{out}")));
-        uuids.push(registered_uuid(&out).unwrap_or_else(|| panic!("no run id:\n{out}")));
+        uuids.push(registered_run(&out).unwrap_or_else(|| panic!("no run id:\n{out}")));
     }
     let uuid = uuids[0].clone();
     assert!(uuids.iter().all(|u| *u == uuid), "one run: {uuids:?}");

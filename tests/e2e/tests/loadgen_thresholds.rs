@@ -82,22 +82,8 @@ async fn a_failed_p95_threshold_exits_1_and_says_which() -> anyhow::Result<()> {
     assert_eq!(summary_requests(&out), Some(60), "{out}");
 
     // The run was committed all the same.
-    let uuid = out
-        .lines()
-        .find(|l| l.contains("Registered run"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find(|w| uuid::Uuid::parse_str(w).is_ok())
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no registered run in:\n{out}"));
-    let q = format!(
-        "SELECT requests FROM loadtest_summary WHERE event_id = '{uuid}' AND \"name\" = 'Aggregated'"
-    );
-    let row = eventually(Duration::from_secs(30), "the summary", || async {
-        Ok(influx_rows(&db, &q).await?.into_iter().next())
-    })
-    .await?;
+    let uuid = registered_run(&out).unwrap_or_else(|| panic!("no registered run in:\n{out}"));
+    let row = aggregated_summary(&db, &uuid, "requests").await?;
     assert_eq!(row["requests"], 60);
     // The verdicts travelled with the commit and are in InfluxDB, one point per threshold.
     let q = format!(

@@ -74,11 +74,7 @@ async fn loadgen_run_lands_in_influxdb_v1_exactly() -> anyhow::Result<()> {
         &[],
     )?;
     let uuid_line = loadgen.wait_for_line("Registered run", Duration::from_secs(30))?;
-    let uuid = uuid_line
-        .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
-        .find(|w| uuid::Uuid::parse_str(w).is_ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no uuid in {uuid_line:?}"));
+    let uuid = first_uuid(&uuid_line).unwrap_or_else(|| panic!("no uuid in {uuid_line:?}"));
 
     // isrunning reports the run while it runs, on both paths.
     for path in ["/events/isrunning", "/apiv0.1/events/isrunning"] {
