@@ -693,9 +693,16 @@ async fn finish_pipeline(
         Pipeline::Standalone(s) => {
             let uuid = s.event_id();
             let output = s.output().to_path_buf();
-            let result = s.commit(final_stats.clone()).await.with_context(|| {
-                format!("cannot write the final record to {}", opts.output.display())
-            });
+            let thresholds = verdicts
+                .iter()
+                .map(thresholds::Verdict::to_protocol)
+                .collect();
+            let result = s
+                .commit(final_stats.clone(), thresholds)
+                .await
+                .with_context(|| {
+                    format!("cannot write the final record to {}", opts.output.display())
+                });
             (Some(uuid), Some(output), result)
         }
     }
@@ -710,10 +717,5 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(5_400)), "1h30m");
         assert_eq!(fmt_duration(Duration::from_secs(35)), "35s");
         assert_eq!(fmt_duration(Duration::from_millis(1_500)), "1.5s");
-    }
-
-    #[test]
-    fn hostname_is_never_empty() {
-        assert!(!hostname().is_empty());
     }
 }
