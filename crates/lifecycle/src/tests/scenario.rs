@@ -41,7 +41,7 @@ impl Scenario {
     pub(super) fn with(settings: LifecycleSettings) -> Self {
         Self {
             lc: Lifecycle::new(settings),
-            id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_456789abcdef),
+            id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef),
             now: t("08:00:01"),
             expected_nodes: None,
         }
