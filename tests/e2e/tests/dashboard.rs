@@ -479,7 +479,10 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
         let series = run_influxql(&db, &sent).await?;
         let options = variable_options(&sent, &series);
         report.push((format!("variable ${name}"), options.len()));
-        ensure!(!options.is_empty(), "variable {name}: no options from {sent}");
+        ensure!(
+            !options.is_empty(),
+            "variable {name}: no options from {sent}"
+        );
         let selected = match name {
             "run" => {
                 ensure!(
@@ -533,12 +536,18 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
             let series = run_influxql(&db, &sent).await?;
             let rows = rows(&series);
             report.push((format!("{title} ({ref_id})"), rows.len()));
-            ensure!(!rows.is_empty(), "{title} ({ref_id}) returned nothing: {sent}");
+            ensure!(
+                !rows.is_empty(),
+                "{title} ({ref_id}) returned nothing: {sent}"
+            );
             check_panel(title, ref_id, &rows, &series, &run, &baseline, &target.url)
                 .with_context(|| format!("{title} ({ref_id}): {sent}"))?;
         }
     }
-    ensure!(panels_seen == 11, "{panels_seen} panels with queries, 11 expected");
+    ensure!(
+        panels_seen == 11,
+        "{panels_seen} panels with queries, 11 expected"
+    );
 
     // -- Annotations -----------------------------------------------------------------------------
     for a in dashboard["annotations"]["list"]
@@ -554,7 +563,10 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
         let sent = ctx.interpolate(t["query"].as_str().context("annotation query")?);
         let rows = rows(&run_influxql(&db, &sent).await?);
         report.push((format!("annotation {name}"), rows.len()));
-        ensure!(!rows.is_empty(), "annotation {name} returned nothing: {sent}");
+        ensure!(
+            !rows.is_empty(),
+            "annotation {name} returned nothing: {sent}"
+        );
         let text_col = t["textColumn"].as_str().unwrap_or_default();
         let tag_cols: Vec<&str> = t["tagsColumn"]
             .as_str()
@@ -567,7 +579,9 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
             .map(|r| text(r, "event_id"))
             .collect::<anyhow::Result<_>>()?;
         ensure!(
-            rows.len() == 2 && ids.contains(&run.uuid.as_str()) && ids.contains(&baseline.uuid.as_str()),
+            rows.len() == 2
+                && ids.contains(&run.uuid.as_str())
+                && ids.contains(&baseline.uuid.as_str()),
             "annotation {name}: one per run expected: {rows:?}"
         );
         if name == "Run end" {
@@ -620,16 +634,28 @@ fn check_panel(
                 .iter()
                 .map(|r| text(r, "event_id"))
                 .collect::<anyhow::Result<_>>()?;
-            ensure!(ids == [run.uuid.as_str(), baseline.uuid.as_str()], "{ids:?}");
+            ensure!(
+                ids == [run.uuid.as_str(), baseline.uuid.as_str()],
+                "{ids:?}"
+            );
             for r in rows {
-                ensure!(r["status"] == "committed" && r["target_host"] == target_url, "{r:?}");
+                ensure!(
+                    r["status"] == "committed" && r["target_host"] == target_url,
+                    "{r:?}"
+                );
                 ensure!(num(r, "users")? == 2.0, "{r:?}");
-                ensure!(num(r, "duration_ms")? == num(r, "duration_s")? * 1000.0, "{r:?}");
+                ensure!(
+                    num(r, "duration_ms")? == num(r, "duration_s")? * 1000.0,
+                    "{r:?}"
+                );
             }
         }
         ("Users", _) => {
             has_columns(rows, &["users"])?;
-            let max = rows.iter().filter_map(|r| r["users"].as_f64()).fold(0.0, f64::max);
+            let max = rows
+                .iter()
+                .filter_map(|r| r["users"].as_f64())
+                .fold(0.0, f64::max);
             ensure!(max == 2.0, "2 users expected: {rows:?}");
         }
         ("Requests/s and failures/s", _) => {
@@ -649,13 +675,20 @@ fn check_panel(
             }
         }
         ("Requests/s per endpoint" | "p95 per endpoint", _) => {
-            let col = if title.starts_with("p95") { "p95" } else { "rps" };
+            let col = if title.starts_with("p95") {
+                "p95"
+            } else {
+                "rps"
+            };
             has_columns(rows, &[col, "method", "name"])?;
             let names: Vec<&str> = series
                 .iter()
                 .filter_map(|s| s.tags.get("name").and_then(Value::as_str))
                 .collect();
-            ensure!(names == ["/", "/fail"], "one series per endpoint: {names:?}");
+            ensure!(
+                names == ["/", "/fail"],
+                "one series per endpoint: {names:?}"
+            );
         }
         ("Endpoints", "A") => {
             has_columns(
@@ -685,7 +718,10 @@ fn check_panel(
                 );
             }
             ensure!(rows.len() == run.counts.len(), "{rows:?}");
-            let fail = rows.iter().find(|r| r["name"] == "/fail").context("/fail")?;
+            let fail = rows
+                .iter()
+                .find(|r| r["name"] == "/fail")
+                .context("/fail")?;
             ensure!(num(fail, "failure %")? == 100.0, "{fail:?}");
             let ok = rows.iter().find(|r| r["name"] == "/").context("/")?;
             ensure!(num(ok, "failure %")? == 0.0, "{ok:?}");
