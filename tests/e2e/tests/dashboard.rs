@@ -320,10 +320,11 @@ impl Drop for Cleanup {
 // The test
 // ---------------------------------------------------------------------------------------------
 
-/// One recorded run: its id, start (Unix ms) and loadgen's own request counts.
+/// One recorded run: its id, start (Unix ns, the event point's time) and loadgen's own
+/// request counts.
 struct Recorded {
     uuid: String,
-    start_ms: i64,
+    start_ns: i64,
     counts: BTreeMap<String, u64>,
 }
 
@@ -399,7 +400,7 @@ async fn record_run(
         .with_context(|| format!("no event point for {uuid}"))?;
     Ok(Recorded {
         uuid,
-        start_ms: start_ns / 1_000_000,
+        start_ns,
         counts,
     })
 }
@@ -448,11 +449,11 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
         1,
     )
     .await?;
-    ensure!(run.start_ms > baseline.start_ms, "runs out of order");
+    ensure!(run.start_ns > baseline.start_ns, "runs out of order");
 
     // The dashboard as a user opens it: the time range covers both runs, the newest run is
     // selected (a query variable's default is its first option) and the baseline compared.
-    let from_ms = baseline.start_ms - 60_000;
+    let from_ms = baseline.start_ns / 1_000_000 - 60_000;
     let to_ms = now_ns() / 1_000_000 + 60_000;
     let mut ctx = GrafanaContext {
         vars: BTreeMap::new(),
@@ -505,11 +506,11 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
             }
             "baseline_shift_ms" => {
                 let shift: i64 = options[0].parse().context("shift is a number")?;
+                // elapsed(…, 1ms) truncates the distance to whole milliseconds.
+                let expected = (run.start_ns - baseline.start_ns) / 1_000_000;
                 ensure!(
-                    shift == run.start_ms - baseline.start_ms,
-                    "shift {shift} != {} - {}",
-                    run.start_ms,
-                    baseline.start_ms
+                    shift == expected && shift > 0,
+                    "shift {shift} ms, the runs started {expected} ms apart"
                 );
                 options[0].clone()
             }
@@ -517,6 +518,28 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
         };
         ctx.vars.insert(name.to_string(), selected);
     }
+
+    // Compared with a newer run, the baseline moves back: the shift is negative.
+    let shift_var = dashboard["templating"]["list"]
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == "baseline_shift_ms"))
+        .and_then(|v| v["query"].as_str())
+        .context("baseline_shift_ms")?;
+    let swapped = GrafanaContext {
+        vars: BTreeMap::from([
+            ("run".to_string(), baseline.uuid.clone()),
+            ("baseline".to_string(), run.uuid.clone()),
+        ]),
+        from_ms: ctx.from_ms,
+        to_ms: ctx.to_ms,
+        interval_ms: ctx.interval_ms,
+    };
+    let sent = swapped.interpolate(shift_var);
+    let options = variable_options(&sent, &run_influxql(&db, &sent).await?);
+    ensure!(
+        options == [((baseline.start_ns - run.start_ns) / 1_000_000).to_string()],
+        "shift with the baseline newer than the run: {options:?}"
+    );
 
     // -- Panels ----------------------------------------------------------------------------------
     let mut panels_seen = 0;
