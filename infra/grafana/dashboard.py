@@ -191,6 +191,9 @@ def shift_to_run_start(ref_id: str) -> list:
 # ---------------------------------------------------------------------------------------------
 
 RUNS_QUERY = 'SELECT "event_id", "status" FROM "loadtest_event" ORDER BY time DESC LIMIT 200'
+# The same list without the newest run, so that the dashboard opens comparing the newest run
+# with the one before it (a variable's default is its first option).
+BASELINES_QUERY = RUNS_QUERY + " OFFSET 1"
 
 # Selected run's start minus the baseline's, in ms (negative when the baseline is newer).
 # `elapsed()` gives the distance between the two event points in time order and
@@ -213,7 +216,7 @@ def variables() -> list:
             "run_status", "Status",
             'SELECT "status" FROM "loadtest_event" WHERE ' + RUN,
         ),
-        query_variable("baseline", "Compare with", RUNS_QUERY),
+        query_variable("baseline", "Compare with", BASELINES_QUERY),
         query_variable("baseline_shift_ms", "Baseline shift (ms)", SHIFT_QUERY, hide=2),
     ]
 

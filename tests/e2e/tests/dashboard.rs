@@ -452,7 +452,8 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
     ensure!(run.start_ns > baseline.start_ns, "runs out of order");
 
     // The dashboard as a user opens it: the time range covers both runs, the newest run is
-    // selected (a query variable's default is its first option) and the baseline compared.
+    // selected and compared with the one before it (a query variable's default is its first
+    // option).
     let from_ms = baseline.start_ns / 1_000_000 - 60_000;
     let to_ms = now_ns() / 1_000_000 + 60_000;
     let mut ctx = GrafanaContext {
@@ -493,8 +494,9 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
                 options[0].clone()
             }
             "baseline" => {
-                ensure!(options.contains(&baseline.uuid), "{options:?}");
-                baseline.uuid.clone()
+                // Every run but the newest: the default is the run before the newest.
+                ensure!(options == [baseline.uuid.clone()], "{options:?}");
+                options[0].clone()
             }
             "run_target" => {
                 ensure!(options == [target.url.clone()], "{options:?}");
