@@ -12,10 +12,10 @@ InfluxDB"), so InfluxDB 1.x, 2.x (v1 API) and 3.x answer them. The end-to-end te
 variables as Grafana does and runs it against two recorded runs; keep the two in step.
 
 Grafana's InfluxQL data source conventions this file relies on (Grafana 11):
-- a variable query yields one value per row, from its first column after `time`; there is
-  no separate label (`__text`/`__value` is for the SQL data sources), so the run selector's
-  values are run ids, newest first, and two read-only variables beside it show the selected
-  run's target and status;
+- a variable query yields one value per row, from its first column after `time`; the
+  variable's regex may split it with the named groups `text` (shown) and `value` (used), so
+  the run selector shows `start · target · status` (newest first) and keeps the run id as the
+  value; two read-only variables beside it show the selected run's target and status;
 - single-value variables are regex-escaped (`escapeRegex`) when not numeric, so run ids are
   matched with `=~ /^$run$/`;
 - `$timeFilter` (not `$__timeFilter`, which is a SQL-data-source macro) and `$__interval`
@@ -62,7 +62,7 @@ def target(ref_id: str, query: str, *, fmt: str = "time_series", alias: str = "$
     return t
 
 
-def query_variable(name: str, label: str, query: str, *, hide: int = 0) -> dict:
+def query_variable(name: str, label: str, query: str, *, hide: int = 0, regex: str = "") -> dict:
     """A query variable refreshed when the dashboard loads (runs do not depend on the time range)."""
     return {
         "type": "query",
@@ -76,7 +76,7 @@ def query_variable(name: str, label: str, query: str, *, hide: int = 0) -> dict:
         "multi": False,
         "includeAll": False,
         "hide": hide,
-        "regex": "",
+        "regex": regex,
         "options": [],
         "current": {},
     }
@@ -190,7 +190,11 @@ def shift_to_run_start(ref_id: str) -> list:
 # Queries (the test runs every one of them)
 # ---------------------------------------------------------------------------------------------
 
-RUNS_QUERY = 'SELECT "event_id", "status" FROM "loadtest_event" ORDER BY time DESC LIMIT 200'
+RUNS_QUERY = 'SELECT "label" FROM "loadtest_event" ORDER BY time DESC LIMIT 200'
+# The writer's `label` field is `<start> · <target> · <status> · <run id>`: the option shows
+# the text before the run id and keeps the run id as the value (Grafana's named capture groups
+# `text` and `value` in a variable's regex, for any data source).
+RUN_LABEL_REGEX = "/^(?<text>.*) · (?<value>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/"
 # The same list without the newest run, so that the dashboard opens comparing the newest run
 # with the one before it (a variable's default is its first option).
 BASELINES_QUERY = RUNS_QUERY + " OFFSET 1"
@@ -207,7 +211,7 @@ SHIFT_QUERY = (
 
 def variables() -> list:
     return [
-        query_variable("run", "Run", RUNS_QUERY),
+        query_variable("run", "Run", RUNS_QUERY, regex=RUN_LABEL_REGEX),
         query_variable(
             "run_target", "Target",
             'SHOW TAG VALUES FROM "loadtest_event" WITH KEY = "target_host" WHERE ' + RUN,
@@ -216,7 +220,7 @@ def variables() -> list:
             "run_status", "Status",
             'SELECT "status" FROM "loadtest_event" WHERE ' + RUN,
         ),
-        query_variable("baseline", "Compare with", BASELINES_QUERY),
+        query_variable("baseline", "Compare with", BASELINES_QUERY, regex=RUN_LABEL_REGEX),
         query_variable("baseline_shift_ms", "Baseline shift (ms)", SHIFT_QUERY, hide=2),
     ]
 

@@ -61,6 +61,7 @@ pub(crate) fn final_event_point(
 }
 
 fn event_point(id: Uuid, info: &RunInfo, status: &str) -> Point {
+    let label = run_label(id, info, status);
     Point::new("loadtest_event", unix_nanos(info.started_at))
         .tag("event_id", id.hyphenated().to_string())
         .tag("target_host", info.target_host.clone())
@@ -71,6 +72,24 @@ fn event_point(id: Uuid, info: &RunInfo, status: &str) -> Point {
         .int("clients", info.clients)
         .float("hatch_rate", info.hatch_rate)
         .int("planned_requests", info.requests)
+        .string("label", label)
+}
+
+/// The `label` field of `loadtest_event`: `2026-11-29 08:00:00 UTC · http://target · committed ·
+/// <uuid>`. Dashboards list runs by it (Grafana's run selector shows the text before the last
+/// ` · ` and keeps the uuid as the value); it starts with the start time so that sorting the
+/// labels sorts the runs.
+pub(crate) fn run_label(id: Uuid, info: &RunInfo, status: &str) -> String {
+    format!(
+        "{} · {} · {status} · {}",
+        info.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        if info.target_host.is_empty() {
+            "(no target)"
+        } else {
+            info.target_host.as_str()
+        },
+        id.hyphenated()
+    )
 }
 
 /// What a snapshot is taken of.

@@ -246,6 +246,46 @@ fn variable_options(query: &str, series: &[Series]) -> Vec<String> {
     out
 }
 
+/// A variable's regex applied to its options as Grafana does: options that do not match are
+/// dropped; named groups `text` and `value` split an option into what is shown and what is
+/// substituted (either defaults to the other); without named groups, the first group (or the
+/// whole match) is both. Returns `(text, value)` pairs.
+fn apply_variable_regex(
+    options: Vec<String>,
+    regex: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if regex.is_empty() {
+        return Ok(options.into_iter().map(|o| (o.clone(), o)).collect());
+    }
+    let pattern = regex
+        .strip_prefix('/')
+        .and_then(|r| r.rsplit_once('/'))
+        .map(|(body, _flags)| body)
+        .with_context(|| format!("variable regex {regex:?} is not /…/"))?;
+    let re = regex::Regex::new(pattern).with_context(|| format!("variable regex {regex:?}"))?;
+    let mut out = Vec::new();
+    for o in options {
+        let Some(c) = re.captures(&o) else { continue };
+        let text = c.name("text").map(|m| m.as_str().to_string());
+        let value = c.name("value").map(|m| m.as_str().to_string());
+        let (text, value) = match (text, value) {
+            (Some(t), Some(v)) => (t, v),
+            (Some(t), None) => (t.clone(), t),
+            (None, Some(v)) => (v.clone(), v),
+            (None, None) => {
+                let m = c
+                    .get(1)
+                    .or_else(|| c.get(0))
+                    .map(|m| m.as_str().to_string());
+                let m = m.unwrap_or_default();
+                (m.clone(), m)
+            }
+        };
+        out.push((text, value));
+    }
+    Ok(out)
+}
+
 fn num(row: &Map<String, Value>, col: &str) -> anyhow::Result<f64> {
     row.get(col)
         .and_then(Value::as_f64)
@@ -479,7 +519,11 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
         let query = var["query"].as_str().context("variable query")?;
         let sent = ctx.interpolate(query);
         let series = run_influxql(&db, &sent).await?;
-        let options = variable_options(&sent, &series);
+        let labelled = apply_variable_regex(
+            variable_options(&sent, &series),
+            var["regex"].as_str().unwrap_or(""),
+        )?;
+        let options: Vec<String> = labelled.iter().map(|(_, v)| v.clone()).collect();
         report.push((format!("variable ${name}"), options.len()));
         ensure!(
             !options.is_empty(),
@@ -491,6 +535,15 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
                     options == [run.uuid.clone(), baseline.uuid.clone()],
                     "run selector: both runs, newest first, expected: {options:?}"
                 );
+                // Each option shows the run's start, target and status, not a bare id.
+                for (text, _) in &labelled {
+                    ensure!(
+                        text.contains(&target.url)
+                            && text.contains(" · committed")
+                            && text.contains(" UTC"),
+                        "run selector label {text:?}"
+                    );
+                }
                 options[0].clone()
             }
             "baseline" => {

@@ -191,3 +191,20 @@ fn completed_message_reports_the_final_status_and_totals() {
     assert_eq!(done.duration_s, 12.5);
     assert_eq!((done.requests, done.failures, done.nodes), (30, 3, 2));
 }
+
+#[test]
+fn event_point_carries_a_label_for_run_selectors() {
+    let mut s = Scenario::new();
+    let fx = s.register(1, "a");
+    let event = one(&fx, "loadtest_event");
+    assert_eq!(
+        string(event, "label"),
+        format!(
+            "2026-11-29 08:00:00 UTC · http://t · running · {}",
+            s.id.hyphenated()
+        )
+    );
+    let fx = s.commit(2, "a", 1, "08:00:20", stats(3));
+    let event = one(&fx, "loadtest_event");
+    assert!(string(event, "label").contains(" · committed · "));
+}
