@@ -1,11 +1,15 @@
-//! Tracing set-up and shutdown signals shared by the services: `EnvFilter` (`RUST_LOG`, default `info`), JSON when
-//! stderr is not a terminal (or `format = "json"`), human-readable text otherwise.
+//! Tracing set-up and shutdown signals: `EnvFilter` (`RUST_LOG`, else the service's default
+//! filter), JSON on stderr when stderr is not a terminal (or `format = "json"`), human-readable
+//! text otherwise; SIGTERM and ctrl-c fan out through a `CancellationToken`.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Initialises the global subscriber. `format`: `auto`, `json` or `text`.
+/// Initialises the global subscriber, writing to stderr. `format`: `auto` (or `None`: JSON
+/// unless stderr is a terminal), `json` or `text`; anything else means `auto`.
+/// `default_filter` (an `EnvFilter` directive such as `info,lapin=error`) applies when
+/// `RUST_LOG` is unset or invalid. A second call does nothing (the first subscriber stays).
 pub fn init(format: Option<&str>, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -24,7 +28,8 @@ pub fn init(format: Option<&str>, default_filter: &str) {
     };
 }
 
-/// A token cancelled on SIGTERM or ctrl-c.
+/// A token cancelled on SIGTERM or ctrl-c (ctrl-c only where SIGTERM cannot be watched).
+/// Spawns the watching task, so it must be called inside a Tokio runtime.
 pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
