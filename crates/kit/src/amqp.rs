@@ -293,15 +293,13 @@ impl Publisher {
     /// dropped and the next publish reconnects), [`PublishError::Nacked`], or
     /// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for.
     pub async fn send(&self, message: Message<'_>) -> Result<(), PublishError> {
-        let result = match tokio::time::timeout(
-            self.settings.confirm_timeout(),
-            self.try_send(&message),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(PublishError::Timeout),
-        };
+        let result =
+            match tokio::time::timeout(self.settings.confirm_timeout(), self.try_send(&message))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(PublishError::Timeout),
+            };
         if matches!(
             result,
             Err(PublishError::Unavailable(_) | PublishError::Timeout)

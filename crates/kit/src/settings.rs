@@ -119,17 +119,31 @@ pub fn load<T: DeserializeOwned>(
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(spec.defaults, FileFormat::Toml));
     if let Some(f) = file {
-        builder = builder.add_source(config::File::from(f).format(FileFormat::Toml).required(true));
+        builder = builder.add_source(
+            config::File::from(f)
+                .format(FileFormat::Toml)
+                .required(true),
+        );
     }
     builder = builder.add_source(EnvSource {
         vars: env.loadtest_vars()?,
         list_keys: spec.list_keys.iter().map(|k| k.to_string()).collect(),
     });
-    builder
-        .build()
-        .map_err(invalid)?
-        .try_deserialize()
-        .map_err(invalid)
+    let merged = builder.build().map_err(invalid)?;
+    serde_path_to_error::deserialize(merged).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // The path names the key in full (`amqp.prefetch`), where serde names only its last part.
+        let message = if path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        };
+        SettingsError::Invalid {
+            what: spec.what,
+            message,
+        }
+    })
 }
 
 /// The environment layer: `LOADTEST__A__B_C=v` → key `a.b_c`, value the string `v` (an array of
@@ -296,7 +310,7 @@ mod tests {
         let err = load_env(&[("LOADTEST__NET__PROT", "1")])
             .expect_err("unknown key")
             .to_string();
-        assert!(err.contains("prot"), "{err}");
+        assert!(err.contains("net.prot"), "{err}");
         let err = load_env(&[("LOADTEST__NETT__PORT", "1")])
             .expect_err("unknown section")
             .to_string();
@@ -304,11 +318,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_is_an_error() {
-        let err = load::<Settings>(&SPEC, Some(Path::new("/nonexistent/x.toml")), &Env::vars(Vec::<(String, String)>::new()))
+    fn a_missing_file_or_key_is_an_error() {
+        let no_env = Env::vars(Vec::<(String, String)>::new());
+        let missing = Path::new("/nonexistent/x.toml");
+        let err = load::<Settings>(&SPEC, Some(missing), &no_env)
             .expect_err("missing file")
             .to_string();
         assert!(err.contains("/nonexistent/x.toml"), "{err}");
+        let spec = Spec {
+            defaults: "[net]\nport = 1\nratio = 1.0\nname = \"n\"\n",
+            ..SPEC
+        };
+        let err = load::<Settings>(&spec, None, &no_env)
+            .expect_err("missing section")
+            .to_string();
+        assert!(err.contains("auth"), "{err}");
     }
 
     #[test]
