@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Initialises the global subscriber, writing to stderr. `format`: `auto` (or `None`: JSON
-/// unless stderr is a terminal), `json` or `text`; anything else means `auto`.
+/// unless stderr is a terminal), `json` or `text` (colours only on a terminal); anything else
+/// means `auto`.
 /// `default_filter` (an `EnvFilter` directive such as `info,lapin=error`) applies when
 /// `RUST_LOG` is unset or invalid. A second call does nothing (the first subscriber stays).
 pub fn init(format: Option<&str>, default_filter: &str) {
@@ -20,7 +21,8 @@ pub fn init(format: Option<&str>, default_filter: &str) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -28,33 +30,44 @@ pub fn init(format: Option<&str>, default_filter: &str) {
     };
 }
 
-/// A token cancelled on SIGTERM or ctrl-c (ctrl-c only where SIGTERM cannot be watched).
-/// Spawns the watching task, so it must be called inside a Tokio runtime.
+/// A token cancelled on the first SIGTERM or ctrl-c (see [`signal`]). Spawns the watching task,
+/// so it must be called inside a Tokio runtime.
 pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        signal().await;
         tracing::info!("shutdown signal received");
         t.cancel();
     });
     token
+}
+
+/// Resolves at the next ctrl-c or SIGTERM. A signal that cannot be watched is logged once and
+/// left out (if neither can, this never resolves).
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
