@@ -123,8 +123,11 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Opens a connection to `settings.url` (heartbeat added), named `connection_name` in the
-/// broker's management UI. Errors are lapin's (refused, authentication, TLS, …); they do not
-/// carry the URL.
+/// broker's management UI.
+///
+/// # Errors
+///
+/// lapin's (refused, authentication, TLS, …); they do not carry the URL.
 pub async fn connect(
     settings: &AmqpSettings,
     connection_name: &str,
@@ -270,7 +273,9 @@ impl Publisher {
 
     /// Connects now (if not connected), so a wrong URL fails early.
     ///
-    /// Errors: [`PublishError::Unavailable`] (refused, authentication, or no answer within
+    /// # Errors
+    ///
+    /// [`PublishError::Unavailable`] (refused, authentication, or no answer within
     /// [`CONNECT_TIMEOUT`]).
     pub async fn connect(&self) -> Result<(), PublishError> {
         self.channel().await.map(drop)
@@ -282,14 +287,20 @@ impl Publisher {
     }
 
     /// Publishes `body` with `routing_key` to the exchange (persistent, `mandatory`, JSON) and
-    /// waits for the confirm. See [`Publisher::send`].
+    /// waits for the confirm.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`].
     pub async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
         self.send(Message::new(routing_key, body)).await
     }
 
     /// Publishes `message` and waits for the broker's confirm, for at most the confirm timeout.
     ///
-    /// Errors: [`PublishError::Unavailable`] or [`PublishError::Timeout`] (the connection is then
+    /// # Errors
+    ///
+    /// [`PublishError::Unavailable`] or [`PublishError::Timeout`] (the connection is then
     /// dropped and the next publish reconnects), [`PublishError::Nacked`], or
     /// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for.
     pub async fn send(&self, message: Message<'_>) -> Result<(), PublishError> {

@@ -104,7 +104,9 @@ pub struct Spec<'a> {
 
 /// Loads `T` from `spec.defaults` < `file` (TOML, required when given) < `env`.
 ///
-/// Errors: [`SettingsError::Invalid`] naming the key for an unknown key (with
+/// # Errors
+///
+/// [`SettingsError::Invalid`] naming the key for an unknown key (with
 /// `#[serde(deny_unknown_fields)]` on `T`), a missing key or a value of the wrong type, or an
 /// unreadable file; [`SettingsError::NotUnicode`] for a variable that is not UTF-8.
 pub fn load<T: DeserializeOwned>(
@@ -184,7 +186,9 @@ impl Source for EnvSource {
 /// A secret given inline (`key`) or in a file (`key_file`, its trailing newline trimmed, so
 /// `echo secret > file` works); the inline value wins. `Ok(None)` when neither is set.
 ///
-/// Errors: [`SettingsError::SecretFile`] naming `key` when the file cannot be read.
+/// # Errors
+///
+/// [`SettingsError::SecretFile`] naming `key` when the file cannot be read.
 pub fn secret_from(
     inline: &Option<SecretString>,
     file: &Option<PathBuf>,
