@@ -315,8 +315,11 @@ impl Publisher {
             result,
             Err(PublishError::Unavailable(_) | PublishError::Timeout)
         ) {
-            // Dropping the last handle closes the connection; the next publish reconnects.
-            *self.link.lock().await = None;
+            // Dropping the last handle closes the connection; the next publish reconnects. If
+            // another publish holds the lock, it is (re)connecting already: no need to wait.
+            if let Ok(mut link) = self.link.try_lock() {
+                *link = None;
+            }
         }
         result
     }
