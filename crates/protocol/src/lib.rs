@@ -7,7 +7,6 @@
 //! - [`token`]: event tokens (`HMAC-SHA256(secret, uuid)`) and run ids for idempotent register.
 //! - [`time`]: snapshot alignment to the wall clock.
 
-pub mod amqp_url;
 pub mod envelope;
 pub mod lenient;
 pub mod stats;

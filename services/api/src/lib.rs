@@ -69,18 +69,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let secrets = Secrets::resolve(&settings.auth)?;
-    metrics::handle();
+    kit::metrics::handle();
     if !settings.auth.enabled {
         tracing::warn!("auth is disabled: anyone who reaches this API can register runs");
     }
-    let publisher = Arc::new(Publisher::new(&settings.amqp)?);
+    let publisher = Arc::new(Publisher::new(&settings.amqp, "loadtest-api").declaring_exchange());
     let status: SharedStatus = Arc::new(RwLock::new(Default::default()));
     let follower = tokio::spawn(broker::follow_status(
-        publisher.clone(),
-        format!("{}.status", settings.amqp.exchange),
+        settings.amqp.clone(),
         status.clone(),
         shutdown.clone(),
     ));
+    let state_publisher = publisher.clone();
     let state = Arc::new(AppState {
         publisher,
         auth_enabled: settings.auth.enabled,
@@ -95,5 +95,6 @@ pub async fn run(
         .await?;
     shutdown.cancel();
     let _ = follower.await;
+    state_publisher.close().await;
     Ok(())
 }

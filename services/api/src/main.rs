@@ -40,7 +40,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!("loadtest-api: {e:#}");
         return std::process::ExitCode::from(2);
     }
-    telemetry::init(None, "info,lapin=error");
+    kit::telemetry::init(None, "info,lapin=error");
     let listener = match tokio::net::TcpListener::bind(&settings.http.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -55,7 +55,7 @@ async fn main() -> std::process::ExitCode {
         // Machine-readable line for scripts and tests that start us on port 0.
         println!("listening on http://{addr}");
     }
-    let shutdown = telemetry::shutdown_on_signals();
+    let shutdown = kit::telemetry::shutdown_on_signals();
     match loadtest_api::run(settings, listener, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -4,33 +4,14 @@
 //! - `loadtest_api_publish_failures_total{reason}`: publishes that failed (`nacked`,
 //!   `unroutable`, `timeout`, `unavailable`); `reason="nacked"` counts the confirms nacked.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// The process-wide recorder's handle (installed on first use).
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("duration_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        10.0,
-                    ],
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .as_ref()
-}
+/// The process-wide recorder's handle: the kit's one Prometheus exporter.
+pub use kit::metrics::handle;
 
 /// Counts every answered request by matched route (never the raw path: uuids would explode
 /// the series), method and status.

@@ -1,11 +1,31 @@
 //! The API's settings: defaults < optional TOML file (`--config`) < environment
-//! (`LOADTEST__SECTION__KEY`, e.g. `LOADTEST__AUTH__API_KEYS=key1,key2`). See
+//! (`LOADTEST__SECTION__KEY`, e.g. `LOADTEST__AUTH__API_KEYS=key1,key2`), loaded by
+//! [`kit::settings`]: unknown keys are errors, secrets and API keys are taken verbatim. See
 //! `api.example.toml`.
 
 use std::path::{Path, PathBuf};
 
+use kit::amqp::AmqpSettings;
+use kit::settings::{secret_from, Env, Spec};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+/// The defaults, the lowest layer (`[amqp]` defaults are [`AmqpSettings`]'s).
+const DEFAULTS: &str = r#"
+[http]
+listen = "127.0.0.1:8080"
+body_limit = 1048576
+
+[auth]
+enabled = true
+"#;
+
+/// How the API's settings are layered.
+const SPEC: Spec<'static> = Spec {
+    what: "API settings",
+    defaults: DEFAULTS,
+    list_keys: &["auth.api_keys"],
+};
 
 /// All settings of `loadtest-api`.
 #[derive(Debug, Clone, Deserialize)]
@@ -13,7 +33,9 @@ use serde::Deserialize;
 pub struct Settings {
     /// HTTP listener.
     pub http: HttpSettings,
-    /// Broker.
+    /// Broker: `url`, `exchange` (the status fanout is `<exchange>.status`), `heartbeat_s`,
+    /// `confirm_timeout_ms` (how long a publish waits for its confirm before the 503).
+    #[serde(default)]
     pub amqp: AmqpSettings,
     /// API keys and event tokens.
     pub auth: AuthSettings,
@@ -27,20 +49,6 @@ pub struct HttpSettings {
     pub listen: String,
     /// Largest accepted body, bytes (default 1 MiB).
     pub body_limit: usize,
-}
-
-/// Broker settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmqpSettings {
-    /// AMQP URI; a `heartbeat` query is added when missing.
-    pub url: SecretString,
-    /// Topic exchange (default `loadtest`); the status fanout is `<exchange>.status`.
-    pub exchange: String,
-    /// Heartbeat, seconds (default 10).
-    pub heartbeat_s: u16,
-    /// How long to wait for a publisher confirm, ms (default 5000).
-    pub confirm_timeout_ms: u64,
 }
 
 /// Authentication settings.
@@ -61,32 +69,15 @@ pub struct AuthSettings {
 }
 
 impl Settings {
-    /// Loads defaults, then `file`, then `LOADTEST__…` environment variables, and checks them.
+    /// Loads defaults, then `file`, then the process's `LOADTEST__…` environment variables.
+    /// Errors name the key to fix.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut b = config::Config::builder()
-            .set_default("http.listen", "127.0.0.1:8080")?
-            .set_default("http.body_limit", 1024 * 1024)?
-            .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
-            .set_default("amqp.exchange", "loadtest")?
-            .set_default("amqp.heartbeat_s", 10)?
-            .set_default("amqp.confirm_timeout_ms", 5000)?
-            .set_default("auth.enabled", true)?;
-        if let Some(f) = file {
-            b = b.add_source(config::File::from(f).required(true));
-        }
-        b = b.add_source(
-            config::Environment::with_prefix("LOADTEST")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("auth.api_keys")
-                .try_parsing(true),
-        );
-        let s: Settings = b
-            .build()?
-            .try_deserialize()
-            .map_err(|e| anyhow::anyhow!("invalid API settings: {e}"))?;
-        Ok(s)
+        Self::load_from(file, &Env::Process)
+    }
+
+    /// As [`Settings::load`], with the environment layer taken from `env`.
+    pub fn load_from(file: Option<&Path>, env: &Env) -> anyhow::Result<Self> {
+        Ok(kit::settings::load(&SPEC, file, env)?)
     }
 }
 
@@ -119,15 +110,13 @@ impl Secrets {
                     .map(|l| SecretString::from(l.to_string())),
             );
         }
-        let token_secret = match (&auth.token_secret, &auth.token_secret_file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(path)) => SecretString::from(
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("reading auth.token_secret_file {}: {e}", path.display()))?
-                    .trim_end()
-                    .to_string(),
-            ),
-            (None, None) => anyhow::bail!(
+        let token_secret = match secret_from(
+            &auth.token_secret,
+            &auth.token_secret_file,
+            "auth.token_secret",
+        )? {
+            Some(s) => s,
+            None => anyhow::bail!(
                 "auth.token_secret is required (event tokens are HMAC-SHA256(secret, uuid)): set \
                  LOADTEST__AUTH__TOKEN_SECRET to the same secret as the writer's, or auth.token_secret_file"
             ),
@@ -155,7 +144,8 @@ mod tests {
     #[test]
     fn example_file_loads_and_secrets_are_required() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/api.example.toml");
-        let s = Settings::load(Some(&path)).expect("example loads");
+        let no_env = Env::vars(Vec::<(String, String)>::new());
+        let s = Settings::load_from(Some(&path), &no_env).expect("example loads");
         assert_eq!(s.http.body_limit, 1024 * 1024);
         assert!(s.auth.enabled);
         let err = Secrets::resolve(&s.auth)
@@ -169,5 +159,70 @@ mod tests {
         assert!(err.contains("LOADTEST__AUTH__API_KEYS"), "{err}");
         auth.api_keys = vec![SecretString::from("k".to_string())];
         assert!(Secrets::resolve(&auth).is_ok());
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        Settings::load_from(None, &Env::vars(vars.iter().copied()))
+    }
+
+    /// Issue 17 item 4: the environment's secrets and keys are strings, verbatim. Type guessing
+    /// made a 64-digit secret the HMAC key `1`, lost digits of long decimal secrets, and made the
+    /// key `0123` stop the API from starting.
+    #[test]
+    fn secrets_and_api_keys_from_the_environment_are_verbatim() {
+        let zeros_one = format!("{}1", "0".repeat(63));
+        let long_decimal = "123456789012345678901234567890123456789012345678901234567890";
+        for secret in [zeros_one.as_str(), long_decimal] {
+            let s = load_env(&[
+                ("LOADTEST__AUTH__TOKEN_SECRET", secret),
+                ("LOADTEST__AUTH__API_KEYS", "k"),
+            ])
+            .expect("loads");
+            let secrets = Secrets::resolve(&s.auth).expect("resolves");
+            assert_eq!(secrets.token_secret.expose_secret(), secret);
+        }
+        let s = load_env(&[
+            ("LOADTEST__AUTH__TOKEN_SECRET", "s"),
+            ("LOADTEST__AUTH__API_KEYS", "0123"),
+        ])
+        .expect("the key 0123 loads");
+        let secrets = Secrets::resolve(&s.auth).expect("resolves");
+        let keys: Vec<&str> = secrets.api_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, ["0123"]);
+        // Numbers elsewhere still parse from the environment.
+        let s = load_env(&[
+            ("LOADTEST__HTTP__BODY_LIMIT", "2048"),
+            ("LOADTEST__AMQP__CONFIRM_TIMEOUT_MS", "750"),
+            ("LOADTEST__AUTH__ENABLED", "false"),
+        ])
+        .expect("loads");
+        assert_eq!(s.http.body_limit, 2048);
+        assert_eq!(s.amqp.confirm_timeout_ms, 750);
+        assert!(!s.auth.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_env(&[("LOADTEST__HTTP__LISTNE", "x")])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("http.listne"), "{err}");
+    }
+
+    #[test]
+    fn the_token_secret_file_loses_its_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("api-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("secret");
+        std::fs::write(&path, "0042\n").expect("write");
+        let path_text = path.to_string_lossy().to_string();
+        let s = load_env(&[
+            ("LOADTEST__AUTH__TOKEN_SECRET_FILE", path_text.as_str()),
+            ("LOADTEST__AUTH__ENABLED", "false"),
+        ])
+        .expect("loads");
+        let secrets = Secrets::resolve(&s.auth).expect("resolves");
+        assert_eq!(secrets.token_secret.expose_secret(), "0042");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

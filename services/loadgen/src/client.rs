@@ -1,9 +1,9 @@
 //! Client of the load-test API (`/apiv0.1/events/...`): register, publish stats, commit.
 //!
 //! A `503` (honouring `Retry-After`, in seconds), `502`, `504`, `429` or a connection error is
-//! retried with capped exponential backoff (0.5 s doubling to 5 s) until the retry budget
-//! (default 60 s) is spent; any other 4xx/5xx is an [`ApiError::Rejected`] carrying the
-//! problem+json `title`, `detail` and offending `field`.
+//! retried with the kit's capped exponential backoff (0.5 s doubling to 5 s, with jitter) until
+//! the retry budget (default 60 s) is spent; any other 4xx/5xx is an [`ApiError::Rejected`]
+//! carrying the problem+json `title`, `detail` and offending `field`.
 
 use std::time::Duration;
 
@@ -356,7 +356,7 @@ impl ApiClient {
         body: &B,
     ) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
-        let mut delay = BACKOFF_START;
+        let mut backoff = kit::backoff::Backoff::new(BACKOFF_START, BACKOFF_MAX);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -391,6 +391,7 @@ impl ApiClient {
                 }
                 Err(e) => (transport_error_text(&e), None),
             };
+            let delay = backoff.next_delay();
             let wait = retry_after.unwrap_or(delay).min(RETRY_AFTER_MAX);
             let elapsed = started.elapsed();
             if elapsed + wait > self.retry_budget {
@@ -404,7 +405,6 @@ impl ApiClient {
             }
             tracing::warn!(call = what, attempt = attempts, error = %last, retry_in = ?wait, "API call failed, retrying");
             tokio::time::sleep(wait).await;
-            delay = (delay * 2).min(BACKOFF_MAX);
         }
     }
 }

@@ -6,8 +6,10 @@
 //! lifecycle's points are encoded to line protocol here. A message that fails
 //! validation, carries a bad token, or whose points InfluxDB rejects for good is published to the
 //! dead-letter exchange with the reason in the `x-loadtest-dead-reason` header (confirmed), then
-//! acked. On any broker error the session ends, the held deliveries go back to the queue, and the
-//! writer reconnects with backoff and rebuilds its runs from the redeliveries.
+//! acked. Publishing (dead letters, `event.completed`, the running-set status) goes through the
+//! kit's confirming [`Publisher`] on its own connection. On any broker error the session ends, the
+//! held deliveries go back to the queue, and the writer reconnects with backoff (reset once a
+//! session was consuming) and rebuilds its runs from the redeliveries.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,29 +17,20 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
+use kit::amqp::{AmqpSettings, Message, Publisher};
+use kit::backoff::{Backoff, SessionError};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use lifecycle::{DeliveryId, Effects, Lifecycle, LifecycleSettings};
 use protocol::{routing, verify_event_token, Envelope};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::AmqpSettings;
 use crate::sink::{write_with_retry, AnySink, WriteFailure};
-
-/// Connects to the broker.
-pub async fn connect(settings: &AmqpSettings, name: &str) -> anyhow::Result<Connection> {
-    let uri =
-        protocol::amqp_url::with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&uri, props)
-        .await
-        .context("connecting to RabbitMQ")
-}
 
 /// Declares the exchanges, the writer's quorum queue (single active consumer, delivery limit,
 /// dead-lettering) and the dead-letter queue. Idempotent.
@@ -132,28 +125,22 @@ struct Held {
     properties: BasicProperties,
 }
 
-/// Consumes until `shutdown`, reconnecting with capped exponential backoff on broker errors.
+/// Consumes until `shutdown`, reconnecting on broker errors with capped exponential backoff
+/// (0.5 s doubling to 10 s), reset once a session was consuming: a broker blip costs the first
+/// delay, not the cap.
 pub async fn run(worker: Worker, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match session(&worker, &shutdown).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "broker session ended; reconnecting");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
+    let publisher = Publisher::new(&worker.amqp, "loadtest-writer-publisher");
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let (w, p, stop) = (&worker, &publisher, &shutdown);
+    kit::backoff::reconnect("broker session", backoff, stop, move || session(w, p, stop)).await;
+    publisher.close().await;
+    Ok(())
 }
 
 struct Session<'a> {
     worker: &'a Worker,
     consume: Channel,
-    publish: Channel,
+    publisher: &'a Publisher,
     lifecycle: Lifecycle,
     /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see [`Session::ack`]).
     held: HashMap<DeliveryId, Held>,
@@ -164,17 +151,25 @@ struct Session<'a> {
     shutdown: &'a CancellationToken,
 }
 
-async fn session(worker: &Worker, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let conn = connect(&worker.amqp, "loadtest-writer").await?;
-    let consume = conn.create_channel().await?;
-    declare_topology(&consume, &worker.amqp).await?;
+/// One broker session: connect, declare, consume until shutdown (`Ok`) or a broker error. It
+/// counts as established once it is consuming.
+async fn session(
+    worker: &Worker,
+    publisher: &Publisher,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let conn = kit::amqp::connect(&worker.amqp, "loadtest-writer")
+        .await
+        .context("connecting to RabbitMQ")
+        .map_err(SessionError::before)?;
+    let consume = conn.create_channel().await.map_err(SessionError::before)?;
+    declare_topology(&consume, &worker.amqp)
+        .await
+        .map_err(SessionError::before)?;
     consume
         .basic_qos(worker.amqp.prefetch, BasicQosOptions::default())
-        .await?;
-    let publish = conn.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+        .await
+        .map_err(SessionError::before)?;
     let mut consumer = consume
         .basic_consume(
             &worker.amqp.queue(),
@@ -182,12 +177,13 @@ async fn session(worker: &Worker, shutdown: &CancellationToken) -> anyhow::Resul
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+        .map_err(SessionError::before)?;
     tracing::info!(queue = %worker.amqp.queue(), sink = %worker.sink.describe(), "consuming");
     let mut s = Session {
         worker,
         consume,
-        publish,
+        publisher,
         lifecycle: Lifecycle::new(worker.lifecycle.clone()),
         held: HashMap::new(),
         active: false,
@@ -234,7 +230,7 @@ async fn session(worker: &Worker, shutdown: &CancellationToken) -> anyhow::Resul
     };
     // Unacked deliveries go back to the queue when the channel closes: nothing is lost.
     let _ = conn.close(200, "writer stopping").await;
-    result
+    result.map_err(SessionError::after)
 }
 
 /// The instant of the next wall-clock multiple of `interval`.
@@ -351,14 +347,12 @@ impl Session<'_> {
             }
         }
         for env in fx.completed {
-            self.publish_confirmed(
-                &self.worker.amqp.exchange,
-                protocol::routing::COMPLETED,
-                &env.to_json(),
-                FieldTable::default(),
-            )
-            .await
-            .context("publishing event.completed")?;
+            // Not mandatory: no queue is bound to event.completed until a notifier runs.
+            let body = env.to_json();
+            self.publisher
+                .send(Message::new(protocol::routing::COMPLETED, &body).not_mandatory())
+                .await
+                .context("publishing event.completed")?;
         }
         if fx.running_changed {
             self.publish_status().await;
@@ -407,42 +401,18 @@ impl Session<'_> {
             ShortString::from("x-loadtest-routing-key"),
             AMQPValue::LongString(LongString::from(routing_key.to_string())),
         );
-        self.publish_confirmed(&self.worker.amqp.dlx(), routing_key, data, headers)
+        // The original properties (message id, producer) travel with it; redrive restores them.
+        let dlx = self.worker.amqp.dlx();
+        let message = Message::new(routing_key, data)
+            .exchange(&dlx)
+            .properties(props.clone())
+            .headers(headers);
+        self.publisher
+            .send(message)
             .await
             .context("dead-lettering")?;
         metrics::counter!("loadtest_writer_dead_lettered_total").increment(1);
         self.ack_raw(tag).await
-    }
-
-    async fn publish_confirmed(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        data: &[u8],
-        headers: FieldTable,
-    ) -> anyhow::Result<()> {
-        let props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_message_id(uuid::Uuid::new_v4().to_string().into())
-            .with_headers(headers);
-        let confirm = self
-            .publish
-            .basic_publish(
-                exchange,
-                routing_key,
-                BasicPublishOptions::default(),
-                data,
-                props,
-            )
-            .await?;
-        let confirmation = tokio::time::timeout(Duration::from_secs(10), confirm)
-            .await
-            .context("publisher confirm timed out")??;
-        if confirmation.is_nack() {
-            anyhow::bail!("the broker nacked the publish to {exchange}");
-        }
-        Ok(())
     }
 
     async fn publish_status(&self) {
@@ -455,22 +425,13 @@ impl Session<'_> {
             Ok(b) => b,
             Err(_) => return,
         };
-        let props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(1);
-        // Best effort: a status nobody listens to is fine; the next tick sends a fresh one.
-        if let Ok(c) = self
-            .publish
-            .basic_publish(
-                &self.worker.amqp.status_exchange(),
-                "",
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
-        }
+        // Best effort, transient, not mandatory: a status nobody listens to is fine, and the
+        // next tick sends a fresh one. Bounded so a slow broker cannot stall the consumer long.
+        let exchange = self.worker.amqp.status_exchange();
+        let message = Message::new("", &body)
+            .exchange(&exchange)
+            .transient()
+            .not_mandatory();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher.send(message)).await;
     }
 }

@@ -19,10 +19,11 @@ pub mod redrive;
 pub mod settings;
 pub mod sink;
 
+use kit::settings::secret_from;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{secret_from, Settings, SinkKind};
+use crate::settings::{Settings, SinkKind};
 use crate::sink::{AnySink, InfluxV1Sink, InfluxV2Sink};
 
 /// Builds the sink the settings name. Errors name the setting to fix.

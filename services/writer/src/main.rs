@@ -42,7 +42,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log.format.as_deref(), "info,lapin=error");
+    kit::telemetry::init(settings.log.format.as_deref(), "info,lapin=error");
     if let Some(Command::Redrive { limit }) = cli.command {
         return match loadtest_writer::redrive::redrive(&settings.amqp, limit).await {
             Ok(r) => {
@@ -61,7 +61,7 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    let shutdown = telemetry::shutdown_on_signals();
+    let shutdown = kit::telemetry::shutdown_on_signals();
     match loadtest_writer::run(settings, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

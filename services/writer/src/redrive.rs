@@ -3,21 +3,17 @@
 //!
 //! Each message of `<exchange>.dead` is republished to the topic exchange with its original
 //! routing key (our `x-loadtest-routing-key` header, else the first of RabbitMQ's `x-death`
-//! routing keys, else the envelope's kind), without the dead-letter headers, with a publisher
-//! confirm; only then is it acked in the dead-letter queue. A message whose routing key cannot be
+//! routing keys, else the envelope's kind), without the dead-letter headers, through the kit's
+//! confirming publisher (`mandatory`); only then is it acked in the dead-letter queue. A nack or a
+//! returned message stops the redrive with an error; the message stays in the dead-letter queue. A message whose routing key cannot be
 //! found stays where it is. Messages the writer dead-letters again simply come back to the queue.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-};
+use kit::amqp::{AmqpSettings, Message, PublishError, Publisher};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::BasicProperties;
 
-use crate::consumer::{connect, declare_topology};
-use crate::settings::AmqpSettings;
+use crate::consumer::declare_topology;
 
 /// What a redrive did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -63,10 +59,12 @@ fn original_routing_key(headers: &FieldTable, data: &[u8]) -> Option<String> {
 
 /// Moves up to `limit` messages from `<exchange>.dead` back to `<exchange>`.
 pub async fn redrive(amqp: &AmqpSettings, limit: u64) -> anyhow::Result<RedriveReport> {
-    let conn = connect(amqp, "loadtest-writer-redrive").await?;
+    let conn = kit::amqp::connect(amqp, "loadtest-writer-redrive")
+        .await
+        .context("connecting to RabbitMQ")?;
     let ch = conn.create_channel().await?;
     declare_topology(&ch, amqp).await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let publisher = Publisher::new(amqp, "loadtest-writer-redrive");
     let mut report = RedriveReport::default();
     let mut kept_tags = Vec::new();
     while report.moved + report.kept < limit {
@@ -99,32 +97,23 @@ pub async fn redrive(amqp: &AmqpSettings, limit: u64) -> anyhow::Result<RedriveR
                 clean.insert(k.into(), v.clone());
             }
         }
-        let props = d
-            .properties
-            .clone()
-            .with_headers(clean)
-            .with_delivery_mode(2);
-        let props: BasicProperties = props;
-        let confirm = ch
-            .basic_publish(
-                &amqp.exchange,
-                &key,
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &d.data,
-                props,
-            )
-            .await?;
-        let c = tokio::time::timeout(Duration::from_secs(10), confirm)
+        let props = d.properties.clone().with_headers(clean);
+        match publisher
+            .send(Message::new(&key, &d.data).properties(props))
             .await
-            .context("publisher confirm timed out")??;
-        if c.is_nack() || c.take_message().is_some() {
-            anyhow::bail!(
-                "the broker refused the republished message (routing key {key}); it is still in {}",
+        {
+            Ok(()) => {}
+            Err(e @ (PublishError::Nacked | PublishError::Unroutable(_))) => anyhow::bail!(
+                "the broker refused the republished message (routing key {key}: {e}); it is still in {}",
                 amqp.dead_queue()
-            );
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "republishing to {} (the message is still in {})",
+                    amqp.exchange,
+                    amqp.dead_queue()
+                )))
+            }
         }
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
             .await?;
@@ -141,6 +130,7 @@ pub async fn redrive(amqp: &AmqpSettings, limit: u64) -> anyhow::Result<RedriveR
         )
         .await?;
     }
+    publisher.close().await;
     let _ = conn.close(200, "redrive done").await;
     Ok(report)
 }

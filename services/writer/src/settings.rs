@@ -1,9 +1,12 @@
 //! The writer's settings: defaults < optional TOML file (`--config`) < environment
-//! (`LOADTEST__SECTION__KEY`, e.g. `LOADTEST__SINK__KIND=v1`). See `writer.example.toml`.
+//! (`LOADTEST__SECTION__KEY`, e.g. `LOADTEST__SINK__KIND=v1`), loaded by [`kit::settings`]:
+//! unknown keys are errors, secrets are taken verbatim. See `writer.example.toml`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kit::amqp::AmqpSettings;
+use kit::settings::{Env, Spec};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -13,7 +16,8 @@ use lifecycle::LifecycleSettings;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Broker connection and names.
+    /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch,
+    /// delivery limit; publisher confirms wait `confirm_timeout_ms` (default 10000 here).
     pub amqp: AmqpSettings,
     /// Run lifecycle timings.
     pub lifecycle: LifecycleConfig,
@@ -43,45 +47,6 @@ impl Default for MetricsSettings {
         Self {
             listen: Some("127.0.0.1:9464".into()),
         }
-    }
-}
-
-/// Broker settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmqpSettings {
-    /// AMQP URI (`amqp://user:pass@host:5672/%2f`); a `heartbeat` query is added when missing.
-    pub url: SecretString,
-    /// Topic exchange (default `loadtest`). The queue is `<exchange>.writer`, the dead-letter
-    /// exchange `<exchange>.dlx`, its queue `<exchange>.dead`, the status fanout
-    /// `<exchange>.status`, so one setting isolates a whole deployment (or a test).
-    pub exchange: String,
-    /// Consumer prefetch; must exceed the active (run, node) pairs (default 5000).
-    pub prefetch: u16,
-    /// Redeliveries before RabbitMQ dead-letters a message (quorum `x-delivery-limit`, default 20).
-    pub delivery_limit: u32,
-    /// Heartbeat, seconds (default 10).
-    pub heartbeat_s: u16,
-    /// Optional `x-expires` of the queues, ms (for tests; unset in production).
-    pub queue_expires_ms: Option<u64>,
-}
-
-impl AmqpSettings {
-    /// The writer's quorum queue.
-    pub fn queue(&self) -> String {
-        format!("{}.writer", self.exchange)
-    }
-    /// Dead-letter exchange.
-    pub fn dlx(&self) -> String {
-        format!("{}.dlx", self.exchange)
-    }
-    /// Dead-letter queue.
-    pub fn dead_queue(&self) -> String {
-        format!("{}.dead", self.exchange)
-    }
-    /// Status fanout exchange.
-    pub fn status_exchange(&self) -> String {
-        format!("{}.status", self.exchange)
     }
 }
 
@@ -199,57 +164,49 @@ pub struct LogSettings {
     pub format: Option<String>,
 }
 
-/// Reads a secret given inline or from a file (trailing newline trimmed).
-pub fn secret_from(
-    inline: &Option<SecretString>,
-    file: &Option<PathBuf>,
-    what: &str,
-) -> anyhow::Result<Option<SecretString>> {
-    if let Some(s) = inline {
-        return Ok(Some(s.clone()));
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading {what} from {}: {e}", path.display()))?;
-        return Ok(Some(SecretString::from(text.trim_end().to_string())));
-    }
-    Ok(None)
-}
+/// The defaults, the lowest layer (`[amqp]` keys not set here are [`AmqpSettings`]'s defaults).
+const DEFAULTS: &str = r#"
+[amqp]
+confirm_timeout_ms = 10000
+
+[lifecycle]
+snapshot_interval_s = 15.0
+expire_after_s = 300.0
+commit_grace_s = 60.0
+max_names_per_run = 500
+
+[sink]
+kind = "v2"
+url = "http://127.0.0.1:8086"
+org = "loadtest"
+bucket = "loadtest"
+database = "loadtest"
+path = "loadtest-results.lp"
+
+[auth]
+verify_tokens = true
+
+[metrics]
+listen = "127.0.0.1:9464"
+"#;
+
+/// How the writer's settings are layered.
+const SPEC: Spec<'static> = Spec {
+    what: "writer settings",
+    defaults: DEFAULTS,
+    list_keys: &[],
+};
 
 impl Settings {
-    /// Loads defaults, then `file` if given, then `LOADTEST__…` environment variables.
+    /// Loads defaults, then `file` if given, then the process's `LOADTEST__…` environment
+    /// variables, and checks them. Errors name the key to fix.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut b = config::Config::builder()
-            .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
-            .set_default("amqp.exchange", "loadtest")?
-            .set_default("amqp.prefetch", 5000)?
-            .set_default("amqp.delivery_limit", 20)?
-            .set_default("amqp.heartbeat_s", 10)?
-            .set_default("lifecycle.snapshot_interval_s", 15.0)?
-            .set_default("lifecycle.expire_after_s", 300.0)?
-            .set_default("lifecycle.commit_grace_s", 60.0)?
-            .set_default("lifecycle.max_names_per_run", 500)?
-            .set_default("sink.kind", "v2")?
-            .set_default("sink.url", "http://127.0.0.1:8086")?
-            .set_default("sink.org", "loadtest")?
-            .set_default("sink.bucket", "loadtest")?
-            .set_default("sink.database", "loadtest")?
-            .set_default("sink.path", "loadtest-results.lp")?
-            .set_default("auth.verify_tokens", true)?
-            .set_default("metrics.listen", "127.0.0.1:9464")?;
-        if let Some(f) = file {
-            b = b.add_source(config::File::from(f).required(true));
-        }
-        b = b.add_source(
-            config::Environment::with_prefix("LOADTEST")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let s: Settings = b
-            .build()?
-            .try_deserialize()
-            .map_err(|e| anyhow::anyhow!("invalid writer settings: {e}"))?;
+        Self::load_from(file, &Env::Process)
+    }
+
+    /// As [`Settings::load`], with the environment layer taken from `env`.
+    pub fn load_from(file: Option<&Path>, env: &Env) -> anyhow::Result<Self> {
+        let s: Settings = kit::settings::load(&SPEC, file, env)?;
         s.lifecycle.to_settings()?;
         if s.auth.verify_tokens
             && s.auth.token_secret.is_none()
@@ -269,55 +226,64 @@ impl Settings {
 mod tests {
     use super::*;
 
+    use secrecy::ExposeSecret;
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        Env::vars(vars.iter().copied())
+    }
+
     #[test]
     fn example_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/writer.example.toml");
-        let mut s = Settings::load(Some(&path));
         // The example leaves the secret to the environment, so it must say so.
-        let err = s.as_ref().expect_err("no secret").to_string();
+        let err = Settings::load_from(Some(&path), &env(&[]))
+            .expect_err("no secret")
+            .to_string();
         assert!(err.contains("LOADTEST__AUTH__TOKEN_SECRET"), "{err}");
-        let cfg = config::Config::builder()
-            .add_source(config::File::from(path.as_path()))
-            .set_override("auth.token_secret", "x")
-            .and_then(|b| b.build())
-            .expect("builds");
-        s = cfg
-            .try_deserialize::<Settings>()
-            .map_err(anyhow::Error::from);
-        let s = s.expect("example deserializes");
+        let s = Settings::load_from(Some(&path), &env(&[("LOADTEST__AUTH__TOKEN_SECRET", "x")]))
+            .expect("example loads");
         assert_eq!(s.sink.kind, SinkKind::V1);
         assert_eq!(s.amqp.queue(), "loadtest.writer");
+        assert_eq!(s.amqp.confirm_timeout_ms, 10_000);
         assert_eq!(
             s.lifecycle.to_settings().expect("valid").snapshot_interval,
             Duration::from_secs(15)
         );
     }
 
-    fn with_sink_kind(kind: &str) -> Result<Settings, config::ConfigError> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/writer.example.toml");
-        config::Config::builder()
-            .add_source(config::File::from(path.as_path()))
-            .set_override("auth.token_secret", "x")?
-            .set_override("sink.kind", kind)?
-            .build()?
-            .try_deserialize::<Settings>()
+    /// Issue 17 item 4: a secret made of digits is the string given, not a number.
+    #[test]
+    fn secrets_from_the_environment_are_verbatim() {
+        let zeros_one = format!("{}1", "0".repeat(63));
+        let long_decimal = "123456789012345678901234567890123456789012345678901234567890";
+        for secret in [zeros_one.as_str(), long_decimal, "0123"] {
+            let s = Settings::load_from(
+                None,
+                &env(&[
+                    ("LOADTEST__AUTH__TOKEN_SECRET", secret),
+                    ("LOADTEST__SINK__TOKEN", secret),
+                    ("LOADTEST__AMQP__PREFETCH", "42"),
+                ]),
+            )
+            .expect("loads");
+            let got = s.auth.token_secret.expect("set");
+            assert_eq!(got.expose_secret(), secret);
+            assert_eq!(s.sink.token.expect("set").expose_secret(), secret);
+            assert_eq!(s.amqp.prefetch, 42, "numbers still parse");
+        }
     }
 
     #[test]
-    fn sink_kind_is_one_of_three() {
-        for (text, kind) in [
-            ("v2", SinkKind::V2),
-            ("v1", SinkKind::V1),
-            ("file", SinkKind::File),
-        ] {
-            let s = with_sink_kind(text).expect("a known sink kind");
-            assert_eq!(s.sink.kind, kind);
-        }
-        let err = with_sink_kind("influx")
-            .expect_err("an unknown sink kind")
-            .to_string();
-        for allowed in ["`v2`", "`v1`", "`file`", "influx"] {
-            assert!(err.contains(allowed), "{allowed} in: {err}");
-        }
+    fn unknown_keys_are_named() {
+        let err = Settings::load_from(
+            None,
+            &env(&[
+                ("LOADTEST__AUTH__TOKEN_SECRET", "x"),
+                ("LOADTEST__SINK__DATABSE", "x"),
+            ]),
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(err.contains("sink.databse"), "{err}");
     }
 }

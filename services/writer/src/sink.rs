@@ -2,11 +2,13 @@
 //! or a line-protocol file (the lifecycle crate's [`FileSink`]). [`AnySink`] picks one by
 //! configuration and implements the lifecycle crate's [`Sink`] trait.
 //!
-//! Errors are classified for the retry policy: 5xx, 429 and transport errors are
+//! Errors are classified for the retry policy: 5xx, 408, 429 and transport errors are
 //! [`SinkError::Retryable`] (with the server's `Retry-After` where we can read it), and so are
-//! 401, 403 and 404 (configuration errors an operator fixes); other 4xx are
-//! [`SinkError::Permanent`] (bad data: retrying cannot fix it). A 413 is split in halves by
-//! [`AnySink`]'s write before it gives up.
+//! 401, 403 and 404: a wrong token, a missing permission or a missing database is a
+//! configuration error an operator fixes, so [`write_with_retry`] keeps retrying (a warning per
+//! attempt) rather than dead-letter every run meanwhile. The other 4xx (400, 422, a 413 for a
+//! single line) are [`SinkError::Permanent`]: bad data, which retrying cannot fix. A 413 is split
+//! in halves by [`AnySink::write`] before it gives up.
 
 use std::path::Path;
 use std::time::Duration;
@@ -281,21 +283,23 @@ mod tests {
 /// The longest wait between two write attempts without a `Retry-After`.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Writes `lines`, retrying retryable errors with capped exponential backoff (0.5 s doubling to
-/// 30 s, honouring `Retry-After`) until it succeeds, the error is permanent, or `cancel` fires.
-/// Each failed attempt is logged once (the batch may carry many messages' points).
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Writes `lines`, retrying every [`SinkError::Retryable`] (5xx, 408, 429, transport errors, and
+/// the configuration errors 401, 403 and 404) until it succeeds, the error is permanent, or
+/// `cancel` fires. Waits follow the kit's backoff (0.5 s doubling, with jitter, capped at
+/// [`MAX_BACKOFF`]); a server's `Retry-After` is honoured instead, up to 5 min. Each failed
+/// attempt is logged once at warn level (the batch may carry many messages' points).
+///
+/// Errors: [`WriteFailure::Permanent`] with the reason for the dead-letter header (a
+/// [`SinkError::Permanent`]: 400, 422, …), or [`WriteFailure::Cancelled`].
 pub async fn write_with_retry(
     sink: &impl Sink,
     lines: &[u8],
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), WriteFailure> {
-    use backoff::backoff::Backoff;
-    let mut policy = backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(500),
-        max_interval: MAX_BACKOFF,
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff = kit::backoff::Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -313,14 +317,9 @@ pub async fn write_with_retry(
                 message,
                 retry_after,
             }) => {
-                // The policy's jitter (±50 %) may push an interval past its maximum; the cap is
-                // a cap. A server's Retry-After is honoured up to 5 min.
                 let wait = match retry_after {
-                    Some(d) => d.min(Duration::from_secs(300)),
-                    None => policy
-                        .next_backoff()
-                        .unwrap_or(MAX_BACKOFF)
-                        .min(MAX_BACKOFF),
+                    Some(d) => d.min(MAX_RETRY_AFTER),
+                    None => backoff.next_delay(),
                 };
                 metrics::counter!("loadtest_writer_write_retries_total").increment(1);
                 tracing::warn!(attempt, retry_in_ms = wait.as_millis() as u64, error = %message, "write failed; retrying");
@@ -342,4 +341,117 @@ pub enum WriteFailure {
     /// Shutdown came first; nothing was acked.
     #[error("shutdown before the write succeeded")]
     Cancelled,
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A sink answering with `script`'s statuses in turn (then 204), recording when it was called.
+    struct Scripted {
+        script: Mutex<Vec<(u16, Option<Duration>)>>,
+        calls: Mutex<Vec<Instant>>,
+    }
+
+    impl Scripted {
+        fn new(mut script: Vec<(u16, Option<Duration>)>) -> Self {
+            script.reverse();
+            Self {
+                script: Mutex::new(script),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn waits(&self) -> Vec<Duration> {
+            let calls = self.calls.lock().expect("lock");
+            calls.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
+    impl Sink for Scripted {
+        async fn write(&self, _lines: &[u8]) -> Result<(), SinkError> {
+            self.calls.lock().expect("lock").push(Instant::now());
+            match self.script.lock().expect("lock").pop() {
+                None => Ok(()),
+                Some((status, retry_after)) => {
+                    Err(error_from_status(status, "scripted".into(), retry_after))
+                }
+            }
+        }
+    }
+
+    /// 401, 403 and 404 are configuration errors: retried (as the docs now say), not
+    /// dead-lettered.
+    #[tokio::test(start_paused = true)]
+    async fn configuration_errors_are_retried_until_fixed() {
+        let sink = Scripted::new(vec![(401, None), (403, None), (404, None), (503, None)]);
+        write_with_retry(&sink, b"m v=1i 1\n", &CancellationToken::new())
+            .await
+            .expect("written once the configuration is fixed");
+        assert_eq!(sink.waits().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_data_is_permanent_at_once() {
+        for status in [400, 422] {
+            let sink = Scripted::new(vec![(status, None)]);
+            let err = write_with_retry(&sink, b"m v=1i 1\n", &CancellationToken::new())
+                .await
+                .expect_err("permanent");
+            assert!(
+                matches!(&err, WriteFailure::Permanent(r) if r.starts_with(&format!("HTTP {status}"))),
+                "{err}"
+            );
+            assert!(sink.waits().is_empty(), "not retried");
+        }
+    }
+
+    // Tokio's paused clock rounds a sleep up to the next millisecond: upper bounds allow it.
+    const TICK: Duration = Duration::from_millis(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_grow_to_the_cap_and_retry_after_is_honoured_up_to_5_min() {
+        let mut script = vec![(503, None); 9];
+        script.push((429, Some(Duration::from_secs(7))));
+        script.push((503, Some(Duration::from_secs(3600))));
+        let sink = Scripted::new(script);
+        write_with_retry(&sink, b"m v=1i 1\n", &CancellationToken::new())
+            .await
+            .expect("written");
+        let waits = sink.waits();
+        assert_eq!(waits.len(), 11, "{waits:?}");
+        assert!(
+            waits[0] >= Duration::from_millis(500) && waits[0] <= Duration::from_secs(1) + TICK
+        );
+        assert!(
+            waits[..9].iter().all(|w| *w <= MAX_BACKOFF + TICK),
+            "{waits:?}"
+        );
+        assert!(waits[8] >= MAX_BACKOFF, "reaches the cap: {waits:?}");
+        assert_eq!(waits[9], Duration::from_secs(7), "Retry-After: {waits:?}");
+        assert_eq!(
+            waits[10], MAX_RETRY_AFTER,
+            "Retry-After is capped: {waits:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_stops_retrying() {
+        let sink = Scripted::new(vec![(503, Some(Duration::from_secs(60)))]);
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            c.cancel();
+        });
+        let err = write_with_retry(&sink, b"m v=1i 1\n", &cancel)
+            .await
+            .expect_err("cancelled");
+        assert!(matches!(err, WriteFailure::Cancelled));
+    }
 }
