@@ -1,5 +1,6 @@
 //! The AMQP pieces every service shares: the broker settings and the names derived from the
-//! exchange, the heartbeat URL helper, [`connect`], and the one confirming [`Publisher`].
+//! exchange, the heartbeat URL helper, [`connect`], the dead-letter declaration
+//! ([`declare_dead_letters`]), and the one confirming [`Publisher`].
 //!
 //! The publisher publishes persistent JSON (content type `application/json`, a `message_id`)
 //! with the `mandatory` flag on a confirm-mode channel and waits for the broker's confirm, with a
@@ -9,8 +10,11 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -41,9 +45,9 @@ pub struct AmqpSettings {
     /// active (run, node) pairs.
     pub prefetch: u16,
     /// Redeliveries before RabbitMQ dead-letters a message (quorum `x-delivery-limit`, default
-    /// 20; the writer's queue only).
+    /// 20; the writer's and the notifiers' queues).
     pub delivery_limit: u32,
-    /// `x-expires` of the writer's queues, ms (for tests; unset in production).
+    /// `x-expires` of the consumers' queues, ms (for tests; unset in production).
     pub queue_expires_ms: Option<u64>,
 }
 
@@ -74,6 +78,12 @@ impl AmqpSettings {
     /// The writer's quorum queue, `<exchange>.writer`.
     pub fn queue(&self) -> String {
         format!("{}.writer", self.exchange)
+    }
+
+    /// A notifier's quorum queue, bound to `event.completed`: `<exchange>.notify.<notifier>`
+    /// (`loadtest.notify.slack`).
+    pub fn notify_queue(&self, notifier: &str) -> String {
+        format!("{}.notify.{notifier}", self.exchange)
     }
 
     /// The dead-letter exchange (fanout), `<exchange>.dlx`.
@@ -135,6 +145,50 @@ pub async fn connect(
     let uri = with_heartbeat(settings.url.expose_secret(), settings.heartbeat_s);
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
     Connection::connect(&uri, props).await
+}
+
+/// Declares the dead-letter exchange `<exchange>.dlx` (fanout, durable) and the dead-letter
+/// queue `<exchange>.dead` (quorum, durable, with `x-expires` when
+/// [`AmqpSettings::queue_expires_ms`] is set) bound to it. Idempotent, and the same arguments
+/// as the writer's declaration, so either may come first.
+///
+/// # Errors
+///
+/// lapin's; a queue that exists with other arguments is `PRECONDITION_FAILED` (the channel
+/// closes).
+pub async fn declare_dead_letters(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+    ch.exchange_declare(
+        &s.dlx(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if let Some(ms) = s.queue_expires_ms {
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms as i64));
+    }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&s.dead_queue(), durable, args).await?;
+    ch.queue_bind(
+        &s.dead_queue(),
+        &s.dlx(),
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Why a publish failed. Each means the broker did not take the message: retrying is safe.
@@ -453,6 +507,7 @@ mod tests {
             [s.queue(), s.dlx(), s.dead_queue(), s.status_exchange()],
             ["lt.writer", "lt.dlx", "lt.dead", "lt.status"]
         );
+        assert_eq!(s.notify_queue("slack"), "lt.notify.slack");
         assert_eq!(s.confirm_timeout(), Duration::from_secs(5));
     }
 

@@ -20,11 +20,13 @@
 //! - `machine`: [`Lifecycle`], handling messages and ticks, finalizing runs.
 //! - `run`: a run's and its nodes' state, and the merge of the nodes' stats.
 //! - `measurements`: the points of each measurement, from a run's state.
+//! - `completed`: the `event.completed` payload, from the same figures as the stored summary.
 //! - `effects`: [`Effects`], [`Write`], [`FinalStatus`].
 //! - `point` and `line_protocol`: [`Point`] values and their encoding.
 //! - `sink`: the [`Sink`] trait, [`SinkError`] and the [`FileSink`].
 //! - `embedded`: [`Embedded`], lifecycle plus sink with no broker.
 
+mod completed;
 mod effects;
 mod embedded;
 mod line_protocol;

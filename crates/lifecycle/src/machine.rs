@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use protocol::time::{align_down, align_up, unix_nanos};
-use protocol::{Body, CompletedPayload, Envelope, RunningEvent, RunningSet};
+use protocol::{Body, Envelope, NodeVerdict, RunningEvent, RunningSet};
 use uuid::Uuid;
 
+use crate::completed::{self, Outcome};
 use crate::effects::{DeliveryId, Effects, FinalStatus, Write};
 use crate::measurements::{self, SnapshotInput};
 use crate::point::Point;
@@ -262,9 +263,19 @@ impl Lifecycle {
         let duration_s = (ended_at - info.started_at).num_milliseconds().max(0) as f64 / 1e3;
         let acks = run.held_deliveries();
         let nodes = run.nodes.len() as u32;
+        let thresholds: Vec<NodeVerdict> = run
+            .nodes
+            .iter()
+            .flat_map(|(node_id, n)| {
+                n.thresholds.iter().map(|v| NodeVerdict {
+                    node_id: node_id.clone(),
+                    verdict: v.clone(),
+                })
+            })
+            .collect();
 
         let mut points = Vec::new();
-        let mut totals = (0, 0);
+        let mut aggregated = None;
         if run.has_stats() {
             // The final snapshot, at the aligned end.
             if run
@@ -277,10 +288,15 @@ impl Lifecycle {
             points.extend(self.snapshot(id, final_ts, unix_nanos(ended_at)));
             if let Some(run) = self.runs.get_mut(&id) {
                 let merged = run.merged(id, max_names);
-                totals = (merged.total.num_requests, merged.total.num_failures);
+                // Computed once: the Aggregated summary point and the completed message
+                // carry the same figures.
+                let figures = measurements::aggregated(&merged);
                 if status == FinalStatus::Committed {
-                    points.extend(measurements::summary_points(id, &merged, final_ts));
+                    points.extend(measurements::summary_points(
+                        id, &merged, &figures, final_ts,
+                    ));
                 }
+                aggregated = Some(figures);
                 points.extend(measurements::threshold_points(id, &run.nodes, final_ts));
             }
         }
@@ -289,13 +305,14 @@ impl Lifecycle {
         ));
         fx.writes.push(write_of(id, points, acks));
         self.runs.remove(&id);
-        let completed = CompletedPayload {
-            status: status.as_str().to_string(),
+        let completed = completed::payload(Outcome {
+            info: &info,
+            status,
             duration_s,
-            requests: totals.0,
-            failures: totals.1,
             nodes,
-        };
+            aggregated: aggregated.as_ref(),
+            thresholds,
+        });
         fx.completed.push(Envelope::new(
             id,
             "writer",

@@ -202,50 +202,109 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
     p
 }
 
-fn summary_point(id: &str, entry: &StatsEntry, ts: i64) -> Point {
-    let duration = match entry.last_request_timestamp {
-        Some(last) if last > entry.start_time && entry.start_time > 0.0 => last - entry.start_time,
-        _ => 0.0,
-    };
-    let mut p = Point::new("loadtest_summary", ts)
-        .tag("event_id", id.to_string())
-        .tag("method", entry.method.clone())
-        .tag("name", entry.name.clone())
-        .int("requests", entry.num_requests)
-        .int("failures", entry.num_failures)
-        .int("content_length", entry.total_content_length)
-        .float("response_time_avg", entry.avg_response_time());
-    if duration > 0.0 {
-        p = p
-            .float("rps", entry.num_requests as f64 / duration)
-            .float("fail_per_s", entry.num_failures as f64 / duration);
-    }
-    if entry.num_requests > 0 {
-        p = p
-            .float(
-                "response_time_min",
-                entry.min_response_time.unwrap_or_default(),
-            )
-            .float("response_time_max", entry.max_response_time);
-        for (field, pct) in SUMMARY_PERCENTILES {
-            p = p.float(field, entry.percentile(pct));
-        }
-    }
-    p
+/// The final figures of one endpoint, or of all requests: what its `loadtest_summary` point
+/// carries, computed once so the `event.completed` message shows the very numbers stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Summary {
+    pub(crate) requests: u64,
+    pub(crate) failures: u64,
+    content_length: u64,
+    avg: f64,
+    /// `rps` and `fail_per_s`, over the time from the first to the last request; `None` when
+    /// that time is unknown or zero.
+    pub(crate) rates: Option<(f64, f64)>,
+    /// `response_time_min`, `response_time_max` and [`SUMMARY_PERCENTILES`] in order; `None`
+    /// without requests.
+    times: Option<(f64, f64, [f64; SUMMARY_PERCENTILES.len()])>,
 }
 
-/// One `loadtest_summary` point per endpoint and one for `name="Aggregated"`, then one
-/// `loadtest_error` point per (method, name, error).
-pub(crate) fn summary_points(id: Uuid, merged: &Merged, ts: i64) -> Vec<Point> {
+impl Summary {
+    /// The figures of `entry`.
+    pub(crate) fn of(entry: &StatsEntry) -> Self {
+        let duration = match entry.last_request_timestamp {
+            Some(last) if last > entry.start_time && entry.start_time > 0.0 => {
+                last - entry.start_time
+            }
+            _ => 0.0,
+        };
+        let rates = (duration > 0.0).then(|| {
+            (
+                entry.num_requests as f64 / duration,
+                entry.num_failures as f64 / duration,
+            )
+        });
+        let times = (entry.num_requests > 0).then(|| {
+            (
+                entry.min_response_time.unwrap_or_default(),
+                entry.max_response_time,
+                SUMMARY_PERCENTILES.map(|(_, pct)| entry.percentile(pct)),
+            )
+        });
+        Self {
+            requests: entry.num_requests,
+            failures: entry.num_failures,
+            content_length: entry.total_content_length,
+            avg: entry.avg_response_time(),
+            rates,
+            times,
+        }
+    }
+
+    /// The percentile written as `field` (`response_time_p95`), when there were requests.
+    pub(crate) fn percentile(&self, field: &str) -> Option<f64> {
+        let (_, _, values) = self.times.as_ref()?;
+        SUMMARY_PERCENTILES
+            .iter()
+            .position(|(f, _)| *f == field)
+            .map(|i| values[i])
+    }
+
+    /// The `loadtest_summary` point of these figures for (`method`, `name`) of run `id`.
+    fn point(&self, id: &str, method: &str, name: &str, ts: i64) -> Point {
+        let mut p = Point::new("loadtest_summary", ts)
+            .tag("event_id", id.to_string())
+            .tag("method", method.to_string())
+            .tag("name", name.to_string())
+            .int("requests", self.requests)
+            .int("failures", self.failures)
+            .int("content_length", self.content_length)
+            .float("response_time_avg", self.avg);
+        if let Some((rps, fail_per_s)) = self.rates {
+            p = p.float("rps", rps).float("fail_per_s", fail_per_s);
+        }
+        if let Some((min, max, percentiles)) = &self.times {
+            p = p
+                .float("response_time_min", *min)
+                .float("response_time_max", *max);
+            for ((field, _), value) in SUMMARY_PERCENTILES.iter().zip(percentiles) {
+                p = p.float(field, *value);
+            }
+        }
+        p
+    }
+}
+
+/// The figures of all requests of a run (its `name="Aggregated"` summary).
+pub(crate) fn aggregated(merged: &Merged) -> Summary {
+    Summary::of(&merged.total)
+}
+
+/// One `loadtest_summary` point per endpoint and one for `name="Aggregated"` (from `aggregated`,
+/// the figures of `merged.total`: see [`aggregated`]), then one `loadtest_error` point per
+/// (method, name, error).
+pub(crate) fn summary_points(
+    id: Uuid,
+    merged: &Merged,
+    aggregated: &Summary,
+    ts: i64,
+) -> Vec<Point> {
     let event = id.hyphenated().to_string();
     let mut points: Vec<Point> = merged
         .by_name
         .values()
-        .map(|e| summary_point(&event, e, ts))
+        .map(|e| Summary::of(e).point(&event, &e.method, &e.name, ts))
         .collect();
-    let mut total = merged.total.clone();
-    total.name = AGGREGATED.to_string();
-    points.push(summary_point(&event, &total, ts));
+    points.push(aggregated.point(&event, &merged.total.method, AGGREGATED, ts));
     // Several errors of one endpoint share its tags: offset them by a nanosecond each so none
     // overwrites another (deterministic: the map is ordered).
     for (i, ((method, name, error), occurrences)) in merged.errors.iter().enumerate() {

@@ -191,7 +191,13 @@ impl ThresholdVerdict {
     }
 }
 
-/// Published on `event.completed` after a run's final record is written.
+/// Published on `event.completed` after a run's final record is written, for notifiers.
+///
+/// The fields after `nodes` came later and are optional (an older writer's message has none of
+/// them; they are left out of the JSON when unknown). The figures are the run's `Aggregated`
+/// totals: for a committed run they are the values of its stored `loadtest_summary` point
+/// (`name="Aggregated"`), computed once in the lifecycle; for an expired run, which has no
+/// summary point, the same computation over the stats the run had.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompletedPayload {
@@ -205,6 +211,55 @@ pub struct CompletedPayload {
     pub failures: u64,
     /// Nodes that took part.
     pub nodes: u32,
+    /// The system under test (the register's `targetHost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_host: Option<String>,
+    /// The load generator (`loadgen`, `locust`, …), as registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// When the run started (the register's `startedAt`); the run ended `durationS` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Users as registered (`clients`, the `loadtest_event` field dashboards show as users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<u64>,
+    /// Requests per second over the run (the summary's `rps`); unknown without requests or
+    /// without time between the first and the last request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<f64>,
+    /// Failed requests in percent of all requests; unknown without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_pct: Option<f64>,
+    /// Response time percentiles of all requests, ms (the summary's `response_time_p50/p95/p99`);
+    /// unknown without requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_time_ms: Option<Percentiles>,
+    /// The threshold verdicts of every node that judged some, by node id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<NodeVerdict>,
+}
+
+/// Response time percentiles, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// One node's verdict on one threshold: `{"nodeId": "pod-3", "threshold": "p95<300ms",
+/// "passed": false, "actual": 412.0, "limit": 300.0}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeVerdict {
+    /// The node that judged it.
+    pub node_id: String,
+    /// The verdict.
+    #[serde(flatten)]
+    pub verdict: ThresholdVerdict,
 }
 
 impl Envelope {
@@ -330,6 +385,54 @@ impl TryFrom<WireEnvelope> for Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `completed` message of a writer from before the optional fields parses, with them
+    /// unknown; a new one round-trips.
+    #[test]
+    fn completed_payload_is_backward_compatible() {
+        let old = r#"{"schema":"loadtest.v1","kind":"completed","eventId":"0123456789ab4def8123456789abcdef","nodeId":"writer","seq":0,"sentAt":"2026-11-29T08:00:40Z","payload":{"status":"committed","durationS":40.0,"requests":33,"failures":4,"nodes":1}}"#;
+        let env = Envelope::from_json(old.as_bytes()).expect("an old completed message parses");
+        let Body::Completed(done) = &env.body else {
+            panic!("completed: {env:?}")
+        };
+        assert_eq!((done.requests, done.failures, done.nodes), (33, 4, 1));
+        assert_eq!(done.target_host, None);
+        assert_eq!(done.response_time_ms, None);
+        assert!(done.thresholds.is_empty());
+        // Unknown fields are not written, so the JSON stays what old readers know.
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).expect("json");
+        assert_eq!(
+            json["payload"],
+            serde_json::json!({"status":"committed","durationS":40.0,"requests":33,"failures":4,"nodes":1})
+        );
+
+        let mut full = done.clone();
+        full.target_host = Some("http://t".into());
+        full.started_at = Some(env.sent_at);
+        full.response_time_ms = Some(Percentiles {
+            p50: 1.5,
+            p95: 9.0,
+            p99: 12.25,
+        });
+        full.thresholds = vec![NodeVerdict {
+            node_id: "pod-3".into(),
+            verdict: ThresholdVerdict {
+                threshold: "p95<300ms".into(),
+                passed: false,
+                actual: Some(412.0),
+                limit: Some(300.0),
+            },
+        }];
+        let v = serde_json::to_value(&full).expect("json");
+        assert_eq!(v["targetHost"], "http://t");
+        assert_eq!(v["responseTimeMs"]["p99"], 12.25);
+        assert_eq!(
+            v["thresholds"][0],
+            serde_json::json!({"nodeId":"pod-3","threshold":"p95<300ms","passed":false,"actual":412.0,"limit":300.0})
+        );
+        let back: CompletedPayload = serde_json::from_value(v).expect("round trip");
+        assert_eq!(back, full);
+    }
 
     const FIXTURE: &str = include_str!("../../../fixtures/stats-message.json");
 

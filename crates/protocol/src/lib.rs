@@ -15,8 +15,8 @@ pub mod time;
 pub mod token;
 
 pub use envelope::{
-    routing, Body, CommitPayload, CompletedPayload, Envelope, RunInfo, ThresholdVerdict,
-    WireEnvelope, SCHEMA,
+    routing, Body, CommitPayload, CompletedPayload, Envelope, NodeVerdict, Percentiles, RunInfo,
+    ThresholdVerdict, WireEnvelope, SCHEMA,
 };
 pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
 pub use status::{RunningEvent, RunningSet};
