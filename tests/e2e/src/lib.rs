@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: build and start the real binaries, a counting HTTP target,
-//! and read InfluxDB 1.x (InfluxQL) and VictoriaMetrics (`/api/v1/export`) back.
+//! a stand-in Slack webhook, and read InfluxDB 1.x (InfluxQL) and VictoriaMetrics
+//! (`/api/v1/export`) back.
 //!
 //! Every test uses its own exchange (so its own queues) and its own database or event ids, so
 //! tests never see each other. A missing service fails loudly with the command that starts it.
@@ -15,6 +16,7 @@
 //! - [`loadgen`]: `loadgen` runs and its output.
 //! - [`checks`]: whole-run assertions and the reliability table.
 //! - [`wait`]: polling with a deadline.
+//! - [`webhook`]: a local stand-in for a Slack incoming webhook, and readers of its messages.
 
 pub mod amqp;
 pub mod checks;
@@ -26,6 +28,7 @@ pub mod stack;
 pub mod target;
 pub mod victoria_metrics;
 pub mod wait;
+pub mod webhook;
 
 pub use amqp::*;
 pub use checks::*;
@@ -37,3 +40,4 @@ pub use stack::*;
 pub use target::*;
 pub use victoria_metrics::*;
 pub use wait::*;
+pub use webhook::*;

@@ -18,7 +18,7 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds the three binaries once per test process (same profile as the tests).
+/// Builds the four binaries once per test process (same profile as the tests).
 pub fn build_binaries() -> anyhow::Result<()> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT
@@ -33,6 +33,8 @@ pub fn build_binaries() -> anyhow::Result<()> {
                 "loadtest-writer",
                 "-p",
                 "loadgen",
+                "-p",
+                "loadtest-notifier",
                 "--bins",
             ]);
             if bin_dir().ends_with("release") {

@@ -81,6 +81,26 @@ impl Stack {
         Ok((p, url))
     }
 
+    /// Starts `loadtest-notifier` on this stack's exchange, posting to `webhook_url`, with the
+    /// extra settings `env` (delivery limit, pacing, dashboard URL); waits until it consumes.
+    /// Its queue expires 10 min after the test.
+    pub fn start_notifier(
+        &self,
+        webhook_url: &str,
+        env: &[(&'static str, String)],
+    ) -> anyhow::Result<Proc> {
+        let mut all = vec![
+            ("LOADTEST__AMQP__EXCHANGE", self.exchange.clone()),
+            ("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()),
+            ("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()),
+            ("LOADTEST__SLACK__WEBHOOK_URL", webhook_url.to_string()),
+        ];
+        all.extend(env.iter().cloned());
+        let mut p = Proc::start("notifier", "loadtest-notifier", &[], &all)?;
+        p.wait_for_line("consuming", Duration::from_secs(30))?;
+        Ok(p)
+    }
+
     /// Starts a writer without waiting for it to consume (e.g. while the broker is down).
     pub fn spawn_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
         let mut all = self.common_env();
