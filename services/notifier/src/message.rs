@@ -209,11 +209,10 @@ fn fallback(
             p.p50, p.p95, p.p99
         ));
     }
-    if !run.thresholds.is_empty() {
-        text.push_str(&format!(
-            ", thresholds: {failed} of {} failed",
-            run.thresholds.len()
-        ));
+    match (run.thresholds.len(), failed) {
+        (0, _) => {}
+        (n, 0) => text.push_str(&format!(", thresholds: all {n} passed")),
+        (n, failed) => text.push_str(&format!(", thresholds: {failed} of {n} failed")),
     }
     text.push_str(&format!(". Run {event_id}"));
     if let Some(url) = link {

@@ -184,6 +184,7 @@ async fn committed_run_message_equals_the_stored_summary() -> anyhow::Result<()>
     let msg = slack
         .wait_message_for(&uuid, Duration::from_secs(60))
         .await?;
+    println!("posted for the committed run:\n{msg:#}");
     let s = aggregated_summary(
         &db,
         &uuid,
@@ -275,7 +276,9 @@ async fn committed_run_message_equals_the_stored_summary() -> anyhow::Result<()>
     assert_eq!(context, format!("Run `{uuid}` · committed"));
     let text = msg["text"].as_str().expect("fallback text");
     assert!(
-        text.contains(&format!("{requests} requests")) && text.contains(&uuid),
+        text.contains(&format!("{requests} requests"))
+            && text.contains(", thresholds: all 1 passed.")
+            && text.contains(&uuid),
         "{text}"
     );
     assert_eq!(slack.posts().len(), 1, "one message per run");

@@ -186,6 +186,10 @@ fn failed_thresholds_are_in_the_header_and_listed_first() {
         .expect("text")
         .to_string();
     assert!(text.starts_with("*Thresholds:* all 2 passed\n"), "{text}");
+    assert!(m["text"]
+        .as_str()
+        .expect("text")
+        .contains(", thresholds: all 2 passed."));
     assert!(
         text.contains("limit 5 (node a)\n") && text.ends_with("(node b)"),
         "{text}"
