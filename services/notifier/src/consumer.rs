@@ -3,7 +3,9 @@
 //! The queue `<exchange>.notify.slack` is a durable quorum queue bound to `event.completed` on
 //! the topic exchange, with `x-delivery-limit` and dead-lettering to `<exchange>.dlx`. It is the
 //! notifier's alone, so the writer only publishes `event.completed` (confirmed, not mandatory)
-//! and never waits for Slack: a slow or failing Slack fills this queue, nothing else.
+//! and never waits for Slack: a slow or failing Slack fills this queue, nothing else. Its length
+//! is bounded (`slack.max_queued`, overflow `drop-head`: the oldest are dead-lettered; never
+//! `reject-publish`, which would nack the writer's publish).
 //!
 //! One message at a time (prefetch 1; Slack takes about one message per second per webhook):
 //! - Slack answered 2xx: ack.
@@ -48,12 +50,17 @@ pub const NOTIFIER: &str = "slack";
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
 /// Declares the topic exchange, the dead-letter exchange and queue, and the notifier's quorum
-/// queue bound to `event.completed`. Idempotent.
+/// queue bound to `event.completed`, keeping at most `max_queued` messages (the oldest beyond
+/// are dead-lettered). Idempotent.
 ///
 /// # Errors
 ///
 /// lapin's (a queue that exists with other arguments is `PRECONDITION_FAILED`).
-pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+pub async fn declare_topology(
+    ch: &Channel,
+    s: &AmqpSettings,
+    max_queued: u32,
+) -> Result<(), lapin::Error> {
     ch.exchange_declare(
         &s.exchange,
         ExchangeKind::Topic,
@@ -77,6 +84,15 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> Result<(), lapi
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(s.dlx().into()),
+    );
+    args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(max_queued)),
+    );
+    // Drop (dead-letter) the oldest, never refuse the writer's publish.
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
     );
     if let Some(ms) = s.queue_expires_ms {
         args.insert("x-expires".into(), AMQPValue::LongLongInt(ms as i64));
@@ -156,7 +172,7 @@ async fn session(
         .context("connecting to RabbitMQ")
         .map_err(SessionError::before)?;
     let ch = conn.create_channel().await.map_err(SessionError::before)?;
-    declare_topology(&ch, &n.amqp)
+    declare_topology(&ch, &n.amqp, n.slack.max_queued)
         .await
         .context("declaring the notifier's queue")
         .map_err(SessionError::before)?;

@@ -53,6 +53,11 @@ pub struct SlackSettings {
     pub retry_max_s: f64,
     /// Longest `Retry-After` honoured, s (default 900); a longer one waits this long.
     pub max_retry_after_s: f64,
+    /// Most messages the notifier's queue keeps (its `x-max-length`, default 10000): beyond it,
+    /// the oldest go to the dead-letter exchange (`drop-head`), so a notifier that is stopped
+    /// for good cannot pile messages up on the broker. Never `reject-publish`: that would nack
+    /// the writer's `event.completed` and stall it.
+    pub max_queued: u32,
 }
 
 impl SlackSettings {
@@ -149,6 +154,7 @@ min_interval_ms = 1000
 retry_first_ms = 1000
 retry_max_s = 60.0
 max_retry_after_s = 900.0
+max_queued = 10000
 
 [metrics]
 listen = "127.0.0.1:9465"
@@ -199,6 +205,9 @@ impl Settings {
                     "dashboard.grafana_url must be an http(s) URL such as https://grafana.example.com, got {base:?}"
                 );
             }
+        }
+        if s.slack.max_queued == 0 {
+            anyhow::bail!("slack.max_queued must be at least 1");
         }
         if s.amqp.delivery_limit == 0 {
             anyhow::bail!("amqp.delivery_limit must be at least 1");

@@ -322,7 +322,10 @@ mod tests {
         let (url, got) = slack(200, "ok").await;
         let w = Webhook::new(&SecretString::from(url), t).expect("webhook");
         w.post(&msg).await.expect("posted");
-        assert_eq!(got.lock().expect("lock").as_slice(), [msg.clone()]);
+        assert_eq!(
+            got.lock().expect("lock").as_slice(),
+            std::slice::from_ref(&msg)
+        );
 
         let (url, _) = slack(429, "rate_limited").await;
         let w = Webhook::new(&SecretString::from(url), t).expect("webhook");

@@ -5,7 +5,7 @@
 //! InfluxDB 1.x) and compare the posted message with what InfluxDB stored: a committed run, a
 //! run with a failed threshold, an expired run. The others publish an `event.completed`
 //! message themselves and script the webhook's answers: a 429 with `Retry-After: 1`, 500 until
-//! the delivery limit, a 400, an unreachable webhook, and no webhook at all.
+//! the delivery limit, a 400, a 403 then redriven, an unreachable webhook, and no webhook at all.
 //!
 //! Needs RabbitMQ on 127.0.0.1:5672 and InfluxDB 1.x on 127.0.0.1:8086; `bash .ci/run` starts
 //! them. Every test has its own exchange and deletes its queues and exchanges at the end.
@@ -542,6 +542,48 @@ async fn refused_message_is_dead_lettered_at_once() -> anyhow::Result<()> {
         Some("Slack refused the message: Slack answered 400 Bad Request: invalid_payload")
     );
     assert_eq!(slack.posts().len(), 1);
+    finish(&stack, &slack, vec![notifier]).await
+}
+
+/// A dead-lettered notification goes back to the notifier with `loadtest-writer redrive` once
+/// Slack takes messages again (the README's recovery path), and is posted then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_posts_a_dead_letter_again() -> anyhow::Result<()> {
+    require_rabbitmq();
+    build_binaries()?;
+    let stack = Stack::new("slack-redrive");
+    let slack = FakeSlack::start().await?;
+    slack.then(vec![Answer::status(403, "action_prohibited")]);
+    let notifier = stack.start_notifier(&slack.url, &fast())?;
+    let conn = amqp_connect(AMQP_URL).await?;
+    let run = uuid::Uuid::new_v4();
+    amqp_publish(&conn, &stack.exchange, "event.completed", &completed(run)).await?;
+    let dead_queue = format!("{}.dead", stack.exchange);
+    eventually(Duration::from_secs(30), "the dead letter", || async {
+        Ok((amqp_ready(&conn, &dead_queue).await? == 1).then_some(()))
+    })
+    .await?;
+    assert_eq!(slack.posts().len(), 1);
+
+    let mut redrive = Proc::start(
+        "redrive-slack",
+        "loadtest-writer",
+        &["redrive"],
+        &[
+            ("LOADTEST__AMQP__EXCHANGE", stack.exchange.clone()),
+            ("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()),
+            ("LOADTEST__AUTH__VERIFY_TOKENS", "false".into()),
+        ],
+    )?;
+    let status = redrive.wait(Duration::from_secs(30))?;
+    let out = redrive.output();
+    assert!(status.success() && out.contains("moved 1 message"), "{out}");
+    let msg = slack
+        .wait_message_for(&run.to_string(), Duration::from_secs(30))
+        .await?;
+    assert!(header(&msg).starts_with(":white_check_mark: Load test committed"));
+    assert_eq!(amqp_ready(&conn, &dead_queue).await?, 0);
+    assert_eq!(slack.posts().len(), 2);
     finish(&stack, &slack, vec![notifier]).await
 }
 
