@@ -176,6 +176,18 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop) and waits up to `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed: {status}", self.name);
+        }
+        self.wait(timeout)
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;

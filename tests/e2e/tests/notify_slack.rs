@@ -446,7 +446,8 @@ async fn expired_run_is_notified() -> anyhow::Result<()> {
 }
 
 /// Slack answers 429 with `Retry-After: 1` once: the same message is posted again no sooner
-/// than a second later, then acked; nothing is dead-lettered.
+/// than a second later, then acked; nothing is dead-lettered. Then SIGTERM stops the notifier
+/// with exit code 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_post_is_retried_after_retry_after() -> anyhow::Result<()> {
     require_rabbitmq();
@@ -482,6 +483,11 @@ async fn rate_limited_post_is_retried_after_retry_after() -> anyhow::Result<()> 
     let dead = amqp_take_all(&conn, &format!("{}.dead", stack.exchange)).await?;
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(slack.posts().len(), 2);
+    // SIGTERM stops it gracefully: exit 0, quickly.
+    let status = notifier.terminate(Duration::from_secs(10))?;
+    let log = notifier.output();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("shutdown signal received"), "{log}");
     finish(&stack, &slack, vec![notifier]).await
 }
 
