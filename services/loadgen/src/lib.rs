@@ -30,6 +30,9 @@ pub mod stats;
 pub mod summary;
 pub mod thresholds;
 
+#[cfg(test)]
+mod golden;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
