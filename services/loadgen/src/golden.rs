@@ -85,9 +85,7 @@ fn record_interval(stats: &Stats, k: u32) {
 fn args(extra: &[&str]) -> crate::RunArgs {
     let mut argv = vec!["loadgen", "--host", "http://t:8080"];
     argv.extend_from_slice(extra);
-    crate::Args::try_parse_from_iter(argv)
-        .expect("args")
-        .run
+    crate::Args::try_parse_from_iter(argv).expect("args").run
 }
 
 #[test]
@@ -156,10 +154,7 @@ fn outputs_are_byte_for_byte_unchanged() {
         );
         check(&format!("summary-{name}.txt"), &summary);
     }
-    check(
-        "summary-locust.txt",
-        &crate::summary::render(&final_stats),
-    );
+    check("summary-locust.txt", &crate::summary::render(&final_stats));
 
     let meta = crate::report::RunMeta {
         tool: crate::TOOL.to_string(),

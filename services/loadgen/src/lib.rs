@@ -46,9 +46,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use cli::{Args, Command, DemoArgs, RunArgs};
-use client::{
-    ApiClient, CommitFields, CommitMeasurement, CommitRequest, CommitTags, RegisterFields,
-    RegisterMeasurement, RegisterRequest, RegisterTags, Registration, StatsMessage,
+use client::ApiClient;
+use protocol::api::{
+    CommitFields, CommitMeasurement, CommitRequest, CommitTags, RegisterFields,
+    RegisterMeasurement, RegisterRequest, RegisterResponse as Registration, RegisterTags,
+    RequestStats, StatsRequest,
 };
 use runner::{LoadPlan, Progress};
 use standalone::Standalone;
@@ -484,22 +486,22 @@ async fn start_pipeline(
         let client = ApiClient::new(consumer.clone())?;
         let body = RegisterRequest {
             started_at: client::rfc3339(ctx.started_at),
-            host: ctx.hostname.clone(),
+            host: Some(ctx.hostname.clone()),
             measurement: RegisterMeasurement {
                 fields: RegisterFields {
                     clients: opts.users,
-                    hatch_rate: opts.spawn_rate,
-                    requests: opts.iterations.unwrap_or(0),
+                    hatch_rate: Some(opts.spawn_rate),
+                    requests: Some(opts.iterations.unwrap_or(0)),
                 },
                 tags: RegisterTags {
-                    target_host: ctx.target_host.clone(),
-                    mode: "single".to_string(),
+                    target_host: Some(ctx.target_host.clone()),
+                    mode: Some("single".to_string()),
                 },
             },
-            tool: TOOL.to_string(),
-            node_id: ctx.node_id.clone(),
+            tool: Some(TOOL.to_string()),
+            node_id: Some(ctx.node_id.clone()),
             run_key: opts.run_key.clone(),
-            expected_nodes: opts.expected_nodes,
+            expected_nodes: opts.expected_nodes.map(u64::from),
         };
         let registration = tokio::select! {
             r = client.register(&body, opts.api_key.as_deref()) => {
@@ -606,11 +608,7 @@ async fn publish_stats(
             }
             continue;
         }
-        let msg = StatsMessage {
-            node_id: node_id.clone(),
-            seq,
-            payload,
-        };
+        let msg = StatsRequest::new(Some(node_id.clone()), Some(seq), payload);
         tokio::select! {
             _ = stop.cancelled() => return seq,
             r = client.publish_stats(registration.uuid, &registration.token, &msg) => {
@@ -636,24 +634,28 @@ async fn finish_pipeline(
             session.publisher_stop.cancel();
             let last_seq = session.publisher.await.unwrap_or(0);
             let uuid = session.registration.uuid;
+            let thresholds: Vec<protocol::ThresholdVerdict> = verdicts
+                .iter()
+                .map(protocol::ThresholdVerdict::from)
+                .collect();
             let body = CommitRequest {
-                started_at: client::rfc3339(ctx.started_at),
+                started_at: Some(client::rfc3339(ctx.started_at)),
                 uuid,
-                host: ctx.hostname.clone(),
-                node_id: ctx.node_id.clone(),
-                seq: last_seq + 1,
-                user_count: final_stats.user_count,
-                errors: final_stats.errors.clone(),
+                host: Some(ctx.hostname.clone()),
+                node_id: Some(ctx.node_id.clone()),
+                seq: Some(last_seq + 1),
+                user_count: Some(final_stats.user_count),
+                errors: Some(final_stats.errors.clone()),
                 measurement: CommitMeasurement {
                     fields: CommitFields {
-                        request_stats: final_stats.entries.clone(),
+                        request_stats: Some(RequestStats::Entries(final_stats.entries.clone())),
                     },
-                    tags: CommitTags {
-                        hostname: ctx.target_host.clone(),
-                        mode: "single".to_string(),
-                    },
+                    tags: Some(CommitTags {
+                        hostname: Some(ctx.target_host.clone()),
+                        mode: Some("single".to_string()),
+                    }),
                 },
-                thresholds: verdicts.to_vec(),
+                thresholds: (!thresholds.is_empty()).then(|| thresholds.clone()),
             };
             eprintln!("Committing run {uuid}");
             let result = match &session.amqp {
@@ -666,10 +668,7 @@ async fn finish_pipeline(
                         Body::Committed(CommitPayload {
                             host: ctx.hostname.clone(),
                             stats: final_stats.clone(),
-                            thresholds: verdicts
-                                .iter()
-                                .map(thresholds::Verdict::to_protocol)
-                                .collect(),
+                            thresholds,
                         }),
                     );
                     let mut p = amqp.lock().await;

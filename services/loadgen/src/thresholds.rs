@@ -49,33 +49,8 @@ impl Metric {
     }
 }
 
-/// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// `<`
-    #[serde(rename = "<")]
-    Lt,
-    /// `<=`
-    #[serde(rename = "<=")]
-    Le,
-    /// `>`
-    #[serde(rename = ">")]
-    Gt,
-    /// `>=`
-    #[serde(rename = ">=")]
-    Ge,
-}
-
-impl Op {
-    fn holds(self, actual: f64, limit: f64) -> bool {
-        match self {
-            Op::Lt => actual < limit,
-            Op::Le => actual <= limit,
-            Op::Gt => actual > limit,
-            Op::Ge => actual >= limit,
-        }
-    }
-}
+/// A comparison (the pipeline's own type, carried in the verdicts).
+pub use protocol::ThresholdOp as Op;
 
 /// One parsed `--threshold`.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,14 +93,18 @@ pub struct Verdict {
     pub passed: bool,
 }
 
-impl Verdict {
-    /// The verdict as the pipeline carries it in a commit.
-    pub fn to_protocol(&self) -> protocol::ThresholdVerdict {
-        protocol::ThresholdVerdict {
-            threshold: self.threshold.clone(),
-            passed: self.passed,
-            actual: self.actual,
-            limit: Some(self.limit),
+/// The verdict as the pipeline carries it in a commit, through the API or AMQP: the one place
+/// a [`Verdict`] becomes a [`protocol::ThresholdVerdict`].
+impl From<&Verdict> for protocol::ThresholdVerdict {
+    fn from(v: &Verdict) -> Self {
+        Self {
+            threshold: v.threshold.clone(),
+            metric: Some(v.metric.clone()),
+            name: Some(v.name.clone()),
+            op: Some(v.op),
+            limit: Some(v.limit),
+            actual: v.actual,
+            passed: v.passed,
         }
     }
 }
