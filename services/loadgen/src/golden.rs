@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::stats::{Sample, Stats};
+use crate::engine::stats::{Sample, Stats};
+use crate::output::history::Recorder;
+use crate::output::percentiles::Locust;
+use crate::output::{report, summary, thresholds};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -91,20 +94,20 @@ fn args(extra: &[&str]) -> crate::RunArgs {
 #[test]
 fn outputs_are_byte_for_byte_unchanged() {
     let stats = Stats::new(999.5);
-    let mut recorder = crate::report::Recorder::default();
+    let mut recorder = Recorder::default();
     let mut previous: Option<protocol::StatsPayload> = None;
     let mut live = String::new();
     for k in 0..4u32 {
         record_interval(&stats, k);
         let p = stats.snapshot(2 + u64::from(k), if k < 3 { "running" } else { "stopped" });
         let elapsed = Duration::from_millis(2_000 * u64::from(k + 1));
-        live.push_str(&crate::summary::live_table(
+        live.push_str(&summary::live_table(
             elapsed,
             &p,
             previous.as_ref(),
             Duration::from_secs(2),
         ));
-        live.push_str(&crate::summary::progress_line(
+        live.push_str(&summary::progress_line(
             elapsed,
             &p,
             previous.as_ref().map_or(0, |q| q.total.num_requests),
@@ -118,9 +121,8 @@ fn outputs_are_byte_for_byte_unchanged() {
 
     let final_stats = stats.snapshot(5, "stopped");
     let latencies = stats.latencies();
-    let hdr = |key: Option<(&str, &str)>, q: f64| latencies.percentile_ms(key, q);
 
-    let thresholds: Vec<crate::thresholds::Threshold> = [
+    let thresholds: Vec<thresholds::Threshold> = [
         "p95<300ms",
         "p99.9 < 2s",
         "median[/d?id=1]>=1s",
@@ -135,12 +137,12 @@ fn outputs_are_byte_for_byte_unchanged() {
         "p50[/nope]<1s",
     ]
     .iter()
-    .map(|t| crate::thresholds::parse_threshold(t).expect("threshold"))
+    .map(|t| thresholds::parse_threshold(t).expect("threshold"))
     .collect();
-    let verdicts = crate::thresholds::evaluate(&thresholds, &final_stats, Some(&hdr));
-    let plain = crate::thresholds::evaluate(&thresholds, &final_stats, None);
-    let mut thresholds_text = crate::thresholds::render(&verdicts);
-    thresholds_text.push_str(&crate::thresholds::render(&plain));
+    let verdicts = thresholds::evaluate(&thresholds, &final_stats, &latencies);
+    let plain = thresholds::evaluate(&thresholds, &final_stats, &Locust);
+    let mut thresholds_text = thresholds::render(&verdicts);
+    thresholds_text.push_str(&thresholds::render(&plain));
     check("thresholds.txt", &thresholds_text);
 
     for (name, opts) in [
@@ -150,14 +152,17 @@ fn outputs_are_byte_for_byte_unchanged() {
         let summary = format!(
             "Load model: {}\n{}",
             crate::describe_model(&opts),
-            crate::summary::render_with(&final_stats, Some(&hdr))
+            summary::render(&final_stats, &latencies)
         );
         check(&format!("summary-{name}.txt"), &summary);
     }
-    check("summary-locust.txt", &crate::summary::render(&final_stats));
+    check(
+        "summary-locust.txt",
+        &summary::render(&final_stats, &Locust),
+    );
 
-    let meta = crate::report::RunMeta {
-        tool: crate::TOOL.to_string(),
+    let meta = report::RunMeta {
+        tool: crate::cli::TOOL.to_string(),
         model: "closed".to_string(),
         target_host: "http://t:8080".to_string(),
         started_at: "2026-11-29T08:00:00.000Z".to_string(),
@@ -168,12 +173,12 @@ fn outputs_are_byte_for_byte_unchanged() {
         uuid: Some("0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10".to_string()),
         node_id: "node-1".to_string(),
     };
-    let report = crate::report::Report {
+    let report = report::Report {
         meta: &meta,
         stats: &final_stats,
         history: recorder.points(),
         thresholds: &verdicts,
-        percentiles: Some(&hdr),
+        percentiles: &latencies,
     };
     check(
         "report.json",

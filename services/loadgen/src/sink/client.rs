@@ -14,6 +14,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::engine::runner::transport_error_kind;
+
 /// First retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest delay between retries.
@@ -250,24 +252,6 @@ pub fn transport_error_text(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {cause}")
-    }
-}
-
-/// The kind of a transport error: `timeout`, `connection error`, `redirect error`,
-/// `body error`, `decode error` or `request error`.
-pub fn transport_error_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection error"
-    } else if e.is_redirect() {
-        "redirect error"
-    } else if e.is_body() {
-        "body error"
-    } else if e.is_decode() {
-        "decode error"
-    } else {
-        "request error"
     }
 }
 
