@@ -15,18 +15,9 @@ use crate::{StatsPayload, ValidationError};
 /// The schema version this crate reads and writes.
 pub const SCHEMA: &str = "loadtest.v1";
 
-/// Routing keys on the `loadtest` topic exchange.
+/// Routing keys on the topic exchange (`loadtest` by default; the exchange, queue and
+/// dead-letter names derive from the `amqp.exchange` setting), and the dead-letter header.
 pub mod routing {
-    /// The topic exchange every message is published to.
-    pub const EXCHANGE: &str = "loadtest";
-    /// Fanout exchange where the writer publishes its running set.
-    pub const STATUS_EXCHANGE: &str = "loadtest.status";
-    /// Dead-letter exchange.
-    pub const DLX: &str = "loadtest.dlx";
-    /// Dead-letter queue.
-    pub const DEAD_QUEUE: &str = "loadtest.dead";
-    /// The writers' quorum queue.
-    pub const WRITER_QUEUE: &str = "loadtest.writer";
     /// A run was registered (or a node joined it).
     pub const REGISTERED: &str = "event.registered";
     /// Cumulative stats from one node.

@@ -562,6 +562,65 @@ async fn thresholds_are_checked_and_committed() {
     assert_eq!(body["thresholds"][1]["actual"], 0.5);
 }
 
+/// `--standalone --threshold`: the verdicts reach the final record as `loadtest_threshold`
+/// points, as with the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_writes_threshold_points() {
+    let (_target, host) = start_target().await;
+    let output = temp_file("standalone-thresholds.lp");
+    let outcome = run(
+        args(&[
+            "--host",
+            &host,
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-n",
+            "40",
+            "--path",
+            "/",
+            "--path",
+            "/fail",
+            "--standalone",
+            "--output",
+            output.to_str().expect("utf-8 path"),
+            "--threshold",
+            "p95<10s",
+            "--threshold",
+            "fail_ratio<0.01",
+            "-q",
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run succeeds");
+    assert!(outcome.thresholds_failed());
+    let text = std::fs::read_to_string(&output).expect("output written");
+    let _ = std::fs::remove_file(&output);
+    let event_id = outcome.uuid.expect("uuid").to_string();
+    let thresholds: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("loadtest_threshold,"))
+        .collect();
+    assert_eq!(thresholds.len(), 2, "one point per verdict:\n{text}");
+    let find = |expr: &str| {
+        thresholds
+            .iter()
+            .find(|l| l.contains(&format!(",threshold={expr} ")))
+            .unwrap_or_else(|| panic!("a point for {expr}:\n{text}"))
+    };
+    let held = find("p95<10s");
+    assert!(held.contains(&format!("event_id={event_id},")), "{held}");
+    assert!(held.contains(" passed=1i,actual="), "{held}");
+    assert!(held.contains(",limit=10000 "), "{held}");
+    let failed = find("fail_ratio<0.01");
+    assert!(
+        failed.contains(" passed=0i,actual=0.5,limit=0.01 "),
+        "{failed}"
+    );
+}
+
 /// `--scenario`: weights split `-n` exactly, methods, headers and bodies are sent, and an
 /// unexpected status is a failure named after the expectation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,7 +2,8 @@
 //! running-set status. The run lifecycle itself knows nothing of AMQP.
 //!
 //! One `tokio::select!` over shutdown, deliveries and the snapshot tick. Deliveries are acked
-//! only as [`Effects`] say (after the write, or when superseded). A message that fails
+//! only as [`Effects`] say (after the write, or when superseded); the
+//! lifecycle's points are encoded to line protocol here. A message that fails
 //! validation, carries a bad token, or whose points InfluxDB rejects for good is published to the
 //! dead-letter exchange with the reason in the `x-loadtest-dead-reason` header (confirmed), then
 //! acked. On any broker error the session ends, the held deliveries go back to the queue, and the
@@ -20,11 +21,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lifecycle::{DeliveryId, Effects, Lifecycle, LifecycleSettings};
 use protocol::{routing, verify_event_token, Envelope};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use crate::lifecycle::{DeliveryId, Effects, Lifecycle, LifecycleSettings};
 use crate::settings::AmqpSettings;
 use crate::sink::{write_with_retry, AnySink, WriteFailure};
 
@@ -318,16 +319,18 @@ impl Session<'_> {
             self.ack(tag).await?;
         }
         for w in fx.writes {
-            if !w.lines.is_empty() {
+            let mut lines = Vec::new();
+            let points = lifecycle::encode(&w.points, &mut lines);
+            if !lines.is_empty() {
                 let started = std::time::Instant::now();
-                let written = write_with_retry(&self.worker.sink, &w.lines, self.shutdown).await;
+                let written = write_with_retry(&self.worker.sink, &lines, self.shutdown).await;
                 metrics::histogram!("loadtest_writer_write_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 match written {
                     Ok(()) => {
                         metrics::counter!("loadtest_writer_points_written_total")
-                            .increment(w.points as u64);
-                        tracing::debug!(event_id = %w.event_id, points = w.points, "points written");
+                            .increment(points as u64);
+                        tracing::debug!(event_id = %w.event_id, points, "points written");
                     }
                     Err(WriteFailure::Cancelled) => return Ok(()),
                     Err(WriteFailure::Permanent(reason)) => {

@@ -1,22 +1,20 @@
 //! `loadtest-writer`: consumes load-test messages from RabbitMQ and writes them to InfluxDB.
 //!
+//! The run lifecycle itself (a pure state machine: messages and ticks in; points and acks out),
+//! the points' line-protocol encoding and the file sink live in the `loadtest-lifecycle` crate,
+//! which `loadgen --standalone` uses too. This crate is its AMQP and InfluxDB edge.
+//!
 //! Layout:
-//! - [`lifecycle`]: the run lifecycle as a pure state machine (messages and ticks in; points and
-//!   acks out). Knows nothing of AMQP or InfluxDB.
-//! - [`points`]: InfluxDB points and their line-protocol encoding.
-//! - [`sink`]: InfluxDB v2, InfluxDB v1 and line-protocol file sinks behind one trait, with the
-//!   retry policy.
-//! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status).
+//! - [`sink`]: InfluxDB v2 and InfluxDB v1 sinks and the lifecycle's file sink behind
+//!   [`AnySink`](sink::AnySink), with the retry policy.
+//! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status); encodes
+//!   the lifecycle's points to line protocol.
 //! - [`metrics`]: Prometheus metrics on `metrics.listen`.
 //! - [`redrive`]: moves dead-lettered messages back (`loadtest-writer redrive`).
-//! - [`embedded`]: lifecycle + sink in one process, for `loadgen --standalone`.
 //! - [`settings`]: configuration (defaults, TOML file, environment).
 
 pub mod consumer;
-pub mod embedded;
-pub mod lifecycle;
 pub mod metrics;
-pub mod points;
 pub mod redrive;
 pub mod settings;
 pub mod sink;
@@ -24,29 +22,28 @@ pub mod sink;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{secret_from, Settings};
+use crate::settings::{secret_from, Settings, SinkKind};
 use crate::sink::{AnySink, InfluxV1Sink, InfluxV2Sink};
 
 /// Builds the sink the settings name. Errors name the setting to fix.
 pub fn build_sink(settings: &Settings) -> anyhow::Result<AnySink> {
     let s = &settings.sink;
-    Ok(match s.kind.as_str() {
-        "v2" => {
+    Ok(match s.kind {
+        SinkKind::V2 => {
             let token = secret_from(&s.token, &s.token_file, "sink.token")?.ok_or_else(|| {
                 anyhow::anyhow!("sink.token is required for the v2 sink (the default): set LOADTEST__SINK__TOKEN or sink.token_file, or pick another sink with LOADTEST__SINK__KIND=v1 (InfluxDB 1.x) or file")
             })?;
             AnySink::V2(InfluxV2Sink::new(&s.url, &s.org, &s.bucket, &token)?)
         }
-        "v1" => AnySink::V1(InfluxV1Sink::new(
+        SinkKind::V1 => AnySink::V1(InfluxV1Sink::new(
             &s.url,
             &s.database,
             s.retention_policy.clone(),
             s.username.clone(),
             s.password.clone(),
         )?),
-        "file" => AnySink::file(&s.path)
+        SinkKind::File => AnySink::file(&s.path)
             .map_err(|e| anyhow::anyhow!("opening sink.path {}: {e}", s.path.display()))?,
-        other => anyhow::bail!("sink.kind must be v2, v1 or file, not {other:?}"),
     })
 }
 

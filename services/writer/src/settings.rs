@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::lifecycle::LifecycleSettings;
+use lifecycle::LifecycleSettings;
 
 /// All settings of `loadtest-writer`.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +125,7 @@ impl LifecycleConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     /// `v2` (InfluxDB API v2, default), `v1` (InfluxDB API v1) or `file` (line protocol).
-    pub kind: String,
+    pub kind: SinkKind,
     /// InfluxDB base URL (v1, v2).
     pub url: String,
     /// Organisation (v2).
@@ -146,6 +146,36 @@ pub struct SinkSettings {
     pub password: Option<SecretString>,
     /// Output file (file sink).
     pub path: PathBuf,
+}
+
+/// Which sink the writer writes to (`sink.kind`). Any other value fails to load, naming the
+/// allowed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SinkKind {
+    /// InfluxDB API v2 (InfluxDB 2.x, 3.x, Cloud, 1.8+, v2-compatible stores): `v2`.
+    V2,
+    /// InfluxDB API v1 (InfluxDB 1.x and 3.x): `v1`.
+    V1,
+    /// A line-protocol file at `sink.path`: `file`.
+    File,
+}
+
+impl TryFrom<String> for SinkKind {
+    type Error = String;
+
+    /// `config`'s own message for an unknown enum variant does not list the variants, so the
+    /// value is read as text and named here with the allowed ones.
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "v2" => Ok(SinkKind::V2),
+            "v1" => Ok(SinkKind::V1),
+            "file" => Ok(SinkKind::File),
+            other => Err(format!(
+                "unknown sink.kind `{other}`, expected one of `v2`, `v1`, `file`"
+            )),
+        }
+    }
 }
 
 /// Event-token verification.
@@ -255,11 +285,39 @@ mod tests {
             .try_deserialize::<Settings>()
             .map_err(anyhow::Error::from);
         let s = s.expect("example deserializes");
-        assert_eq!(s.sink.kind, "v1");
+        assert_eq!(s.sink.kind, SinkKind::V1);
         assert_eq!(s.amqp.queue(), "loadtest.writer");
         assert_eq!(
             s.lifecycle.to_settings().expect("valid").snapshot_interval,
             Duration::from_secs(15)
         );
+    }
+
+    fn with_sink_kind(kind: &str) -> Result<Settings, config::ConfigError> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/writer.example.toml");
+        config::Config::builder()
+            .add_source(config::File::from(path.as_path()))
+            .set_override("auth.token_secret", "x")?
+            .set_override("sink.kind", kind)?
+            .build()?
+            .try_deserialize::<Settings>()
+    }
+
+    #[test]
+    fn sink_kind_is_one_of_three() {
+        for (text, kind) in [
+            ("v2", SinkKind::V2),
+            ("v1", SinkKind::V1),
+            ("file", SinkKind::File),
+        ] {
+            let s = with_sink_kind(text).expect("a known sink kind");
+            assert_eq!(s.sink.kind, kind);
+        }
+        let err = with_sink_kind("influx")
+            .expect_err("an unknown sink kind")
+            .to_string();
+        for allowed in ["`v2`", "`v1`", "`file`", "influx"] {
+            assert!(err.contains(allowed), "{allowed} in: {err}");
+        }
     }
 }

@@ -1,65 +1,35 @@
 //! Where line protocol goes: InfluxDB API v2 (`influxdb2` crate), InfluxDB API v1 (`/write`),
-//! or a line-protocol file. One small trait, [`Sink`], and [`AnySink`] to pick one by
-//! configuration.
+//! or a line-protocol file (the lifecycle crate's [`FileSink`]). [`AnySink`] picks one by
+//! configuration and implements the lifecycle crate's [`Sink`] trait.
 //!
 //! Errors are classified for the retry policy: 5xx, 429 and transport errors are
-//! [`SinkError::Retryable`] (with the server's `Retry-After` where we can read it); other 4xx are
+//! [`SinkError::Retryable`] (with the server's `Retry-After` where we can read it), and so are
+//! 401, 403 and 404 (configuration errors an operator fixes); other 4xx are
 //! [`SinkError::Permanent`] (bad data: retrying cannot fix it). A 413 is split in halves by
-//! [`AnySink::write`] before it gives up.
+//! [`AnySink`]'s write before it gives up.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use lifecycle::{FileSink, Sink, SinkError};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
 
-/// A failed write.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// Worth retrying: a 5xx, a 429 or a transport error. `retry_after` is the server's hint.
-    #[error("retryable write error: {message}")]
-    Retryable {
-        /// What went wrong (no secrets).
-        message: String,
-        /// The server's `Retry-After`, when it sent one.
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot fix it (400, 401, 404, 422, …).
-    #[error("write rejected (HTTP {status}): {message}")]
-    Permanent {
-        /// HTTP status.
-        status: u16,
-        /// The server's explanation.
-        message: String,
-    },
-}
-
-impl SinkError {
-    /// 5xx, 429 and 408 are retried, and so are 401, 403 and 404: a wrong token, a missing
-    /// permission or a missing database/bucket is a configuration error an operator fixes, not
-    /// bad data, and dead-lettering every run meanwhile would drain them all out of the pipeline.
-    /// The other 4xx (400, 413 for a single line, 422: the points themselves) are permanent.
-    fn from_status(status: u16, body: String, retry_after: Option<Duration>) -> Self {
-        if status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 429) {
-            SinkError::Retryable {
-                message: format!("HTTP {status}: {}", body.trim()),
-                retry_after,
-            }
-        } else {
-            SinkError::Permanent {
-                status,
-                message: body.trim().to_string(),
-            }
+/// 5xx, 429 and 408 are retried, and so are 401, 403 and 404: a wrong token, a missing
+/// permission or a missing database/bucket is a configuration error an operator fixes, not
+/// bad data, and dead-lettering every run meanwhile would drain them all out of the pipeline.
+/// The other 4xx (400, 413 for a single line, 422: the points themselves) are permanent.
+fn error_from_status(status: u16, body: String, retry_after: Option<Duration>) -> SinkError {
+    if status >= 500 || matches!(status, 401 | 403 | 404 | 408 | 429) {
+        SinkError::Retryable {
+            message: format!("HTTP {status}: {}", body.trim()),
+            retry_after,
+        }
+    } else {
+        SinkError::Permanent {
+            status,
+            message: body.trim().to_string(),
         }
     }
-}
-
-/// A destination for line protocol (newline-terminated lines, nanosecond timestamps).
-pub trait Sink: Send + Sync {
-    /// Writes the lines; the write is complete (durable at the destination) when this returns Ok.
-    fn write(&self, lines: &[u8]) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// InfluxDB API v2 through the `influxdb2` crate (`/api/v2/write`, precision ns).
@@ -106,7 +76,7 @@ impl Sink for InfluxV2Sink {
             Ok(()) => Ok(()),
             // The crate drops the response headers, so there is no Retry-After to honour here.
             Err(RequestError::Http { status, text }) => {
-                Err(SinkError::from_status(status.as_u16(), text, None))
+                Err(error_from_status(status.as_u16(), text, None))
             }
             Err(e) => Err(SinkError::Retryable {
                 message: e.to_string(),
@@ -178,7 +148,7 @@ impl Sink for InfluxV1Sink {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = resp.text().await.unwrap_or_default();
-        Err(SinkError::from_status(status, body, retry_after))
+        Err(error_from_status(status, body, retry_after))
     }
 }
 
@@ -189,50 +159,6 @@ fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(url.as_str(), "<url>");
     }
     s
-}
-
-/// Appends line protocol to a file, importable with `influx write -f FILE`.
-pub struct FileSink {
-    path: PathBuf,
-    file: Mutex<tokio::fs::File>,
-}
-
-impl FileSink {
-    /// Opens (creating, appending) `path`; creates missing parent folders.
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: Mutex::new(tokio::fs::File::from_std(file)),
-        })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Sink for FileSink {
-    async fn write(&self, lines: &[u8]) -> Result<(), SinkError> {
-        let mut f = self.file.lock().await;
-        let res = async {
-            f.write_all(lines).await?;
-            f.flush().await?;
-            f.sync_data().await
-        }
-        .await;
-        res.map_err(|e| SinkError::Retryable {
-            message: format!("writing {}: {e}", self.path.display()),
-            retry_after: None,
-        })
-    }
 }
 
 /// One of the sinks, chosen by configuration.
@@ -256,7 +182,7 @@ impl AnySink {
         match self {
             AnySink::V2(s) => format!("influxdb v2 bucket {}", s.bucket),
             AnySink::V1(s) => format!("influxdb v1 database {}", s.database),
-            AnySink::File(s) => format!("file {}", s.path.display()),
+            AnySink::File(s) => format!("file {}", s.path().display()),
         }
     }
 
@@ -322,19 +248,19 @@ mod tests {
     #[test]
     fn classifies_statuses() {
         assert!(matches!(
-            SinkError::from_status(503, String::new(), None),
+            error_from_status(503, String::new(), None),
             SinkError::Retryable { .. }
         ));
         assert!(matches!(
-            SinkError::from_status(429, String::new(), None),
+            error_from_status(429, String::new(), None),
             SinkError::Retryable { .. }
         ));
         assert!(matches!(
-            SinkError::from_status(400, String::new(), None),
+            error_from_status(400, String::new(), None),
             SinkError::Permanent { status: 400, .. }
         ));
         assert!(matches!(
-            SinkError::from_status(404, String::new(), None),
+            error_from_status(404, String::new(), None),
             SinkError::Retryable { .. }
         ));
     }

@@ -14,14 +14,6 @@ use serde_json::{json, Value};
 const REGISTER: &str = include_str!("../../../fixtures/original-register.json");
 const STATS: &str = include_str!("../../../fixtures/stats-message.json");
 
-fn require_all() {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
-}
-
 struct Running {
     stack: Stack,
     api: String,
@@ -31,7 +23,7 @@ struct Running {
 }
 
 async fn start(name: &str) -> anyhow::Result<Running> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new(name);
     let db = stack.exchange.replace('-', "_");
@@ -565,7 +557,7 @@ async fn connect_as(user: &str, password: &str) -> anyhow::Result<Connection> {
 /// `event.registered`; and the API and writer run the pipeline with their own users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     import_definitions()?;
     let loadgen = connect_as("loadtest-loadgen", "loadgen-dev-password").await?;
@@ -688,7 +680,7 @@ async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
 /// token — through a full run with debug logging, auth failures and a failing InfluxDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_logs() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("secrets");
     let influx_token = format!("influx-token-{}", uuid::Uuid::new_v4().simple());

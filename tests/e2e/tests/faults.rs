@@ -17,44 +17,13 @@ use loadtest_e2e::*;
 use protocol::{Body, CommitPayload, Envelope, ErrorEntry, RunInfo, StatsEntry, StatsPayload};
 use rand::{Rng, SeedableRng};
 
-fn require_all() {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
-}
-
-fn writer_env(db: &str, interval_s: u64, expire_s: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("LOADTEST__SINK__KIND", "v1".into()),
-        ("LOADTEST__SINK__URL", INFLUX.into()),
-        ("LOADTEST__SINK__DATABASE", db.to_string()),
-        (
-            "LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S",
-            interval_s.to_string(),
-        ),
-        ("LOADTEST__LIFECYCLE__EXPIRE_AFTER_S", expire_s.to_string()),
-        ("LOADTEST__LIFECYCLE__COMMIT_GRACE_S", "10".into()),
-    ]
-}
-
-async fn wait_status(db: &str, uuid: &str, status: &str, timeout: Duration) -> anyhow::Result<()> {
-    let q = format!("SELECT last(status) AS status FROM loadtest_event WHERE event_id = '{uuid}'");
-    eventually(timeout, &format!("run {uuid} {status}"), || async {
-        let rows = influx_rows(db, &q).await?;
-        Ok(rows.first().filter(|r| r["status"] == status).map(|_| ()))
-    })
-    .await
-}
-
 /// Scenario 1. Two writer replicas share the queue (one active, one standing by); the active
 /// one is killed with SIGKILL at random moments while 20 runs are in flight, and restarted.
 /// Every run ends with one committed status, one summary per endpoint with loadgen's counts,
 /// snapshots without duplicates and without gaps except at a failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writer_crash_loses_and_doubles_nothing() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let seed: u64 = std::env::var("LOADTEST_FAULT_SEED")
         .ok()
@@ -67,7 +36,7 @@ async fn writer_crash_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let stack = Stack::new("crash");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
-    let env = writer_env(&db, interval.as_secs(), 60);
+    let env = writer_env(INFLUX, &db, interval.as_secs(), 60);
     let mut writers = [
         Some(stack.start_writer("writer-crash-a", &env)?),
         Some(stack.start_writer("writer-crash-b", &env)?),
@@ -134,7 +103,7 @@ async fn writer_crash_loses_and_doubles_nothing() -> anyhow::Result<()> {
     for run in &mut runs {
         let counts = run.finish(Duration::from_secs(120))?;
         total += counts[2].1;
-        wait_status(&db, &run.uuid, "committed", Duration::from_secs(60)).await?;
+        wait_status(INFLUX, &db, &run.uuid, "committed", Duration::from_secs(60)).await?;
         fig += check_run(
             INFLUX,
             &db,
@@ -238,13 +207,13 @@ fn run_messages(stack: &Stack, id: uuid::Uuid, t0: DateTime<Utc>) -> Vec<(String
 /// of a run delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("redeliver");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
     // Snapshots hourly, so every point of these runs comes from their messages, not the clock.
-    let _writer = stack.start_writer("writer-redeliver", &writer_env(&db, 3600, 5))?;
+    let _writer = stack.start_writer("writer-redeliver", &writer_env(INFLUX, &db, 3600, 5))?;
     let conn = amqp_connect(AMQP_URL).await?;
     let t0 = Utc
         .with_ymd_and_hms(2025, 3, 1, 10, 0, 0)
@@ -261,7 +230,14 @@ async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
         amqp_publish(&conn, &stack.exchange, key, body).await?;
     }
     for id in [once, twice] {
-        wait_status(&db, &id.to_string(), "committed", Duration::from_secs(30)).await?;
+        wait_status(
+            INFLUX,
+            &db,
+            &id.to_string(),
+            "committed",
+            Duration::from_secs(30),
+        )
+        .await?;
     }
     // The whole run once more, after its final record was written.
     for (key, body) in &msgs {
@@ -338,7 +314,7 @@ async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
 /// run's status is `expired` and it leaves `isrunning`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_run_expires() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("abandon");
     let db = stack.exchange.replace('-', "_");
@@ -346,7 +322,7 @@ async fn abandoned_run_expires() -> anyhow::Result<()> {
     let expire_after = Duration::from_secs(8);
     let _writer = stack.start_writer(
         "writer-abandon",
-        &writer_env(&db, 2, expire_after.as_secs()),
+        &writer_env(INFLUX, &db, 2, expire_after.as_secs()),
     )?;
     let (_api, api) = stack.start_api()?;
     let target = start_slow_target(Duration::from_millis(50)).await?;
@@ -385,7 +361,7 @@ async fn abandoned_run_expires() -> anyhow::Result<()> {
     run.proc.child.kill()?; // SIGKILL: no commit
     let _ = run.proc.child.wait();
     let killed = Instant::now();
-    wait_status(&db, &uuid, "expired", Duration::from_secs(40)).await?;
+    wait_status(INFLUX, &db, &uuid, "expired", Duration::from_secs(40)).await?;
     let took = killed.elapsed();
     assert!(
         took + Duration::from_secs(1) >= expire_after,
@@ -446,13 +422,13 @@ async fn abandoned_run_expires() -> anyhow::Result<()> {
 /// at the same time is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_with_their_reason() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("poison");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
     let interval = Duration::from_secs(2);
-    let _writer = stack.start_writer("writer-poison", &writer_env(&db, 2, 60))?;
+    let _writer = stack.start_writer("writer-poison", &writer_env(INFLUX, &db, 2, 60))?;
     let (_api, api) = stack.start_api()?;
     let target = start_slow_target(Duration::from_millis(50)).await?;
     let mut run = LoadgenRun::start("loadgen-poison", &stack, &api, &target.url, "15s", "1s")?;
@@ -496,7 +472,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() -> anyhow::Result
     })
     .await?;
     let counts = run.finish(Duration::from_secs(60))?;
-    wait_status(&db, &run.uuid, "committed", Duration::from_secs(30)).await?;
+    wait_status(INFLUX, &db, &run.uuid, "committed", Duration::from_secs(30)).await?;
     let fig = check_run(INFLUX, &db, &run.uuid, "committed", interval, &counts, &[]).await?;
     let dead = amqp_take_all(&conn, &dead_queue).await?;
     let reasons: Vec<String> = dead

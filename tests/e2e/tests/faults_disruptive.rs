@@ -14,42 +14,13 @@ use std::time::{Duration, Instant};
 
 use loadtest_e2e::*;
 
-fn writer_env(influx: &str, db: &str, interval_s: u64) -> Vec<(&'static str, String)> {
-    vec![
-        ("LOADTEST__SINK__KIND", "v1".into()),
-        ("LOADTEST__SINK__URL", influx.to_string()),
-        ("LOADTEST__SINK__DATABASE", db.to_string()),
-        (
-            "LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S",
-            interval_s.to_string(),
-        ),
-        ("LOADTEST__LIFECYCLE__EXPIRE_AFTER_S", "300".into()),
-        ("LOADTEST__LIFECYCLE__COMMIT_GRACE_S", "10".into()),
-    ]
-}
-
-async fn wait_status(
-    influx: &str,
-    db: &str,
-    uuid: &str,
-    status: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let q = format!("SELECT last(status) AS status FROM loadtest_event WHERE event_id = '{uuid}'");
-    eventually(timeout, &format!("run {uuid} {status}"), || async {
-        let rows = influx_rows_at(influx, db, &q).await?;
-        Ok(rows.first().filter(|r| r["status"] == status).map(|_| ()))
-    })
-    .await
-}
-
 /// Scenario 2. InfluxDB is stopped (SIGKILL) for 60 s in the middle of 3 runs, then started.
 /// Nothing is lost and nothing dead-lettered; the queue grows during the outage and drains
 /// after; the writer retries with capped exponential backoff and logs each retry once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "stops a private InfluxDB for a minute; run with --ignored (see .ci/run)"]
 async fn influxdb_outage_loses_nothing() -> anyhow::Result<()> {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
+    require_rabbitmq();
     build_binaries()?;
     let outage = Duration::from_secs(
         std::env::var("LOADTEST_FAULT_OUTAGE_S")
@@ -62,7 +33,7 @@ async fn influxdb_outage_loses_nothing() -> anyhow::Result<()> {
     let db = stack.exchange.replace('-', "_");
     influx_create_db_at(&influx.url, &db).await?;
     let interval = Duration::from_secs(3);
-    let writer = stack.start_writer("writer-outage", &writer_env(&influx.url, &db, 3))?;
+    let writer = stack.start_writer("writer-outage", &writer_env(&influx.url, &db, 3, 300))?;
     let (_api, api) = stack.start_api()?;
     let target = start_slow_target(Duration::from_millis(100)).await?;
     let run_time = format!("{}s", outage.as_secs() + 30);
@@ -195,17 +166,14 @@ async fn influxdb_outage_loses_nothing() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "restarts a private RabbitMQ node; run with --ignored (see .ci/run)"]
 async fn broker_restart_is_survived() -> anyhow::Result<()> {
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
+    require_influxdb();
     build_binaries()?;
     let rabbit = RabbitNode::start("restart")?;
     let stack = Stack::new("restart");
     let db = stack.exchange.replace('-', "_");
     influx_create_db(&db).await?;
     let interval = Duration::from_secs(3);
-    let mut env = writer_env(INFLUX, &db, 3);
+    let mut env = writer_env(INFLUX, &db, 3, 300);
     env.push(("LOADTEST__AMQP__URL", rabbit.url()));
     let _writer = stack.start_writer("writer-restart", &env)?;
     let (_api, api) = stack.start_api_with(&[("LOADTEST__AMQP__URL", rabbit.url())])?;

@@ -14,11 +14,7 @@ const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_commit_go_straight_to_rabbitmq() -> anyhow::Result<()> {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgamqp");
     let db = stack.exchange.replace('-', "_");

@@ -11,20 +11,12 @@ use std::time::Duration;
 use loadtest_e2e::*;
 use serde_json::Value;
 
-fn require_all() {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
-}
-
 /// The original command line, with the API and key from the environment (the original tool
 /// had them configured, not on its command line): exactly 100 requests reach the target, the
 /// summary says 100, and InfluxDB has the committed run with the original's settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_command_line_lands_in_influxdb() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgcli");
     let db = stack.exchange.replace('-', "_");

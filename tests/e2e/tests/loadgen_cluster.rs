@@ -37,11 +37,7 @@ async fn counting_target() -> anyhow::Result<(String, Arc<AtomicU64>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_with_one_run_key_add_up_exactly() -> anyhow::Result<()> {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgcluster");
     let db = stack.exchange.replace('-', "_");

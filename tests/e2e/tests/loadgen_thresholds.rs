@@ -28,11 +28,7 @@ async fn slow_target() -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_p95_threshold_exits_1_and_says_which() -> anyhow::Result<()> {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgthr");
     let db = stack.exchange.replace('-', "_");

@@ -15,18 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use loadtest_e2e::*;
-use serde_json::Value;
 
 /// The Locust version `.ci/services.sh` installs.
 const LOCUST_PIN: &str = "2.32.4";
-
-fn require_all() {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -145,12 +136,6 @@ impl Drop for Locust {
     }
 }
 
-/// A port nothing listens on (bound, then released).
-fn unused_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Splits one CSV line (RFC 4180 quoting, as Python's `csv` writes it).
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = Vec::new();
@@ -256,12 +241,6 @@ fn registered_uuid(output: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn field_u64(row: &serde_json::Map<String, Value>, k: &str) -> u64 {
-    row.get(k)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{k} missing in {row:?}"))
-}
-
 /// The run's `loadtest_summary` counts, once the final record is there.
 async fn summary_counts(db: &str, uuid: &str) -> anyhow::Result<Counts> {
     let q = format!(
@@ -335,7 +314,7 @@ struct Pipeline {
 }
 
 async fn start_pipeline(test: &str) -> anyhow::Result<Pipeline> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new(test);
     let db = stack.exchange.replace('-', "_");
@@ -368,7 +347,7 @@ async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::
     std::fs::create_dir_all(&csv_dir)?;
     let csv_prefix = csv_dir.join("run");
     let csv_prefix = csv_prefix.to_string_lossy().to_string();
-    let port = unused_port()?.to_string();
+    let port = free_port()?.to_string();
     let mut args = vec![
         "-f",
         "example_locust.py",
@@ -558,7 +537,7 @@ async fn locust_original_command_shape_lands_in_influxdb() -> anyhow::Result<()>
 async fn locust_runs_on_with_one_warning_when_the_api_is_down() -> anyhow::Result<()> {
     let target = start_target().await?;
     let host = format!("--host={}", target.url);
-    let api = format!("http://127.0.0.1:{}", unused_port()?);
+    let api = format!("http://127.0.0.1:{}", free_port()?);
     let locust = Locust::start(
         "locust-api-down",
         &[
@@ -610,7 +589,7 @@ async fn locust_runs_on_with_one_warning_when_the_api_is_down() -> anyhow::Resul
 async fn locust_consumer_required_stops_when_the_api_is_down() -> anyhow::Result<()> {
     let target = start_target().await?;
     let host = format!("--host={}", target.url);
-    let api = format!("http://127.0.0.1:{}", unused_port()?);
+    let api = format!("http://127.0.0.1:{}", free_port()?);
     let locust = Locust::start(
         "locust-required",
         &[

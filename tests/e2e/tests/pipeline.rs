@@ -9,14 +9,6 @@ use std::time::Duration;
 use loadtest_e2e::*;
 use serde_json::Value;
 
-fn require_all() {
-    require_service("127.0.0.1:5672", "rabbitmq-server -detached");
-    require_service(
-        "127.0.0.1:8086",
-        "influxd -config /etc/influxdb/influxdb.conf &",
-    );
-}
-
 async fn is_running(client: &reqwest::Client, api: &str, path: &str) -> anyhow::Result<Value> {
     Ok(client
         .get(format!("{api}{path}"))
@@ -26,17 +18,11 @@ async fn is_running(client: &reqwest::Client, api: &str, path: &str) -> anyhow::
         .await?)
 }
 
-fn field_u64(row: &serde_json::Map<String, Value>, k: &str) -> u64 {
-    row.get(k)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{k} missing in {row:?}"))
-}
-
 /// loadgen runs ~35 s against a counting target; the run lands in InfluxDB 1.x with snapshots
 /// every 5 s, goes running → committed, and its summary counts equal loadgen's and the target's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_run_lands_in_influxdb_v1_exactly() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("v1");
     let db = stack.exchange.replace('-', "_");
@@ -165,11 +151,8 @@ async fn loadgen_run_lands_in_influxdb_v1_exactly() -> anyhow::Result<()> {
 /// The same pipeline through the v2 sink (`influxdb2` crate) into VictoriaMetrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_run_lands_in_victoriametrics_via_v2() -> anyhow::Result<()> {
-    require_all();
-    require_service(
-        "127.0.0.1:8428",
-        "victoria-metrics -storageDataPath /tmp/vm -httpListenAddr 127.0.0.1:8428 &",
-    );
+    require_rabbitmq_and_influxdb();
+    require_victoria_metrics();
     build_binaries()?;
     let stack = Stack::new("v2");
     let _writer = stack.start_writer(
@@ -259,7 +242,7 @@ async fn loadgen_run_lands_in_victoriametrics_via_v2() -> anyhow::Result<()> {
 /// The original Consumer's bodies, posted verbatim, keep working; a type error names the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_consumer_bodies_are_accepted_verbatim() -> anyhow::Result<()> {
-    require_all();
+    require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("orig");
     let db = stack.exchange.replace('-', "_");

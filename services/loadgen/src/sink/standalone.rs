@@ -1,10 +1,10 @@
 //! `--standalone`: the results pipeline in-process.
 //!
 //! The run's messages (registered, cumulative stats at every wall-clock multiple of the
-//! snapshot interval, committed) go straight into the writer's run-lifecycle state machine
-//! ([`writer::embedded::Embedded`]), which writes line protocol to a file; no RabbitMQ,
-//! InfluxDB or API is involved. The event token is computed with a fixed secret and is not
-//! verified by the embedded writer.
+//! snapshot interval, committed with the threshold verdicts) go straight into the run-lifecycle
+//! state machine the writer runs too ([`lifecycle::Embedded`]), which writes line protocol to a
+//! file; no RabbitMQ, InfluxDB or API is involved. The event token is computed with a fixed
+//! secret and is not verified by the embedded pipeline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,20 +12,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::BoxFuture;
+use lifecycle::{Embedded, FileSink, LifecycleSettings};
 use protocol::{Body, CommitPayload, Envelope, RunInfo, StatsPayload, ThresholdVerdict};
 use uuid::Uuid;
-use writer::embedded::Embedded;
-use writer::lifecycle::LifecycleSettings;
-use writer::sink::AnySink;
 
 use super::publishing::{Receipt, Sink};
 
-/// The secret of standalone event tokens (the embedded writer does not verify them).
+/// The secret of standalone event tokens (the embedded pipeline does not verify them).
 const STANDALONE_SECRET: &[u8] = b"standalone";
 
 /// An in-process pipeline for one run.
 pub struct Standalone {
-    embedded: Embedded,
+    embedded: Embedded<FileSink>,
     event_id: Uuid,
     node_id: String,
     token: String,
@@ -56,7 +54,7 @@ impl Standalone {
         output: &Path,
         interval: Duration,
     ) -> anyhow::Result<Self> {
-        let sink = AnySink::file(output)
+        let sink = FileSink::open(output)
             .with_context(|| format!("cannot open output file {}", output.display()))?;
         let settings = LifecycleSettings {
             snapshot_interval: interval,
@@ -126,8 +124,13 @@ impl Standalone {
         Ok(())
     }
 
-    /// Commits the run with its final stats; the lifecycle writes the final record.
-    pub async fn commit(mut self, payload: StatsPayload) -> anyhow::Result<()> {
+    /// Commits the run with its final stats and the `--threshold` verdicts; the lifecycle writes
+    /// the final record (with a `loadtest_threshold` point per verdict).
+    pub async fn commit(
+        mut self,
+        payload: StatsPayload,
+        thresholds: Vec<ThresholdVerdict>,
+    ) -> anyhow::Result<()> {
         self.seq += 1;
         let env = Envelope::new(
             self.event_id,
@@ -137,7 +140,7 @@ impl Standalone {
             Body::Committed(CommitPayload {
                 host: self.host.clone(),
                 stats: payload,
-                thresholds: Vec::new(),
+                thresholds,
             }),
         );
         self.embedded
@@ -189,12 +192,11 @@ impl Sink for Standalone {
     fn commit<'a>(
         self: Box<Self>,
         stats: &'a StatsPayload,
-        // Not written yet: issue 10 ("loadgen --standalone drops threshold verdicts").
-        _verdicts: &'a [ThresholdVerdict],
+        verdicts: &'a [ThresholdVerdict],
     ) -> BoxFuture<'a, anyhow::Result<Receipt>> {
         Box::pin(async move {
             let output = self.output().to_path_buf();
-            Standalone::commit(*self, stats.clone())
+            Standalone::commit(*self, stats.clone(), verdicts.to_vec())
                 .await
                 .with_context(|| {
                     format!("cannot write the final record to {}", output.display())

@@ -1,4 +1,4 @@
-//! InfluxDB points and their line-protocol encoding.
+//! Line-protocol encoding of [`Point`]s.
 //!
 //! Encoding goes through `influxdb_line_protocol::LineProtocolBuilder` (InfluxData's own escaping
 //! of spaces, commas, equals signs, quotes and backslashes). Line protocol cannot carry a newline
@@ -9,70 +9,10 @@
 
 use influxdb_line_protocol::LineProtocolBuilder;
 
-/// A field value. Integer fields are always written as integers (`12i`) and floats always as
-/// floats, so a field's type never changes between points (InfluxDB rejects such writes).
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    /// Signed integer (`…i`).
-    Int(i64),
-    /// Float; left out when not finite.
-    Float(f64),
-    /// String (quoted, escaped).
-    Str(String),
-}
-
-/// One point: measurement, tags, fields and a timestamp in Unix nanoseconds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    /// Measurement name (`loadtest_snapshot`, …).
-    pub measurement: &'static str,
-    /// Tags in the order they are written.
-    pub tags: Vec<(&'static str, String)>,
-    /// Fields in the order they are written.
-    pub fields: Vec<(&'static str, FieldValue)>,
-    /// Unix nanoseconds.
-    pub timestamp: i64,
-}
-
-impl Point {
-    /// A point with no tags and fields yet.
-    pub fn new(measurement: &'static str, timestamp: i64) -> Self {
-        Self {
-            measurement,
-            tags: Vec::new(),
-            fields: Vec::new(),
-            timestamp,
-        }
-    }
-
-    /// Adds a tag.
-    pub fn tag(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        self.tags.push((key, value.into()));
-        self
-    }
-
-    /// Adds an integer field. Counts above `i64::MAX` saturate.
-    pub fn int(mut self, key: &'static str, value: impl TryInto<i64>) -> Self {
-        self.fields
-            .push((key, FieldValue::Int(value.try_into().unwrap_or(i64::MAX))));
-        self
-    }
-
-    /// Adds a float field.
-    pub fn float(mut self, key: &'static str, value: f64) -> Self {
-        self.fields.push((key, FieldValue::Float(value)));
-        self
-    }
-
-    /// Adds a string field.
-    pub fn string(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        self.fields.push((key, FieldValue::Str(value.into())));
-        self
-    }
-}
+use crate::point::{FieldValue, Point};
 
 /// Replaces control characters (newlines, tabs, …) with spaces: line protocol cannot carry them.
-pub fn sanitize(s: &str) -> String {
+fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -82,7 +22,7 @@ pub fn sanitize(s: &str) -> String {
 /// (U+FF3C). InfluxDB's parser reads an escaped trailing backslash (`x\\` before the space) as
 /// an invalid tag and rejects the whole line, so `name="x\\"` would otherwise lose the point;
 /// the look-alike keeps the name distinct and readable.
-pub fn tag_value(s: &str) -> String {
+fn tag_value(s: &str) -> String {
     let mut v = sanitize(s);
     let trailing = v.len() - v.trim_end_matches('\\').len();
     if trailing > 0 {
@@ -92,8 +32,9 @@ pub fn tag_value(s: &str) -> String {
     v
 }
 
-/// Encodes `points` as line protocol, appending to `buf`. Returns how many points were written
-/// (a point whose every field was left out is skipped).
+/// Encodes `points` as line protocol (newline-terminated lines, nanosecond timestamps),
+/// appending to `buf`. Returns how many points were written (a point whose every field was left
+/// out is skipped).
 pub fn encode(points: &[Point], buf: &mut Vec<u8>) -> usize {
     let mut written = 0;
     for p in points {

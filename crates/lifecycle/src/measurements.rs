@@ -1,0 +1,290 @@
+//! The points of each measurement (see the data model in the design brief): pure functions from
+//! a run's state to [`Point`]s.
+//!
+//! | measurement | tags | fields |
+//! |---|---|---|
+//! | `loadtest_event` | `event_id`, `target_host`, `mode`, `tool`, `host` | `status`, `clients`, `hatch_rate`, `planned_requests`, `duration_s` (final only) |
+//! | `loadtest_snapshot` | `event_id`, `target_host`, `mode` | `user_count`, `nodes`, then [`interval_fields`] |
+//! | `loadtest_request` | `event_id`, `method`, `name` | [`interval_fields`] |
+//! | `loadtest_summary` | `event_id`, `method`, `name` (and `name="Aggregated"`) | totals, rates, percentiles |
+//! | `loadtest_error` | `event_id`, `method`, `name` | `error`, `occurrences` |
+//! | `loadtest_threshold` | `event_id`, `node_id`, `threshold` | `passed` (1/0), `actual`, `limit` |
+//!
+//! Times are in ms, rates per second, timestamps Unix ns.
+
+use std::collections::BTreeMap;
+
+use protocol::time::unix_nanos;
+use protocol::{RunInfo, StatsEntry, AGGREGATED};
+use uuid::Uuid;
+
+use crate::effects::FinalStatus;
+use crate::point::Point;
+use crate::run::{Merged, NodeState, Previous};
+
+/// Percentiles written on snapshot and request points, as (field, fraction).
+const SNAPSHOT_PERCENTILES: [(&str, f64); 4] = [
+    ("response_time_p50", 0.50),
+    ("response_time_p90", 0.90),
+    ("response_time_p95", 0.95),
+    ("response_time_p99", 0.99),
+];
+
+/// Percentiles written on summary points.
+const SUMMARY_PERCENTILES: [(&str, f64); 11] = [
+    ("response_time_p50", 0.50),
+    ("response_time_p66", 0.66),
+    ("response_time_p75", 0.75),
+    ("response_time_p80", 0.80),
+    ("response_time_p90", 0.90),
+    ("response_time_p95", 0.95),
+    ("response_time_p98", 0.98),
+    ("response_time_p99", 0.99),
+    ("response_time_p999", 0.999),
+    ("response_time_p9999", 0.9999),
+    ("response_time_p100", 1.0),
+];
+
+/// The `loadtest_event` point of a run that has started (status `running`).
+pub(crate) fn running_event_point(id: Uuid, info: &RunInfo) -> Point {
+    event_point(id, info, "running")
+}
+
+/// The `loadtest_event` point of a finished run, with its duration in seconds.
+pub(crate) fn final_event_point(
+    id: Uuid,
+    info: &RunInfo,
+    status: FinalStatus,
+    duration_s: f64,
+) -> Point {
+    event_point(id, info, status.as_str()).float("duration_s", duration_s)
+}
+
+fn event_point(id: Uuid, info: &RunInfo, status: &str) -> Point {
+    let label = run_label(id, info, status);
+    Point::new("loadtest_event", unix_nanos(info.started_at))
+        .tag("event_id", id.hyphenated().to_string())
+        .tag("target_host", info.target_host.clone())
+        .tag("mode", info.mode.clone())
+        .tag("tool", info.tool.clone())
+        .tag("host", info.host.clone())
+        .string("status", status)
+        .int("clients", info.clients)
+        .float("hatch_rate", info.hatch_rate)
+        .int("planned_requests", info.requests)
+        .string("label", label)
+}
+
+/// The `label` field of `loadtest_event`: `2026-11-29 08:00:00 UTC · http://target · committed ·
+/// <uuid>`. Dashboards list runs by it (Grafana's run selector shows the text before the last
+/// ` · ` and keeps the uuid as the value); it starts with the start time so that sorting the
+/// labels sorts the runs.
+pub(crate) fn run_label(id: Uuid, info: &RunInfo, status: &str) -> String {
+    format!(
+        "{} · {} · {status} · {}",
+        info.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        if info.target_host.is_empty() {
+            "(no target)"
+        } else {
+            info.target_host.as_str()
+        },
+        id.hyphenated()
+    )
+}
+
+/// What a snapshot is taken of.
+#[derive(Debug)]
+pub(crate) struct SnapshotInput<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) info: &'a RunInfo,
+    pub(crate) merged: &'a Merged,
+    pub(crate) previous: Option<&'a Previous>,
+    /// Nodes that have sent stats.
+    pub(crate) nodes: usize,
+}
+
+/// One `loadtest_snapshot` point and one `loadtest_request` point per endpoint at `ts`; rates
+/// are over the time up to `until` (Unix ns), which is `ts` for a tick and the run's end for the
+/// final snapshot (its interval is cut short).
+pub(crate) fn snapshot_points(s: &SnapshotInput<'_>, ts: i64, until: i64) -> Vec<Point> {
+    let event = s.id.hyphenated().to_string();
+    let merged = s.merged;
+    let start_ns = if merged.total.start_time > 0.0 {
+        (merged.total.start_time * 1e9) as i64
+    } else {
+        unix_nanos(s.info.started_at)
+    };
+    // Rates are over the time the data covers (the last request of each snapshot), not the time
+    // between snapshots: a node's stats may be a stats interval old at a tick, and the final
+    // snapshot's stats reach the very end of the run.
+    let data_time = |e: &StatsEntry, fallback_ns: i64| match e.last_request_timestamp {
+        Some(t) if t > 0.0 => t,
+        _ => fallback_ns as f64 / 1e9,
+    };
+    let (prev_time, prev_total) = match s.previous {
+        Some(p) => (data_time(&p.total, p.timestamp), Some(&p.total)),
+        None => (start_ns.min(ts) as f64 / 1e9, None),
+    };
+    let dt = data_time(&merged.total, until.min(ts)) - prev_time;
+    let mut points = Vec::with_capacity(merged.by_name.len() + 1);
+    let snapshot = Point::new("loadtest_snapshot", ts)
+        .tag("event_id", event.clone())
+        .tag("target_host", s.info.target_host.clone())
+        .tag("mode", s.info.mode.clone())
+        .int("user_count", merged.user_count)
+        .int("nodes", s.nodes as u64);
+    points.push(interval_fields(snapshot, &merged.total, prev_total, dt));
+    for (key, entry) in &merged.by_name {
+        let prev = s.previous.and_then(|p| p.by_name.get(key));
+        let point = Point::new("loadtest_request", ts)
+            .tag("event_id", event.clone())
+            .tag("method", key.0.clone())
+            .tag("name", key.1.clone());
+        points.push(interval_fields(point, entry, prev, dt));
+    }
+    points
+}
+
+/// Cumulative counts (`requests`, `failures`) plus interval rates (`rps`, `fail_per_s`) and
+/// response times (`response_time_avg/min/max/p50/p90/p95/p99`, from the histogram difference),
+/// and `response_time_p95_total` over the whole run. `dt` is the interval in seconds.
+fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f64) -> Point {
+    let (prev_req, prev_fail, prev_rt) = prev
+        .map(|p| (p.num_requests, p.num_failures, p.total_response_time))
+        .unwrap_or((0, 0, 0.0));
+    let d_req = now.num_requests.saturating_sub(prev_req);
+    let d_fail = now.num_failures.saturating_sub(prev_fail);
+    let mut p = p
+        .int("requests", now.num_requests)
+        .int("failures", now.num_failures);
+    if d_req == 0 {
+        p = p.float("rps", 0.0).float("fail_per_s", 0.0);
+    } else if dt > 0.0 {
+        p = p
+            .float("rps", d_req as f64 / dt)
+            .float("fail_per_s", d_fail as f64 / dt);
+    }
+    if d_req > 0 {
+        let mut hist = now.response_times.clone();
+        if let Some(prev) = prev {
+            for (bucket, count) in &prev.response_times {
+                if let Some(c) = hist.get_mut(bucket) {
+                    *c = c.saturating_sub(*count);
+                }
+            }
+            hist.retain(|_, c| *c > 0);
+        }
+        let min_max = (
+            hist.keys().next().copied(),
+            hist.keys().next_back().copied(),
+        );
+        let clamp = |v: f64| {
+            let lo = now.min_response_time.unwrap_or(0.0);
+            v.max(lo).min(now.max_response_time.max(lo))
+        };
+        p = p.float(
+            "response_time_avg",
+            (now.total_response_time - prev_rt).max(0.0) / d_req as f64,
+        );
+        if let (Some(lo), Some(hi)) = min_max {
+            p = p
+                .float("response_time_min", clamp(lo as f64))
+                .float("response_time_max", clamp(hi as f64));
+        }
+        for (field, pct) in SNAPSHOT_PERCENTILES {
+            let v = protocol::stats::histogram_percentile(&hist, pct) as f64;
+            p = p.float(field, clamp(v));
+        }
+    }
+    if now.num_requests > 0 {
+        p = p.float("response_time_p95_total", now.percentile(0.95));
+    }
+    p
+}
+
+fn summary_point(id: &str, entry: &StatsEntry, ts: i64) -> Point {
+    let duration = match entry.last_request_timestamp {
+        Some(last) if last > entry.start_time && entry.start_time > 0.0 => last - entry.start_time,
+        _ => 0.0,
+    };
+    let mut p = Point::new("loadtest_summary", ts)
+        .tag("event_id", id.to_string())
+        .tag("method", entry.method.clone())
+        .tag("name", entry.name.clone())
+        .int("requests", entry.num_requests)
+        .int("failures", entry.num_failures)
+        .int("content_length", entry.total_content_length)
+        .float("response_time_avg", entry.avg_response_time());
+    if duration > 0.0 {
+        p = p
+            .float("rps", entry.num_requests as f64 / duration)
+            .float("fail_per_s", entry.num_failures as f64 / duration);
+    }
+    if entry.num_requests > 0 {
+        p = p
+            .float(
+                "response_time_min",
+                entry.min_response_time.unwrap_or_default(),
+            )
+            .float("response_time_max", entry.max_response_time);
+        for (field, pct) in SUMMARY_PERCENTILES {
+            p = p.float(field, entry.percentile(pct));
+        }
+    }
+    p
+}
+
+/// One `loadtest_summary` point per endpoint and one for `name="Aggregated"`, then one
+/// `loadtest_error` point per (method, name, error).
+pub(crate) fn summary_points(id: Uuid, merged: &Merged, ts: i64) -> Vec<Point> {
+    let event = id.hyphenated().to_string();
+    let mut points: Vec<Point> = merged
+        .by_name
+        .values()
+        .map(|e| summary_point(&event, e, ts))
+        .collect();
+    let mut total = merged.total.clone();
+    total.name = AGGREGATED.to_string();
+    points.push(summary_point(&event, &total, ts));
+    // Several errors of one endpoint share its tags: offset them by a nanosecond each so none
+    // overwrites another (deterministic: the map is ordered).
+    for (i, ((method, name, error), occurrences)) in merged.errors.iter().enumerate() {
+        points.push(
+            Point::new("loadtest_error", ts + i as i64)
+                .tag("event_id", event.clone())
+                .tag("method", method.clone())
+                .tag("name", name.clone())
+                .string("error", error.clone())
+                .int("occurrences", *occurrences),
+        );
+    }
+    points
+}
+
+/// One `loadtest_threshold` point per node and threshold: tags `event_id`, `node_id`,
+/// `threshold` (the expression, e.g. `p95<300ms`); fields `passed` (1 or 0), `actual`, `limit`.
+pub(crate) fn threshold_points(
+    id: Uuid,
+    nodes: &BTreeMap<String, NodeState>,
+    ts: i64,
+) -> Vec<Point> {
+    let event = id.hyphenated().to_string();
+    let mut points = Vec::new();
+    for (node_id, node) in nodes {
+        for t in &node.thresholds {
+            let mut p = Point::new("loadtest_threshold", ts)
+                .tag("event_id", event.clone())
+                .tag("node_id", node_id.clone())
+                .tag("threshold", t.threshold.clone())
+                .int("passed", i64::from(t.passed));
+            if let Some(a) = t.actual {
+                p = p.float("actual", a);
+            }
+            if let Some(l) = t.limit {
+                p = p.float("limit", l);
+            }
+            points.push(p);
+        }
+    }
+    points
+}

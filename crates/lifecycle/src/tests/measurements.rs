@@ -1,0 +1,216 @@
+//! The points' values: alignment, rates, `(other)` folding, summaries, errors, thresholds and
+//! the `event.completed` payload.
+
+use protocol::{Body, ErrorEntry, StatsEntry, ThresholdVerdict};
+
+use super::scenario::{
+    commit, float, int, named, ns, of, one, payload, stats, stats_until, string, tag, Scenario,
+};
+use crate::{LifecycleSettings, OTHER_NAME};
+
+#[test]
+fn snapshot_carries_the_run_tags_and_the_interval_fields() {
+    let mut s = Scenario::new();
+    s.register(1, "a");
+    s.stats(2, "a", 1, stats(20));
+    let fx = s.tick("08:00:15.2");
+    let snapshot = one(&fx, "loadtest_snapshot");
+    assert_eq!(snapshot.timestamp, ns("08:00:15"));
+    assert_eq!(tag(snapshot, "event_id"), s.id.hyphenated().to_string());
+    assert_eq!(tag(snapshot, "target_host"), "http://t");
+    assert_eq!(tag(snapshot, "mode"), "single");
+    assert_eq!(int(snapshot, "user_count"), 5);
+    assert_eq!(int(snapshot, "nodes"), 1);
+    assert_eq!(int(snapshot, "requests"), 20);
+    assert_eq!(int(snapshot, "failures"), 2);
+    assert_eq!(float(snapshot, "response_time_min"), 10.0);
+    assert_eq!(float(snapshot, "response_time_max"), 29.0);
+    assert_eq!(float(snapshot, "response_time_avg"), 19.5);
+    let request = one(&fx, "loadtest_request");
+    assert_eq!((tag(request, "method"), tag(request, "name")), ("GET", "/"));
+    assert_eq!(int(request, "requests"), 20);
+    assert_eq!(request.timestamp, snapshot.timestamp);
+}
+
+#[test]
+fn rates_are_over_the_time_the_data_covers() {
+    let mut s = Scenario::new();
+    s.clock("08:00:00.5");
+    s.register(1, "a");
+    // 100 requests/s; the stats sent at 10 s are all the tick at 15 s sees.
+    s.stats(2, "a", 1, stats_until(1_000, 10.0));
+    let fx = s.tick("08:00:15");
+    let rps = float(one(&fx, "loadtest_snapshot"), "rps");
+    assert!((rps - 100.0).abs() < 0.5, "{rps}");
+    // The commit at 16 s carries requests up to 16 s: still 100 requests/s, not 600/1 s.
+    let fx = s.commit(3, "a", 2, "08:00:16", stats_until(1_600, 16.0));
+    let rps = float(one(&fx, "loadtest_snapshot"), "rps");
+    assert!((rps - 100.0).abs() < 0.5, "{rps}");
+}
+
+#[test]
+fn names_beyond_the_limit_count_as_other() {
+    let mut s = Scenario::with(LifecycleSettings {
+        max_names_per_run: 2,
+        ..LifecycleSettings::default()
+    });
+    let entries: Vec<StatsEntry> = (0..5)
+        .map(|i| {
+            let mut e = StatsEntry::new("GET", format!("/item/{i}"), 1.0);
+            e.log(5.0, 1, false, 2.0);
+            e
+        })
+        .collect();
+    s.register(1, "a");
+    s.stats(2, "a", 1, payload(entries, vec![], 1));
+    let fx = s.tick("08:00:15");
+    let names: Vec<_> = of(&fx, "loadtest_request")
+        .into_iter()
+        .map(|p| (tag(p, "name"), int(p, "requests")))
+        .collect();
+    assert_eq!(names, [("(other)", 3), ("/item/0", 1), ("/item/1", 1)]);
+    assert_eq!(OTHER_NAME, "(other)");
+}
+
+#[test]
+fn final_record_is_at_the_aligned_end_and_identical_when_rebuilt() {
+    let run_once = || {
+        let mut s = Scenario::new();
+        s.register(1, "a");
+        s.clock("08:07:00");
+        s.commit(2, "a", 9, "08:00:40", stats(33))
+    };
+    let first = run_once();
+    assert_eq!(first.writes, run_once().writes);
+    for m in ["loadtest_snapshot", "loadtest_request", "loadtest_summary"] {
+        for p in of(&first, m) {
+            assert_eq!(p.timestamp, ns("08:00:45"), "{m} at the aligned end");
+        }
+    }
+    let event = one(&first, "loadtest_event");
+    assert_eq!(
+        event.timestamp,
+        ns("08:00:00"),
+        "the event point at the start"
+    );
+    assert_eq!(float(event, "duration_s"), 40.0);
+}
+
+#[test]
+fn summary_has_each_endpoint_the_aggregate_and_the_errors() {
+    let mut s = Scenario::new();
+    s.register(1, "a");
+    let mut get = StatsEntry::new("GET", "/a", 1_795_939_200.0);
+    let mut post = StatsEntry::new("POST", "/b", 1_795_939_200.0);
+    for i in 0..10 {
+        get.log(10.0 + i as f64, 100, i == 0, 1_795_939_201.0 + i as f64);
+        post.log(100.0, 10, i < 2, 1_795_939_201.0 + i as f64);
+    }
+    let error = |name: &str, error: &str, occurrences| ErrorEntry {
+        method: "POST".into(),
+        name: name.into(),
+        error: error.into(),
+        occurrences,
+    };
+    let errors = vec![error("/b", "HTTP 500", 1), error("/b", "timeout", 1)];
+    let fx = s.commit(2, "a", 1, "08:00:20", payload(vec![get, post], errors, 2));
+    let summaries = of(&fx, "loadtest_summary");
+    let names: Vec<_> = summaries.iter().map(|p| tag(p, "name")).collect();
+    assert_eq!(names, ["/a", "/b", "Aggregated"]);
+    let a = named(&fx, "loadtest_summary", "/a");
+    assert_eq!(tag(a, "method"), "GET");
+    assert_eq!(int(a, "requests"), 10);
+    assert_eq!(int(a, "failures"), 1);
+    assert_eq!(int(a, "content_length"), 1_000);
+    assert_eq!(float(a, "response_time_min"), 10.0);
+    assert_eq!(float(a, "response_time_max"), 19.0);
+    assert_eq!(float(a, "response_time_p100"), 19.0);
+    assert_eq!(float(a, "rps"), 1.0, "10 requests over 10 s");
+    let all = named(&fx, "loadtest_summary", "Aggregated");
+    assert_eq!((int(all, "requests"), int(all, "failures")), (20, 3));
+    let errors = of(&fx, "loadtest_error");
+    let found: Vec<_> = errors
+        .iter()
+        .map(|p| (tag(p, "name"), string(p, "error"), int(p, "occurrences")))
+        .collect();
+    assert_eq!(found, [("/b", "HTTP 500", 1), ("/b", "timeout", 1)]);
+    // Errors of one endpoint share its tags: a nanosecond apart, so none overwrites another.
+    assert_eq!(errors[1].timestamp - errors[0].timestamp, 1);
+    assert_eq!(errors[0].timestamp, ns("08:00:30"));
+}
+
+#[test]
+fn thresholds_of_each_node_are_written_with_the_final_record() {
+    let mut s = Scenario::new();
+    s.register(1, "a");
+    let verdicts = vec![
+        ThresholdVerdict {
+            threshold: "p95<300ms".into(),
+            metric: None,
+            name: None,
+            op: None,
+            passed: true,
+            actual: Some(29.0),
+            limit: Some(300.0),
+        },
+        ThresholdVerdict {
+            threshold: "p95[/x]<1ms".into(),
+            metric: Some("p95".into()),
+            name: Some("/x".into()),
+            op: Some(protocol::ThresholdOp::Lt),
+            passed: false,
+            actual: None,
+            limit: Some(1.0),
+        },
+    ];
+    let fx = s.send(2, "a", 1, "08:00:20", commit(stats(20), verdicts));
+    let points = of(&fx, "loadtest_threshold");
+    assert_eq!(points.len(), 2);
+    let (held, failed) = (points[0], points[1]);
+    assert_eq!(tag(held, "event_id"), s.id.hyphenated().to_string());
+    assert_eq!(tag(held, "node_id"), "a");
+    assert_eq!(tag(held, "threshold"), "p95<300ms");
+    assert_eq!(int(held, "passed"), 1);
+    assert_eq!(float(held, "actual"), 29.0);
+    assert_eq!(float(held, "limit"), 300.0);
+    assert_eq!(held.timestamp, ns("08:00:30"));
+    assert_eq!(tag(failed, "threshold"), "p95[/x]<1ms");
+    assert_eq!(int(failed, "passed"), 0);
+    assert!(failed.field("actual").is_none(), "not measured: left out");
+}
+
+#[test]
+fn completed_message_reports_the_final_status_and_totals() {
+    let mut s = Scenario::new().expecting(2);
+    s.register(1, "a");
+    s.register(2, "b");
+    s.commit(3, "a", 1, "08:00:10", stats(10));
+    let fx = s.commit(4, "b", 1, "08:00:12.5", stats(20));
+    assert_eq!(fx.completed.len(), 1);
+    let env = &fx.completed[0];
+    assert_eq!(env.event_id, s.id);
+    assert_eq!(env.node_id, "writer");
+    let Body::Completed(done) = &env.body else {
+        panic!("not a completed message: {env:?}");
+    };
+    assert_eq!(done.status, "committed");
+    assert_eq!(done.duration_s, 12.5);
+    assert_eq!((done.requests, done.failures, done.nodes), (30, 3, 2));
+}
+
+#[test]
+fn event_point_carries_a_label_for_run_selectors() {
+    let mut s = Scenario::new();
+    let fx = s.register(1, "a");
+    let event = one(&fx, "loadtest_event");
+    assert_eq!(
+        string(event, "label"),
+        format!(
+            "2026-11-29 08:00:00 UTC · http://t · running · {}",
+            s.id.hyphenated()
+        )
+    );
+    let fx = s.commit(2, "a", 1, "08:00:20", stats(3));
+    let event = one(&fx, "loadtest_event");
+    assert!(string(event, "label").contains(" · committed · "));
+}

@@ -1,0 +1,7 @@
+//! The lifecycle's tests: no broker, no sleeps. [`scenario::Scenario`] feeds messages and ticks;
+//! the assertions read the returned points as values.
+
+mod acks;
+mod measurements;
+mod scenario;
+mod ticks;

@@ -1,0 +1,118 @@
+//! One test's API and writers: a unique exchange (so its own queues), token secret and API key,
+//! and the writer settings the tests use.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::influx::INFLUX;
+use crate::process::Proc;
+
+/// Settings shared by the API and writer of one test: a unique exchange and token secret.
+pub struct Stack {
+    /// Exchange (queues derive from it).
+    pub exchange: String,
+    /// Event-token secret.
+    pub secret: String,
+    /// API key.
+    pub api_key: String,
+}
+
+impl Stack {
+    /// A fresh namespace.
+    pub fn new(test: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            exchange: format!("e2e-{test}-{}", &id[..8]),
+            secret: format!("secret-{id}"),
+            api_key: format!("key-{}", &id[8..20]),
+        }
+    }
+
+    fn common_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LOADTEST__AMQP__EXCHANGE", self.exchange.clone()),
+            ("LOADTEST__AUTH__TOKEN_SECRET", self.secret.clone()),
+        ]
+    }
+
+    /// Starts the writer with the extra settings `env` (sink, interval).
+    pub fn start_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
+        let mut all = self.common_env();
+        all.push(("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()));
+        all.push(("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()));
+        all.extend(env.iter().cloned());
+        let mut p = Proc::start(name, "loadtest-writer", &[], &all)?;
+        p.wait_for_line("consuming", Duration::from_secs(30))?;
+        Ok(p)
+    }
+
+    /// Starts a writer with the v1 sink into InfluxDB 1.x database `db` and snapshots every
+    /// `snapshot_interval_s` seconds.
+    pub fn start_v1_writer(
+        &self,
+        name: &str,
+        db: &str,
+        snapshot_interval_s: u32,
+    ) -> anyhow::Result<Proc> {
+        self.start_writer(
+            name,
+            &v1_sink_env(INFLUX, db, u64::from(snapshot_interval_s)),
+        )
+    }
+
+    /// Starts the API on a free port; returns it and its base URL.
+    pub fn start_api(&self) -> anyhow::Result<(Proc, String)> {
+        self.start_api_with(&[])
+    }
+
+    /// Starts the API on a free port with extra settings (e.g. another broker URL).
+    pub fn start_api_with(&self, env: &[(&'static str, String)]) -> anyhow::Result<(Proc, String)> {
+        let mut all = self.common_env();
+        all.push(("LOADTEST__AUTH__API_KEYS", self.api_key.clone()));
+        all.extend(env.iter().cloned());
+        let mut p = Proc::start("api", "loadtest-api", &["--listen", "127.0.0.1:0"], &all)?;
+        let line = p.wait_for_line("listening on http://", Duration::from_secs(30))?;
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .map(|s| s.trim().to_string())
+            .context("no URL in the listening line")?;
+        Ok((p, url))
+    }
+
+    /// Starts a writer without waiting for it to consume (e.g. while the broker is down).
+    pub fn spawn_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
+        let mut all = self.common_env();
+        all.extend(env.iter().cloned());
+        Proc::start(name, "loadtest-writer", &[], &all)
+    }
+}
+
+/// Writer settings for the v1 sink into database `db` of the InfluxDB at `influx`: snapshots
+/// every `interval_s` seconds, runs expire after `expire_s` seconds without a message, and the
+/// commit grace is 10 s.
+pub fn writer_env(
+    influx: &str,
+    db: &str,
+    interval_s: u64,
+    expire_s: u64,
+) -> Vec<(&'static str, String)> {
+    let mut env = v1_sink_env(influx, db, interval_s);
+    env.push(("LOADTEST__LIFECYCLE__EXPIRE_AFTER_S", expire_s.to_string()));
+    env.push(("LOADTEST__LIFECYCLE__COMMIT_GRACE_S", "10".into()));
+    env
+}
+
+/// The v1 sink into `db` at `influx`, snapshots every `interval_s` seconds.
+fn v1_sink_env(influx: &str, db: &str, interval_s: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("LOADTEST__SINK__KIND", "v1".into()),
+        ("LOADTEST__SINK__URL", influx.to_string()),
+        ("LOADTEST__SINK__DATABASE", db.to_string()),
+        (
+            "LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S",
+            interval_s.to_string(),
+        ),
+    ]
+}
