@@ -17,7 +17,9 @@ use crate::ValidationError;
 
 /// Longest accepted request name, in characters.
 pub const MAX_NAME_LEN: usize = 1_000;
-/// Most entries accepted in one stats payload.
+/// Longest accepted HTTP method, in characters.
+pub const MAX_METHOD_LEN: usize = 32;
+/// Most entries (and most errors) accepted in one stats payload.
 pub const MAX_ENTRIES: usize = 10_000;
 /// The name Locust gives the total row.
 pub const AGGREGATED: &str = "Aggregated";
@@ -75,11 +77,9 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsEntry {
     /// Request name (URL path or the name given for grouping), at most 1,000 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
     /// HTTP method; empty for the aggregated row. At most 32 characters.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
     pub method: String,
     /// Requests completed, successes and failures.
     #[serde(deserialize_with = "crate::lenient::count")]
@@ -222,10 +222,10 @@ impl StatsEntry {
                 format!("longer than {MAX_NAME_LEN} characters"),
             ));
         }
-        if self.method.chars().count() > 32 {
+        if self.method.chars().count() > MAX_METHOD_LEN {
             return Err(ValidationError::new(
                 format!("{path}.method"),
-                "longer than 32 characters",
+                format!("longer than {MAX_METHOD_LEN} characters"),
             ));
         }
         let finite_non_negative = [
@@ -270,7 +270,6 @@ pub struct ErrorEntry {
     #[serde(default)]
     pub method: String,
     /// Request name, at most 1,000 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
     /// The error text (exception or status).
     pub error: String,
@@ -293,13 +292,11 @@ pub struct StatsPayload {
     pub state: String,
     /// Per-endpoint entries (at most 10,000).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub entries: Vec<StatsEntry>,
     /// The aggregated row (`name = "Aggregated"`).
     pub total: StatsEntry,
     /// Errors by (method, name, error) (at most 10,000).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub errors: Vec<ErrorEntry>,
 }
 
