@@ -195,6 +195,8 @@ impl StatsRequest {
     }
 
     /// The stats the body carries (not validated).
+    /// The stats payload it carries; Locust's total row, if the client listed it among the
+    /// entries, is left out (the `total` carries it).
     pub fn payload(self) -> StatsPayload {
         StatsPayload {
             user_count: self.user_count,
@@ -203,6 +205,7 @@ impl StatsRequest {
             total: self.total,
             errors: self.errors,
         }
+        .without_total_rows()
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 /// Largest integer a float represents exactly.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
@@ -147,4 +148,9 @@ mod tests {
             serde_json::from_str(r#"{"n": 1, "h": {"130.0": 2, "130": 1}}"#).expect("locust keys");
         assert_eq!(locust.h.get(&130), Some(&3));
     }
+}
+
+/// A string that may be `null` (read as empty): Locust's total row has `"method": null`.
+pub fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }

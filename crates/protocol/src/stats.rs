@@ -68,6 +68,18 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
     0
 }
 
+/// Whether `entry` is Locust's total row (`name: "Aggregated"` with no method, as
+/// `RequestStats.total` serializes and as the web UI's `/stats/requests` lists it) rather than
+/// an endpoint. An endpoint a user named `Aggregated` has a method and stays an endpoint.
+pub fn is_total_row(entry: &StatsEntry) -> bool {
+    entry.name == AGGREGATED && entry.method.is_empty()
+}
+
+/// Splits Locust's total rows off a list of entries: `(endpoints, total rows)`.
+fn split_total_rows(entries: Vec<StatsEntry>) -> (Vec<StatsEntry>, Vec<StatsEntry>) {
+    entries.into_iter().partition(|e| !is_total_row(e))
+}
+
 /// One endpoint's cumulative stats, in Locust's serialized shape (`StatsEntry.serialize()`).
 ///
 /// Times are milliseconds; `start_time` and `last_request_timestamp` are Unix seconds (f64).
@@ -78,8 +90,9 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
 pub struct StatsEntry {
     /// Request name (URL path or the name given for grouping), at most 1,000 characters.
     pub name: String,
-    /// HTTP method; empty for the aggregated row. At most 32 characters.
-    #[serde(default)]
+    /// HTTP method; empty (or `null`, as Locust's total row has it) for the aggregated row.
+    /// At most 32 characters.
+    #[serde(default, deserialize_with = "crate::lenient::null_as_empty")]
     pub method: String,
     /// Requests completed, successes and failures.
     #[serde(deserialize_with = "crate::lenient::count")]
@@ -309,6 +322,20 @@ impl StatsPayload {
         user_count: u64,
         state: &str,
     ) -> Self {
+        let (entries, total_rows) = split_total_rows(entries);
+        if entries.is_empty() {
+            // Only Locust's total row was sent: it is the total, with no endpoints.
+            if let Some(mut total) = total_rows.into_iter().next() {
+                total.method.clear();
+                return Self {
+                    user_count,
+                    state: state.to_string(),
+                    entries,
+                    total,
+                    errors,
+                };
+            }
+        }
         let start = entries
             .iter()
             .map(|e| e.start_time)
@@ -326,6 +353,14 @@ impl StatsPayload {
             total,
             errors,
         }
+    }
+
+    /// The payload without Locust's total rows among its entries (see [`is_total_row`]):
+    /// `total` already carries the total, and counting the row as an endpoint would double
+    /// every aggregated count.
+    pub fn without_total_rows(mut self) -> Self {
+        self.entries.retain(|e| !is_total_row(e));
+        self
     }
 
     /// Checks the payload's limits and every entry; errors name the JSON path under `path`.

@@ -292,12 +292,8 @@ impl TryFrom<CommitRequest> for Commit {
                 (entries, extra_errors, c.user_count.unwrap_or(0))
             }
             Some(RequestStats::Web(web)) => {
-                let entries = web
-                    .stats
-                    .into_iter()
-                    .filter(|r| r.name != protocol::AGGREGATED)
-                    .map(web_entry)
-                    .collect();
+                // Locust's total row is recognised by `from_entries` as in the list shape.
+                let entries = web.stats.into_iter().map(web_entry).collect();
                 let mut errors = web.errors;
                 errors.extend(extra_errors);
                 (entries, errors, c.user_count.unwrap_or(web.user_count))
@@ -381,6 +377,51 @@ mod tests {
         assert_eq!(c.stats.entries.len(), 1);
         assert_eq!(c.stats.errors.len(), 1);
         assert_eq!(c.stats.user_count, 3);
+    }
+
+    /// Issue 17 item 3: Locust's total row in a list `requestStats` is the total, not an
+    /// endpoint (it doubled the stored Aggregated count).
+    #[test]
+    fn locust_total_row_in_a_list_is_the_total() {
+        let body = r#"{"uuid":"0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10","host":"h","measurement":{"fields":{"requestStats":[
+            {"method":"GET","name":"/","num_requests":10,"num_failures":0,"total_response_time":50.0,
+             "min_response_time":1,"max_response_time":9,"total_content_length":100,"response_times":{"5":10},
+             "start_time":1795939200.0,"last_request_timestamp":1795939210.0},
+            {"method":null,"name":"Aggregated","num_requests":10,"num_failures":0,"total_response_time":50.0,
+             "min_response_time":1,"max_response_time":9,"total_content_length":100,"response_times":{"5":10},
+             "start_time":1795939200.0,"last_request_timestamp":1795939210.0}]},"tags":{}}}"#;
+        let c = parse_commit(body.as_bytes()).expect("parses");
+        assert_eq!(c.stats.total.num_requests, 10, "not doubled");
+        assert_eq!(c.stats.entries.len(), 1);
+        assert_eq!(c.stats.entries[0].name, "/");
+        // An endpoint that is really named "Aggregated" (it has a method) stays an endpoint.
+        let named = body.replace(
+            r#""method":null,"name":"Aggregated""#,
+            r#""method":"GET","name":"Aggregated""#,
+        );
+        let c = parse_commit(named.as_bytes()).expect("parses");
+        assert_eq!(c.stats.entries.len(), 2);
+        assert_eq!(c.stats.total.num_requests, 20);
+        // Only the total row: it is the total.
+        let only = r#"{"uuid":"0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10","measurement":{"fields":{"requestStats":[
+            {"method":null,"name":"Aggregated","num_requests":7,"num_failures":1}]}}}"#;
+        let c = parse_commit(only.as_bytes()).expect("parses");
+        assert_eq!((c.stats.total.num_requests, c.stats.entries.len()), (7, 0));
+        // The same row among a stats post's entries is left out too.
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../fixtures/stats-message.json"))
+                .expect("json");
+        let mut payload = fixture["payload"].clone();
+        let mut total_row = payload["total"].clone();
+        total_row["method"] = serde_json::Value::Null;
+        total_row["name"] = "Aggregated".into();
+        let n = payload["entries"].as_array().map_or(0, Vec::len);
+        payload["entries"]
+            .as_array_mut()
+            .expect("entries")
+            .push(total_row);
+        let post = parse_stats(payload.to_string().as_bytes()).expect("valid");
+        assert_eq!(post.payload.entries.len(), n);
     }
 
     #[test]
