@@ -120,6 +120,11 @@ impl<'de> de::Deserialize<'de> for Count {
     }
 }
 
+/// A string that may be `null` (read as empty): Locust's total row has `"method": null`.
+pub fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -148,9 +153,4 @@ mod tests {
             serde_json::from_str(r#"{"n": 1, "h": {"130.0": 2, "130": 1}}"#).expect("locust keys");
         assert_eq!(locust.h.get(&130), Some(&3));
     }
-}
-
-/// A string that may be `null` (read as empty): Locust's total row has `"method": null`.
-pub fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
