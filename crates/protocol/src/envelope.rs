@@ -153,31 +153,84 @@ pub struct CommitPayload {
     pub thresholds: Vec<ThresholdVerdict>,
 }
 
-/// One threshold's verdict, as a load generator judged it on its final stats.
+/// Longest node id (`nodeId`), in characters.
+pub const MAX_NODE_ID_LEN: usize = 200;
+/// Longest threshold expression (`p95<300ms`) in a verdict, in characters.
+pub const MAX_THRESHOLD_LEN: usize = 200;
+/// Longest metric name (`p99.9`, `fail_ratio`) in a verdict, in characters.
+pub const MAX_METRIC_LEN: usize = 32;
+
+/// A threshold's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ThresholdOp {
+    /// `<`
+    #[serde(rename = "<")]
+    Lt,
+    /// `<=`
+    #[serde(rename = "<=")]
+    Le,
+    /// `>`
+    #[serde(rename = ">")]
+    Gt,
+    /// `>=`
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+impl ThresholdOp {
+    /// Whether `actual OP limit` holds.
+    pub fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            ThresholdOp::Lt => actual < limit,
+            ThresholdOp::Le => actual <= limit,
+            ThresholdOp::Gt => actual > limit,
+            ThresholdOp::Ge => actual >= limit,
+        }
+    }
+}
+
+/// One threshold's verdict, as a load generator judged it on its final stats. The same type
+/// travels in an API commit (`thresholds`) and in an AMQP `committed` message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThresholdVerdict {
     /// The threshold as given (`p95<300ms`, `fail_ratio<0.01`), at most 200 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub threshold: String,
-    /// Whether it held.
-    pub passed: bool,
-    /// The measured value (ms for times, a fraction for ratios); `null` when not measured.
-    #[serde(default)]
-    pub actual: Option<f64>,
+    /// The metric's name (`p95`, `fail_ratio`, …), at most 32 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The endpoint checked (`/api/items`, `GET /api/items`), or `Aggregated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<ThresholdOp>,
     /// The limit, in the same unit.
     #[serde(default)]
     pub limit: Option<f64>,
+    /// The measured value (ms for times, a fraction for ratios); `null` when not measured.
+    #[serde(default)]
+    pub actual: Option<f64>,
+    /// Whether it held.
+    pub passed: bool,
 }
 
 impl ThresholdVerdict {
     /// Checks the verdict; `path` names it in errors (`thresholds[0]`).
     pub fn validate(&self, path: &str) -> Result<(), ValidationError> {
-        if self.threshold.chars().count() > 200 {
-            return Err(ValidationError::new(
-                format!("{path}.threshold"),
-                "longer than 200 characters",
-            ));
+        let texts = [
+            ("threshold", Some(&self.threshold), MAX_THRESHOLD_LEN),
+            ("metric", self.metric.as_ref(), MAX_METRIC_LEN),
+            ("name", self.name.as_ref(), crate::stats::MAX_NAME_LEN),
+        ];
+        for (field, text, max) in texts {
+            if text.is_some_and(|t| t.chars().count() > max) {
+                return Err(ValidationError::new(
+                    format!("{path}.{field}"),
+                    format!("longer than {max} characters"),
+                ));
+            }
         }
         for (field, v) in [("actual", self.actual), ("limit", self.limit)] {
             if v.is_some_and(|v| !v.is_finite()) {
@@ -345,8 +398,11 @@ impl TryFrom<WireEnvelope> for Envelope {
         let sent_at = DateTime::parse_from_rfc3339(&w.sent_at)
             .map_err(|e| ValidationError::new("sentAt", format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
-        if w.node_id.chars().count() > 200 {
-            return Err(ValidationError::new("nodeId", "longer than 200 characters"));
+        if w.node_id.chars().count() > MAX_NODE_ID_LEN {
+            return Err(ValidationError::new(
+                "nodeId",
+                format!("longer than {MAX_NODE_ID_LEN} characters"),
+            ));
         }
         let body = match w.kind.as_str() {
             "registered" => Body::Registered(payload(w.payload)?),
@@ -418,6 +474,9 @@ mod tests {
             node_id: "pod-3".into(),
             verdict: ThresholdVerdict {
                 threshold: "p95<300ms".into(),
+                metric: None,
+                name: None,
+                op: None,
                 passed: false,
                 actual: Some(412.0),
                 limit: Some(300.0),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 /// Largest integer a float represents exactly.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
@@ -117,6 +118,11 @@ impl<'de> de::Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         count(d).map(Count)
     }
+}
+
+/// A string that may be `null` (read as empty): Locust's total row has `"method": null`.
+pub fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

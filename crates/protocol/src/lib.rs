@@ -4,9 +4,12 @@
 //!   exact merging and percentiles.
 //! - [`envelope`]: the versioned AMQP envelope (`loadtest.v1`) and its payloads, parsed from the
 //!   wire DTO with `TryFrom`.
+//! - [`api`]: the load-test API's HTTP bodies (register, stats, commit, problem+json), shared by
+//!   the API, its clients and the OpenAPI document, with the limits they are checked against.
 //! - [`token`]: event tokens (`HMAC-SHA256(secret, uuid)`) and run ids for idempotent register.
 //! - [`time`]: snapshot alignment to the wall clock.
 
+pub mod api;
 pub mod envelope;
 pub mod lenient;
 pub mod stats;
@@ -16,7 +19,7 @@ pub mod token;
 
 pub use envelope::{
     routing, Body, CommitPayload, CompletedPayload, Envelope, NodeVerdict, Percentiles, RunInfo,
-    ThresholdVerdict, WireEnvelope, SCHEMA,
+    ThresholdOp, ThresholdVerdict, WireEnvelope, SCHEMA,
 };
 pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
 pub use status::{RunningEvent, RunningSet};

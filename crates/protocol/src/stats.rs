@@ -17,7 +17,9 @@ use crate::ValidationError;
 
 /// Longest accepted request name, in characters.
 pub const MAX_NAME_LEN: usize = 1_000;
-/// Most entries accepted in one stats payload.
+/// Longest accepted HTTP method, in characters.
+pub const MAX_METHOD_LEN: usize = 32;
+/// Most entries (and most errors) accepted in one stats payload.
 pub const MAX_ENTRIES: usize = 10_000;
 /// The name Locust gives the total row.
 pub const AGGREGATED: &str = "Aggregated";
@@ -66,6 +68,18 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
     0
 }
 
+/// Whether `entry` is Locust's total row (`name: "Aggregated"` with no method, as
+/// `RequestStats.total` serializes and as the web UI's `/stats/requests` lists it) rather than
+/// an endpoint. An endpoint a user named `Aggregated` has a method and stays an endpoint.
+pub fn is_total_row(entry: &StatsEntry) -> bool {
+    entry.name == AGGREGATED && entry.method.is_empty()
+}
+
+/// Splits Locust's total rows off a list of entries: `(endpoints, total rows)`.
+fn split_total_rows(entries: Vec<StatsEntry>) -> (Vec<StatsEntry>, Vec<StatsEntry>) {
+    entries.into_iter().partition(|e| !is_total_row(e))
+}
+
 /// One endpoint's cumulative stats, in Locust's serialized shape (`StatsEntry.serialize()`).
 ///
 /// Times are milliseconds; `start_time` and `last_request_timestamp` are Unix seconds (f64).
@@ -75,11 +89,10 @@ pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsEntry {
     /// Request name (URL path or the name given for grouping), at most 1,000 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
-    /// HTTP method; empty for the aggregated row. At most 32 characters.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
+    /// HTTP method; empty (or `null`, as Locust's total row has it) for the aggregated row.
+    /// At most 32 characters.
+    #[serde(default, deserialize_with = "crate::lenient::null_as_empty")]
     pub method: String,
     /// Requests completed, successes and failures.
     #[serde(deserialize_with = "crate::lenient::count")]
@@ -222,10 +235,10 @@ impl StatsEntry {
                 format!("longer than {MAX_NAME_LEN} characters"),
             ));
         }
-        if self.method.chars().count() > 32 {
+        if self.method.chars().count() > MAX_METHOD_LEN {
             return Err(ValidationError::new(
                 format!("{path}.method"),
-                "longer than 32 characters",
+                format!("longer than {MAX_METHOD_LEN} characters"),
             ));
         }
         let finite_non_negative = [
@@ -270,7 +283,6 @@ pub struct ErrorEntry {
     #[serde(default)]
     pub method: String,
     /// Request name, at most 1,000 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub name: String,
     /// The error text (exception or status).
     pub error: String,
@@ -293,13 +305,11 @@ pub struct StatsPayload {
     pub state: String,
     /// Per-endpoint entries (at most 10,000).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub entries: Vec<StatsEntry>,
     /// The aggregated row (`name = "Aggregated"`).
     pub total: StatsEntry,
     /// Errors by (method, name, error) (at most 10,000).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub errors: Vec<ErrorEntry>,
 }
 
@@ -312,6 +322,20 @@ impl StatsPayload {
         user_count: u64,
         state: &str,
     ) -> Self {
+        let (entries, total_rows) = split_total_rows(entries);
+        if entries.is_empty() {
+            // Only Locust's total row was sent: it is the total, with no endpoints.
+            if let Some(mut total) = total_rows.into_iter().next() {
+                total.method.clear();
+                return Self {
+                    user_count,
+                    state: state.to_string(),
+                    entries,
+                    total,
+                    errors,
+                };
+            }
+        }
         let start = entries
             .iter()
             .map(|e| e.start_time)
@@ -329,6 +353,14 @@ impl StatsPayload {
             total,
             errors,
         }
+    }
+
+    /// The payload without Locust's total rows among its entries (see [`is_total_row`]):
+    /// `total` already carries the total, and counting the row as an endpoint would double
+    /// every aggregated count.
+    pub fn without_total_rows(mut self) -> Self {
+        self.entries.retain(|e| !is_total_row(e));
+        self
     }
 
     /// Checks the payload's limits and every entry; errors name the JSON path under `path`.

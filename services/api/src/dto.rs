@@ -1,14 +1,15 @@
-//! Request bodies as they arrive (DTOs) and their conversion into domain types.
+//! Request bodies ([`protocol::api`]'s wire types) parsed and converted into the API's domain
+//! types with `TryFrom`: [`Registration`], [`StatsPost`], [`Commit`].
 //!
 //! The register and commit bodies are the original Consumer's, byte for byte (see
 //! `fixtures/original-register.json`, `fixtures/original-commit.json`); our additions are
 //! optional. Parsing goes through `serde_path_to_error`, so a type error names the field's JSON
-//! path (`measurement.fields.clients`).
+//! path (`measurement.fields.clients`); the conversions check the limits of [`protocol::api`].
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use protocol::{ErrorEntry, RunInfo, StatsEntry, StatsPayload, ValidationError};
+use protocol::api::{self, CommitRequest, RegisterRequest, RequestStats, StatsRequest, WebRow};
+use protocol::{RunInfo, StatsEntry, StatsPayload, ValidationError};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use uuid::Uuid;
 
 /// Parses `bytes` as JSON into `T`; errors carry the field path (prefixed with `prefix`).
@@ -94,65 +95,10 @@ fn check_len(value: &str, field: &str, max: usize) -> Result<(), ValidationError
     Ok(())
 }
 
-/// `POST /apiv0.1/events/register`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterRequest {
-    /// RFC 3339 start time.
-    pub started_at: String,
-    /// The registering machine.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Run parameters and tags.
-    pub measurement: RegisterMeasurement,
-    /// Idempotency key: the same key under the same API key gives the same uuid.
-    #[serde(default)]
-    pub run_key: Option<String>,
-    /// The registering node (default `default`, as for stats and commit).
-    #[serde(default)]
-    pub node_id: Option<String>,
-    /// `loadgen`, `locust`, …
-    #[serde(default)]
-    pub tool: Option<String>,
-    /// Nodes expected to join (cluster mode).
-    #[serde(default, deserialize_with = "protocol::lenient::opt_count")]
-    pub expected_nodes: Option<u64>,
-}
-
-/// `measurement` of a register body.
-#[derive(Debug, Deserialize)]
-pub struct RegisterMeasurement {
-    /// Numeric parameters.
-    pub fields: RegisterFields,
-    /// Tags.
-    pub tags: RegisterTags,
-}
-
-/// `measurement.fields` of a register body.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterFields {
-    /// Users planned.
-    #[serde(deserialize_with = "protocol::lenient::count")]
-    pub clients: u64,
-    /// Spawn rate, users/s.
-    #[serde(default)]
-    pub hatch_rate: Option<f64>,
-    /// Planned requests (0 for time-bound runs).
-    #[serde(default, deserialize_with = "protocol::lenient::opt_count")]
-    pub requests: Option<u64>,
-}
-
-/// `measurement.tags` of a register body.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterTags {
-    /// The system under test.
-    #[serde(default)]
-    pub target_host: Option<String>,
-    /// `single` or `cluster`.
-    #[serde(default)]
-    pub mode: Option<String>,
+/// A node id as given, or [`DEFAULT_NODE`] when none (or an empty one) was.
+fn node_or_default(node: Option<String>) -> String {
+    node.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NODE.into())
 }
 
 /// A register, checked.
@@ -182,28 +128,34 @@ impl TryFrom<RegisterRequest> for Registration {
         let host = r.host.unwrap_or_default();
         let target_host = r.measurement.tags.target_host.unwrap_or_default();
         let mode = r.measurement.tags.mode.unwrap_or_default();
-        check_len(&host, "host", 255)?;
-        check_len(&target_host, "measurement.tags.targetHost", 1000)?;
-        check_len(&mode, "measurement.tags.mode", 64)?;
+        check_len(&host, "host", api::MAX_HOST_LEN)?;
+        check_len(
+            &target_host,
+            "measurement.tags.targetHost",
+            api::MAX_TARGET_HOST_LEN,
+        )?;
+        check_len(&mode, "measurement.tags.mode", api::MAX_MODE_LEN)?;
         let expected_nodes = match r.expected_nodes {
-            Some(n) => Some(u32::try_from(n).map_err(|_| {
-                ValidationError::new("expectedNodes", "must be at most 4294967295")
-            })?),
+            Some(n) if n > api::MAX_EXPECTED_NODES => {
+                return Err(ValidationError::new(
+                    "expectedNodes",
+                    format!("must be at most {}", api::MAX_EXPECTED_NODES),
+                ))
+            }
+            // At most `MAX_EXPECTED_NODES`, which is `u32::MAX`.
+            Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
             None => None,
         };
         let tool = r.tool.unwrap_or_default();
-        check_len(&tool, "tool", 64)?;
+        check_len(&tool, "tool", api::MAX_TOOL_LEN)?;
         if let Some(k) = &r.run_key {
-            check_len(k, "runKey", 200)?;
+            check_len(k, "runKey", api::MAX_RUN_KEY_LEN)?;
             if k.is_empty() {
                 return Err(ValidationError::new("runKey", "must not be empty"));
             }
         }
-        let node_id = r
-            .node_id
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NODE.into());
-        check_len(&node_id, "nodeId", 200)?;
+        let node_id = node_or_default(r.node_id);
+        check_len(&node_id, "nodeId", api::MAX_NODE_ID_LEN)?;
         Ok(Registration {
             info: RunInfo {
                 started_at,
@@ -234,54 +186,42 @@ pub struct StatsPost {
     pub payload: StatsPayload,
 }
 
-fn take_node_and_seq(
-    obj: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<(Option<String>, Option<u64>), ValidationError> {
-    let node = match obj.remove("nodeId") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => {
-            check_len(&s, "nodeId", 200)?;
-            Some(s)
-        }
-        Some(_) => return Err(ValidationError::new("nodeId", "must be a string")),
-    };
-    let seq = match obj.remove("seq") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            as_count(&v)
-                .ok_or_else(|| ValidationError::new("seq", "must be a non-negative integer"))?,
-        ),
-    };
-    Ok((node, seq))
-}
+impl TryFrom<StatsRequest> for StatsPost {
+    type Error = ValidationError;
 
-/// A JSON count: a non-negative integer or an integral float (see `protocol::lenient`).
-fn as_count(v: &serde_json::Value) -> Option<u64> {
-    protocol::lenient::count(v).ok()
+    fn try_from(r: StatsRequest) -> Result<Self, Self::Error> {
+        if let Some(n) = &r.node_id {
+            check_len(n, "nodeId", api::MAX_NODE_ID_LEN)?;
+        }
+        let (node_id, seq) = (r.node_id.clone(), r.seq);
+        let payload = r.payload();
+        payload.validate("").map_err(|e| {
+            ValidationError::new(e.field.trim_start_matches('.').to_string(), e.message)
+        })?;
+        Ok(StatsPost {
+            node_id: node_or_default(node_id),
+            seq: seq.unwrap_or_else(default_seq),
+            payload,
+        })
+    }
 }
 
 fn default_seq() -> u64 {
     Utc::now().timestamp_micros().max(0) as u64
 }
 
+/// Parses a JSON object body: not JSON, or not an object, is an error at `$`.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
+    let value: serde_json::Value = parse(bytes)?;
+    if !value.is_object() {
+        return Err(ValidationError::new("$", "must be a JSON object"));
+    }
+    parse_value(value, "")
+}
+
 /// Parses a stats post body.
 pub fn parse_stats(bytes: &[u8]) -> Result<StatsPost, ValidationError> {
-    let value: serde_json::Value = parse(bytes)?;
-    let serde_json::Value::Object(mut obj) = value else {
-        return Err(ValidationError::new("$", "must be a JSON object"));
-    };
-    let (node, seq) = take_node_and_seq(&mut obj)?;
-    let payload: StatsPayload = parse_value(serde_json::Value::Object(obj), "")?;
-    payload.validate("").map_err(|e| {
-        ValidationError::new(e.field.trim_start_matches('.').to_string(), e.message)
-    })?;
-    Ok(StatsPost {
-        node_id: node
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NODE.into()),
-        seq: seq.unwrap_or_else(default_seq),
-        payload,
-    })
+    StatsPost::try_from(parse_object::<StatsRequest>(bytes)?)
 }
 
 /// A commit, checked.
@@ -301,150 +241,80 @@ pub struct Commit {
     pub thresholds: Vec<protocol::ThresholdVerdict>,
 }
 
-/// One row of Locust's web `/stats/requests` JSON (`stats[]`).
-#[derive(Debug, Deserialize)]
-struct WebRow {
-    #[serde(default)]
-    method: Option<String>,
-    name: String,
-    #[serde(deserialize_with = "protocol::lenient::count")]
-    num_requests: u64,
-    #[serde(default, deserialize_with = "protocol::lenient::count")]
-    num_failures: u64,
-    #[serde(default)]
-    avg_response_time: f64,
-    #[serde(default)]
-    min_response_time: Option<f64>,
-    #[serde(default)]
-    max_response_time: Option<f64>,
-    #[serde(default)]
-    avg_content_length: f64,
+/// A row of Locust's web `/stats/requests` JSON as a stats entry (without a histogram: its
+/// percentiles are unknown and the summary reports min/avg/max only).
+fn web_entry(r: WebRow) -> StatsEntry {
+    StatsEntry {
+        name: r.name,
+        method: r.method.unwrap_or_default(),
+        num_requests: r.num_requests,
+        num_failures: r.num_failures,
+        total_response_time: r.avg_response_time * r.num_requests as f64,
+        min_response_time: r.min_response_time,
+        max_response_time: r.max_response_time.unwrap_or(0.0),
+        total_content_length: (r.avg_content_length * r.num_requests as f64).round() as u64,
+        response_times: Default::default(),
+        start_time: 0.0,
+        last_request_timestamp: None,
+    }
 }
 
-/// Locust's web `/stats/requests` JSON.
-#[derive(Debug, Deserialize)]
-struct WebStats {
-    stats: Vec<WebRow>,
-    #[serde(default)]
-    errors: Vec<ErrorEntry>,
-    #[serde(default, deserialize_with = "protocol::lenient::count")]
-    user_count: u64,
-}
+impl TryFrom<CommitRequest> for Commit {
+    type Error = ValidationError;
 
-/// Parses an original commit body (`requestStats` as a list of `StatsEntry.serialize()` objects
-/// or as Locust's web `/stats/requests` JSON, which has no histogram: its percentiles are then
-/// unknown and the summary reports min/avg/max only) plus our optional `nodeId`, `seq`,
-/// `userCount` and `errors`.
-pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
-    let value: serde_json::Value = parse(bytes)?;
-    let serde_json::Value::Object(mut obj) = value else {
-        return Err(ValidationError::new("$", "must be a JSON object"));
-    };
-    let (node, seq) = take_node_and_seq(&mut obj)?;
-    let uuid_text = match obj.get("uuid") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Err(ValidationError::new("uuid", "must be a string")),
-        None => return Err(ValidationError::new("uuid", "missing field `uuid`")),
-    };
-    let event_id = Uuid::parse_str(&uuid_text)
-        .map_err(|e| ValidationError::new("uuid", format!("not a uuid: {e}")))?;
-    if let Some(s) = obj.get("startedAt").filter(|v| !v.is_null()) {
-        let s = s
-            .as_str()
-            .ok_or_else(|| ValidationError::new("startedAt", "must be a string"))?;
-        parse_time(s, "startedAt")?;
-    }
-    let host = match obj.get("host") {
-        None | Some(serde_json::Value::Null) => String::new(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Err(ValidationError::new("host", "must be a string")),
-    };
-    check_len(&host, "host", 255)?;
-    let user_count =
-        match obj.get("userCount") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(as_count(v).ok_or_else(|| {
-                ValidationError::new("userCount", "must be a non-negative integer")
-            })?),
-        };
-    let thresholds: Vec<protocol::ThresholdVerdict> = match obj.remove("thresholds") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => parse_value(v, "thresholds")?,
-    };
-    if thresholds.len() > 100 {
-        return Err(ValidationError::new(
-            "thresholds",
-            "more than 100 thresholds",
-        ));
-    }
-    for (i, t) in thresholds.iter().enumerate() {
-        t.validate(&format!("thresholds[{i}]"))?;
-    }
-    let extra_errors: Vec<ErrorEntry> = match obj.remove("errors") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(v) => parse_value(v, "errors")?,
-    };
-    let stats_value = obj
-        .get_mut("measurement")
-        .and_then(|m| m.get_mut("fields"))
-        .and_then(|f| f.get_mut("requestStats"))
-        .map(serde_json::Value::take)
-        .ok_or_else(|| {
-            ValidationError::new(
-                "measurement.fields.requestStats",
-                "missing field `requestStats`",
-            )
-        })?;
-    let field = "measurement.fields.requestStats";
-    let (entries, errors, users) = match stats_value {
-        serde_json::Value::Array(_) => {
-            let entries: Vec<StatsEntry> = parse_value(stats_value, field)?;
-            (entries, extra_errors, user_count.unwrap_or(0))
+    /// An original commit (`requestStats` as a list of `StatsEntry.serialize()` objects or as
+    /// Locust's web `/stats/requests` JSON) plus our optional `nodeId`, `seq`, `userCount`,
+    /// `errors` and `thresholds`.
+    fn try_from(c: CommitRequest) -> Result<Self, Self::Error> {
+        if let Some(n) = &c.node_id {
+            check_len(n, "nodeId", api::MAX_NODE_ID_LEN)?;
         }
-        serde_json::Value::Object(_) => {
-            let web: WebStats = parse_value(stats_value, field)?;
-            let entries = web
-                .stats
-                .into_iter()
-                .filter(|r| r.name != protocol::AGGREGATED)
-                .map(|r| StatsEntry {
-                    name: r.name,
-                    method: r.method.unwrap_or_default(),
-                    num_requests: r.num_requests,
-                    num_failures: r.num_failures,
-                    total_response_time: r.avg_response_time * r.num_requests as f64,
-                    min_response_time: r.min_response_time,
-                    max_response_time: r.max_response_time.unwrap_or(0.0),
-                    total_content_length: (r.avg_content_length * r.num_requests as f64).round()
-                        as u64,
-                    response_times: Default::default(),
-                    start_time: 0.0,
-                    last_request_timestamp: None,
-                })
-                .collect();
-            let mut errors = web.errors;
-            errors.extend(extra_errors);
-            (entries, errors, user_count.unwrap_or(web.user_count))
+        if let Some(s) = &c.started_at {
+            parse_time(s, "startedAt")?;
         }
-        _ => {
+        let host = c.host.unwrap_or_default();
+        check_len(&host, "host", api::MAX_HOST_LEN)?;
+        let thresholds = c.thresholds.unwrap_or_default();
+        if thresholds.len() > api::MAX_THRESHOLDS {
             return Err(ValidationError::new(
-                field,
-                "must be a list of stats entries or Locust's /stats/requests object",
-            ))
+                "thresholds",
+                format!("more than {} thresholds", api::MAX_THRESHOLDS),
+            ));
         }
-    };
-    let stats = StatsPayload::from_entries(entries, errors, users, "stopped");
-    stats.validate(field)?;
-    Ok(Commit {
-        event_id,
-        node_id: node
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NODE.into()),
-        host,
-        seq: seq.unwrap_or_else(default_seq),
-        stats,
-        thresholds,
-    })
+        for (i, t) in thresholds.iter().enumerate() {
+            t.validate(&format!("thresholds[{i}]"))?;
+        }
+        let extra_errors = c.errors.unwrap_or_default();
+        let field = "measurement.fields.requestStats";
+        let (entries, errors, users) = match c.measurement.fields.request_stats {
+            None => return Err(ValidationError::new(field, "missing field `requestStats`")),
+            Some(RequestStats::Entries(entries)) => {
+                (entries, extra_errors, c.user_count.unwrap_or(0))
+            }
+            Some(RequestStats::Web(web)) => {
+                // Locust's total row is recognised by `from_entries` as in the list shape.
+                let entries = web.stats.into_iter().map(web_entry).collect();
+                let mut errors = web.errors;
+                errors.extend(extra_errors);
+                (entries, errors, c.user_count.unwrap_or(web.user_count))
+            }
+        };
+        let stats = StatsPayload::from_entries(entries, errors, users, "stopped");
+        stats.validate(field)?;
+        Ok(Commit {
+            event_id: c.uuid,
+            node_id: node_or_default(c.node_id),
+            host,
+            seq: c.seq.unwrap_or_else(default_seq),
+            stats,
+            thresholds,
+        })
+    }
+}
+
+/// Parses a commit body.
+pub fn parse_commit(bytes: &[u8]) -> Result<Commit, ValidationError> {
+    Commit::try_from(parse_object::<CommitRequest>(bytes)?)
 }
 
 #[cfg(test)]
@@ -507,6 +377,51 @@ mod tests {
         assert_eq!(c.stats.entries.len(), 1);
         assert_eq!(c.stats.errors.len(), 1);
         assert_eq!(c.stats.user_count, 3);
+    }
+
+    /// Issue 17 item 3: Locust's total row in a list `requestStats` is the total, not an
+    /// endpoint (it doubled the stored Aggregated count).
+    #[test]
+    fn locust_total_row_in_a_list_is_the_total() {
+        let body = r#"{"uuid":"0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10","host":"h","measurement":{"fields":{"requestStats":[
+            {"method":"GET","name":"/","num_requests":10,"num_failures":0,"total_response_time":50.0,
+             "min_response_time":1,"max_response_time":9,"total_content_length":100,"response_times":{"5":10},
+             "start_time":1795939200.0,"last_request_timestamp":1795939210.0},
+            {"method":null,"name":"Aggregated","num_requests":10,"num_failures":0,"total_response_time":50.0,
+             "min_response_time":1,"max_response_time":9,"total_content_length":100,"response_times":{"5":10},
+             "start_time":1795939200.0,"last_request_timestamp":1795939210.0}]},"tags":{}}}"#;
+        let c = parse_commit(body.as_bytes()).expect("parses");
+        assert_eq!(c.stats.total.num_requests, 10, "not doubled");
+        assert_eq!(c.stats.entries.len(), 1);
+        assert_eq!(c.stats.entries[0].name, "/");
+        // An endpoint that is really named "Aggregated" (it has a method) stays an endpoint.
+        let named = body.replace(
+            r#""method":null,"name":"Aggregated""#,
+            r#""method":"GET","name":"Aggregated""#,
+        );
+        let c = parse_commit(named.as_bytes()).expect("parses");
+        assert_eq!(c.stats.entries.len(), 2);
+        assert_eq!(c.stats.total.num_requests, 20);
+        // Only the total row: it is the total.
+        let only = r#"{"uuid":"0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10","measurement":{"fields":{"requestStats":[
+            {"method":null,"name":"Aggregated","num_requests":7,"num_failures":1}]}}}"#;
+        let c = parse_commit(only.as_bytes()).expect("parses");
+        assert_eq!((c.stats.total.num_requests, c.stats.entries.len()), (7, 0));
+        // The same row among a stats post's entries is left out too.
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../fixtures/stats-message.json"))
+                .expect("json");
+        let mut payload = fixture["payload"].clone();
+        let mut total_row = payload["total"].clone();
+        total_row["method"] = serde_json::Value::Null;
+        total_row["name"] = "Aggregated".into();
+        let n = payload["entries"].as_array().map_or(0, Vec::len);
+        payload["entries"]
+            .as_array_mut()
+            .expect("entries")
+            .push(total_row);
+        let post = parse_stats(payload.to_string().as_bytes()).expect("valid");
+        assert_eq!(post.payload.entries.len(), n);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use protocol::api::Problem;
 
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]
@@ -46,23 +46,6 @@ impl From<protocol::ValidationError> for ApiError {
             detail: e.message,
         }
     }
-}
-
-/// The problem+json body (RFC 9457).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// A URI reference naming the problem type.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short summary.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// Explanation for this occurrence.
-    pub detail: String,
-    /// JSON path of the offending field, when one is to blame.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
 }
 
 impl IntoResponse for ApiError {

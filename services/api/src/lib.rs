@@ -3,9 +3,10 @@
 //! Layout:
 //! - [`routes`]: the handlers (register, stats, commit, isrunning, healthz, readyz, metrics,
 //!   openapi.json).
-//! - [`openapi`]: the OpenAPI 3.1 document.
+//! - [`openapi`]: the OpenAPI 3.1 document (it imports the handlers, never the other way).
 //! - [`metrics`]: Prometheus metrics.
-//! - [`dto`]: request bodies (the original Consumer's, byte for byte) → domain types.
+//! - [`dto`]: request bodies ([`protocol::api`], the original Consumer's byte for byte) → domain
+//!   types.
 //! - [`broker`]: publisher with confirms; subscription to the writer's running set.
 //! - [`error`]: `ApiError` → `application/problem+json`.
 //! - [`settings`]: configuration (defaults, TOML file, environment).
@@ -54,7 +55,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

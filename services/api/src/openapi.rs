@@ -1,168 +1,20 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers'
-//! `#[utoipa::path]` attributes and the schemas below.
+//! `#[utoipa::path]` attributes and the wire types of [`protocol::api`] (the same types the
+//! handlers parse), with their limits set by [`protocol::api::openapi::Limits`].
 //!
-//! The handlers read raw bytes (so every rejection is our problem+json), so the request bodies
-//! are described by the documentation-only types in this module.
+//! This module imports the handlers; they do not import it (it serves itself, through
+//! [`openapi_json`]).
 
-use protocol::{ErrorEntry, RunningEvent, RunningSet, StatsEntry, StatsPayload};
-use serde::Serialize;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use protocol::api::openapi::Limits;
+use protocol::api::{
+    Accepted, CommitFields, CommitMeasurement, CommitRequest, Health, Problem, RegisterFields,
+    RegisterMeasurement, RegisterRequest, RegisterResponse, RegisterTags, StatsRequest,
+};
+use protocol::{ErrorEntry, RunningEvent, RunningSet, StatsEntry, StatsPayload, ThresholdOp};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-use crate::error::Problem;
-use crate::routes::RegisterResponse;
-
-/// Register body (the original Consumer's, plus optional additions).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterBody {
-    /// Start time, RFC 3339 (`2026-11-29T08:00:00Z`).
-    #[schema(format = DateTime)]
-    pub started_at: String,
-    /// The registering machine (at most 255 characters).
-    #[schema(max_length = 255)]
-    pub host: Option<String>,
-    /// Run parameters and tags.
-    pub measurement: RegisterMeasurementBody,
-    /// Idempotency key: the same key with the same API key returns the same uuid and token.
-    #[schema(min_length = 1, max_length = 200)]
-    pub run_key: Option<String>,
-    /// The registering node (default `default`; cluster nodes send their own).
-    #[schema(max_length = 200)]
-    pub node_id: Option<String>,
-    /// `loadgen`, `locust`, …
-    #[schema(max_length = 64)]
-    pub tool: Option<String>,
-    /// Nodes expected to join (cluster mode).
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub expected_nodes: Option<u32>,
-}
-
-/// `measurement` of a register body.
-#[derive(Serialize, ToSchema)]
-pub struct RegisterMeasurementBody {
-    /// Numeric parameters.
-    pub fields: RegisterFieldsBody,
-    /// Tags.
-    pub tags: RegisterTagsBody,
-}
-
-/// `measurement.fields` of a register body.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterFieldsBody {
-    /// Users planned.
-    #[schema(minimum = 0)]
-    pub clients: u64,
-    /// Spawn rate, users/s.
-    #[schema(minimum = 0.0)]
-    pub hatch_rate: Option<f64>,
-    /// Planned requests (0 for a time-bound run).
-    #[schema(minimum = 0)]
-    pub requests: Option<u64>,
-}
-
-/// `measurement.tags` of a register body.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterTagsBody {
-    /// The system under test (at most 1,000 characters).
-    #[schema(max_length = 1000)]
-    pub target_host: Option<String>,
-    /// `single` or `cluster` (at most 64 characters).
-    #[schema(max_length = 64)]
-    pub mode: Option<String>,
-}
-
-/// Stats body: a node's cumulative stats (the `stats` payload) plus its id and sequence number.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StatsBody {
-    /// The sending node (default `default`).
-    #[schema(max_length = 200)]
-    pub node_id: Option<String>,
-    /// Sequence number; a higher one supersedes a lower one from the same node.
-    #[schema(minimum = 0)]
-    pub seq: Option<u64>,
-    /// Users running on the node.
-    #[schema(minimum = 0)]
-    pub user_count: Option<u64>,
-    /// Runner state (`spawning`, `running`, `stopped`).
-    pub state: Option<String>,
-    /// Per-endpoint entries.
-    #[schema(max_items = 10000)]
-    pub entries: Option<Vec<StatsEntry>>,
-    /// The aggregated row.
-    pub total: StatsEntry,
-    /// Errors.
-    #[schema(max_items = 10000)]
-    pub errors: Option<Vec<ErrorEntry>>,
-}
-
-/// Commit body (the original Consumer's, plus optional additions).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitBody {
-    /// Start time, RFC 3339.
-    #[schema(format = DateTime)]
-    pub started_at: Option<String>,
-    /// The run's uuid from register.
-    pub uuid: uuid::Uuid,
-    /// The committing machine.
-    #[schema(max_length = 255)]
-    pub host: Option<String>,
-    /// The committing node (default `default`; cluster nodes send their own).
-    #[schema(max_length = 200)]
-    pub node_id: Option<String>,
-    /// Sequence number.
-    #[schema(minimum = 0)]
-    pub seq: Option<u64>,
-    /// Users at the end.
-    #[schema(minimum = 0)]
-    pub user_count: Option<u64>,
-    /// Errors.
-    #[schema(max_items = 10000)]
-    pub errors: Option<Vec<ErrorEntry>>,
-    /// Final stats.
-    pub measurement: CommitMeasurementBody,
-    /// The load generator's threshold verdicts, written as `loadtest_threshold` points.
-    #[schema(max_items = 100)]
-    pub thresholds: Option<Vec<protocol::ThresholdVerdict>>,
-}
-
-/// `measurement` of a commit body.
-#[derive(Serialize, ToSchema)]
-pub struct CommitMeasurementBody {
-    /// The final stats.
-    pub fields: CommitFieldsBody,
-    /// Tags (`hostname`, `mode`), informational.
-    pub tags: Option<serde_json::Value>,
-}
-
-/// `measurement.fields` of a commit body.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitFieldsBody {
-    /// Locust `StatsEntry.serialize()` objects (or Locust's `/stats/requests` JSON object).
-    #[schema(max_items = 10000)]
-    pub request_stats: Vec<StatsEntry>,
-}
-
-/// 202 body of stats and commit.
-#[derive(Serialize, ToSchema)]
-pub struct Accepted {
-    /// The run.
-    pub uuid: uuid::Uuid,
-    /// Always `accepted`.
-    pub status: String,
-}
-
-/// Health body.
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` or `ready`.
-    pub status: String,
-}
+use utoipa::{Modify, OpenApi};
 
 struct Security;
 
@@ -210,14 +62,15 @@ impl Modify for Security {
         crate::routes::healthz,
         crate::routes::readyz,
         crate::routes::metrics,
-        crate::routes::openapi_json,
+        openapi_json,
     ),
     components(schemas(
-        RegisterBody, RegisterMeasurementBody, RegisterFieldsBody, RegisterTagsBody, RegisterResponse,
-        StatsBody, StatsEntry, ErrorEntry, StatsPayload, CommitBody, CommitMeasurementBody,
-        CommitFieldsBody, Accepted, Health, Problem, RunningSet, RunningEvent, protocol::ThresholdVerdict
+        RegisterRequest, RegisterMeasurement, RegisterFields, RegisterTags, RegisterResponse,
+        StatsRequest, StatsEntry, ErrorEntry, StatsPayload, CommitRequest, CommitMeasurement,
+        CommitFields, Accepted, Health, Problem, RunningSet, RunningEvent, protocol::ThresholdVerdict,
+        ThresholdOp
     )),
-    modifiers(&Security)
+    modifiers(&Security, &Limits)
 )]
 pub struct ApiDoc;
 
@@ -240,7 +93,7 @@ pub fn document() -> serde_json::Value {
             serde_json::json!({"type": "string", "pattern": "^[0-9]{1,15}(\\.0{1,3})?$"}),
         );
     }
-    for body in ["RegisterBody", "CommitBody"] {
+    for body in ["RegisterRequest", "CommitRequest"] {
         if let Some(ts) = schemas
             .pointer_mut(&format!("/{body}/properties/startedAt"))
             .and_then(serde_json::Value::as_object_mut)
@@ -249,6 +102,13 @@ pub fn document() -> serde_json::Value {
         }
     }
     doc
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", body = Object)))]
+pub async fn openapi_json() -> Response {
+    Json(document()).into_response()
 }
 
 #[cfg(test)]
@@ -281,5 +141,29 @@ mod tests {
                 "/components/schemas/StatsEntry/properties/response_times/propertyNames/pattern"
             )
             .is_some());
+    }
+
+    /// Every limit of `protocol::api` is in the document, with the value the API checks.
+    #[test]
+    fn every_limit_is_in_the_document() {
+        let mut doc = ApiDoc::openapi();
+        assert_eq!(protocol::api::openapi::apply(&mut doc), []);
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, property, limit) in protocol::api::openapi::LIMITS {
+            use protocol::api::openapi::Limit;
+            let p = &schemas[schema]["properties"][property];
+            let (key, value) = match limit {
+                Limit::MaxLength(n) => ("maxLength", *n as u64),
+                Limit::MinLength(n) => ("minLength", *n as u64),
+                Limit::MaxItems(n) => ("maxItems", *n as u64),
+                Limit::Maximum(n) => ("maximum", *n),
+            };
+            assert_eq!(p[key], value, "{schema}.{property}: {p}");
+        }
+        assert_eq!(
+            schemas["RegisterRequest"]["properties"]["host"]["maxLength"],
+            protocol::api::MAX_HOST_LEN
+        );
     }
 }

@@ -9,30 +9,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use protocol::api::{
+    Accepted, CommitRequest, Health, Problem, RegisterRequest, RegisterResponse, StatsRequest,
+};
 use protocol::{event_token, run_id_for_key, verify_event_token, Body, CommitPayload, Envelope};
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::broker::PublishError;
-use crate::dto::{self, RegisterRequest, Registration};
+use crate::dto::{self, Registration};
 use crate::error::ApiError;
 use crate::AppState;
-
-/// Answer to a register.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterResponse {
-    /// The run's uuid.
-    pub uuid: Uuid,
-    /// Event-scoped bearer token for stats and commit.
-    pub token: String,
-    /// Where to post stats.
-    pub stats_url: String,
-    /// Where to post the commit.
-    pub commit_url: String,
-}
 
 fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     bytes.map_err(|e| {
@@ -154,13 +142,13 @@ async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
     post,
     path = "/apiv0.1/events/register",
     tag = "events",
-    request_body(content = crate::openapi::RegisterBody, content_type = "application/json"),
+    request_body(content = RegisterRequest, content_type = "application/json"),
     security(("apiKey" = []), ("apiKeyHeader" = [])),
     responses(
-        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 201, description = "Registered", body = RegisterResponse),
     )
@@ -204,16 +192,16 @@ pub async fn register(
     path = "/apiv0.1/events/{uuid}/stats",
     tag = "events",
     params(("uuid" = uuid::Uuid, Path, description = "The run's uuid from register")),
-    request_body(content = crate::openapi::StatsBody, content_type = "application/json"),
+    request_body(content = StatsRequest, content_type = "application/json"),
     security(("eventToken" = [])),
     responses(
-        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 404, description = "Not a run id", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 202, description = "Accepted (published, confirmed)", body = crate::openapi::Accepted),
+        (status = 404, description = "Not a run id", body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Accepted (published, confirmed)", body = Accepted),
     )
 )]
 pub async fn stats(
@@ -243,15 +231,15 @@ pub async fn stats(
     post,
     path = "/apiv0.1/events/commit",
     tag = "events",
-    request_body(content = crate::openapi::CommitBody, content_type = "application/json"),
+    request_body(content = CommitRequest, content_type = "application/json"),
     security(("eventToken" = [])),
     responses(
-        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong credentials", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 202, description = "Accepted (published, confirmed)", body = crate::openapi::Accepted),
+        (status = 202, description = "Accepted (published, confirmed)", body = Accepted),
     )
 )]
 pub async fn commit(
@@ -288,11 +276,14 @@ pub async fn commit(
 }
 
 fn accepted(event_id: Uuid) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "uuid": event_id, "status": "accepted" })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(Accepted::new(event_id))).into_response()
+}
+
+fn health(status: &str) -> Response {
+    Json(Health {
+        status: status.to_string(),
+    })
+    .into_response()
 }
 
 /// `GET /events/isrunning`: the runs the writer holds.
@@ -327,30 +318,23 @@ pub async fn metrics() -> Response {
         .into_response()
 }
 
-/// `GET /openapi.json`: this API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI document", body = Object)))]
-pub async fn openapi_json() -> Response {
-    Json(crate::openapi::document()).into_response()
-}
-
 /// `GET /healthz`: the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "Up", body = crate::openapi::Health)))]
+    responses((status = 200, description = "Up", body = Health)))]
 pub async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+    health("ok")
 }
 
 /// `GET /readyz`: the broker is reachable.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = crate::openapi::Health),
-        (status = 503, description = "RabbitMQ unreachable", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "RabbitMQ unreachable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if state.publisher.ready().await {
-        Ok(Json(serde_json::json!({ "status": "ready" })).into_response())
+        Ok(health("ready"))
     } else {
         Err(ApiError::Unavailable {
             detail: "RabbitMQ is not reachable".into(),
@@ -361,7 +345,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
 
 /// A known route with another method: 405 problem+json (axum adds the `Allow` header).
 pub async fn method_not_allowed() -> Response {
-    let problem = crate::error::Problem {
+    let problem = Problem {
         kind: "https://loadtest.dev/problems/method-not-allowed".into(),
         title: "Method not allowed".into(),
         status: 405,

@@ -1,6 +1,6 @@
 //! Command-line interface (clap derive) and the parsers of its values.
 //!
-//! [`Args`] is what `main` parses and what [`crate::run`] takes. Every value is checked while
+//! [`Args`] is what `main` parses and what `run` takes. Every value is checked while
 //! parsing (URLs, durations, counts), so a typo gives a clear message before anything starts.
 
 use std::path::PathBuf;
@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use reqwest::Url;
+
+/// The name this tool registers runs under.
+pub(crate) const TOOL: &str = "loadgen";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -221,10 +224,12 @@ pub struct RunArgs {
 
     /// A pass/fail threshold checked against the final stats (repeatable), e.g.
     /// `p95<300ms`, `p99.9<1s`, `fail_ratio<0.01` (or `<1%`), `rps>=500`, `avg<50ms`, or one
-    /// endpoint's `p95[/api/items]<200ms`. Each verdict is printed after the summary and sent
-    /// with the commit; if any fails, loadgen exits with code 1.
-    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::thresholds::parse_threshold)]
-    pub thresholds: Vec<crate::thresholds::Threshold>,
+    /// endpoint's `p95[/api/items]<200ms` (every method of that name combined: their
+    /// histograms are merged) or `p95[GET /api/items]<200ms` (one method). Each verdict is
+    /// printed after the summary and sent with the commit; if any fails, loadgen exits with
+    /// code 1.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::output::thresholds::parse_threshold)]
+    pub thresholds: Vec<crate::output::thresholds::Threshold>,
 
     /// Write the results as JSON to FILE at the end: run metadata, per-endpoint and aggregated
     /// stats with the percentiles, errors, threshold verdicts and the time series.
@@ -270,8 +275,28 @@ impl Args {
     }
 }
 
+/// Formats a duration as `1h30m`, `35s` or `1.5s` (what [`parse_duration`] reads).
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_millis() == 0 {
+        return format!("{}s", d.as_secs_f64());
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3_600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
 /// Parses a duration: `35s`, `2m`, `1h30m`, `1.5s`, `250ms`, or plain seconds (`90`, `0.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration; use e.g. 35s, 2m, 1h30m or plain seconds".into());
@@ -315,7 +340,7 @@ fn bad_duration(text: &str) -> String {
 }
 
 /// [`parse_duration`], refusing zero.
-pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let d = parse_duration(text)?;
     if d.is_zero() {
         return Err(format!("duration {text:?} must be greater than zero"));
@@ -324,7 +349,7 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses an absolute `http` or `https` URL.
-pub fn parse_http_url(text: &str) -> Result<Url, String> {
+pub(crate) fn parse_http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim())
         .map_err(|e| format!("invalid URL {text:?}: {e} (expected e.g. http://localhost:8080)"))?;
     match url.scheme() {
@@ -336,7 +361,7 @@ pub fn parse_http_url(text: &str) -> Result<Url, String> {
 }
 
 /// Parses a request path; it must start with `/`.
-pub fn parse_path(text: &str) -> Result<String, String> {
+pub(crate) fn parse_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         return Err(format!("path {text:?} must start with '/'"));
     }
@@ -347,7 +372,7 @@ pub fn parse_path(text: &str) -> Result<String, String> {
 }
 
 /// Parses a spawn rate (users per second), a finite number greater than zero.
-pub fn parse_spawn_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_spawn_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text.trim().parse().map_err(|_| {
         format!("invalid spawn rate {text:?}: expected users per second, e.g. 10 or 0.5")
     })?;
@@ -360,7 +385,7 @@ pub fn parse_spawn_rate(text: &str) -> Result<f64, String> {
 }
 
 /// Parses an arrival rate, requests per second: `500`, `500/s`, `0.5`.
-pub fn parse_arrival_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_arrival_rate(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let t = t.strip_suffix("/s").unwrap_or(t).trim();
     let rate: f64 = t.parse().map_err(|_| {
@@ -377,6 +402,13 @@ pub fn parse_arrival_rate(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_format() {
+        assert_eq!(fmt_duration(Duration::from_secs(5_400)), "1h30m");
+        assert_eq!(fmt_duration(Duration::from_secs(35)), "35s");
+        assert_eq!(fmt_duration(Duration::from_millis(1_500)), "1.5s");
+    }
 
     #[test]
     fn durations() {

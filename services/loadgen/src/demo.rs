@@ -15,17 +15,16 @@ use rand::Rng as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Args, DemoArgs};
-use crate::{fmt_duration, RunOutcome};
+use crate::cli::{fmt_duration, Args, DemoArgs, RunArgs};
 
 /// The paths the demo requests.
-pub const DEMO_PATHS: [&str; 4] = ["/", "/api/items", "/api/slow", "/api/flaky"];
+pub(crate) const DEMO_PATHS: [&str; 4] = ["/", "/api/items", "/api/slow", "/api/flaky"];
 
 /// Spawn rate of the demo, users per second.
-pub const DEMO_SPAWN_RATE: f64 = 5.0;
+pub(crate) const DEMO_SPAWN_RATE: f64 = 5.0;
 
 /// The demo target's routes.
-pub fn target_router() -> Router {
+pub(crate) fn target_router() -> Router {
     Router::new()
         .route(
             "/",
@@ -61,7 +60,7 @@ async fn flaky() -> (StatusCode, &'static str) {
 }
 
 /// Serves [`target_router`] on `127.0.0.1:0` until `stop`; returns the bound address.
-pub async fn start_target(stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start_target(stop: CancellationToken) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot bind the demo target to 127.0.0.1")?;
@@ -77,56 +76,79 @@ pub async fn start_target(stop: CancellationToken) -> anyhow::Result<SocketAddr>
     Ok(addr)
 }
 
-/// Runs the demo: starts the target, runs a standalone load test against it, stops the target.
-pub async fn run(demo: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<RunOutcome> {
-    eprintln!("loadgen demo: a complete load test on this machine, no services needed.");
-    let target_stop = CancellationToken::new();
-    let addr = start_target(target_stop.clone()).await?;
-    let host = format!("http://{addr}");
-    eprintln!(
-        "1. Started a demo target at {host}: / (fast), /api/items (5-30 ms), /api/slow (100-300 ms), /api/flaky (fails ~5%)"
-    );
-    eprintln!(
-        "2. Running {} users (spawn rate {DEMO_SPAWN_RATE}/s) for {} in standalone mode: the writer's run lifecycle runs in-process",
-        demo.users,
-        fmt_duration(demo.run_time)
-    );
-    eprintln!(
-        "3. A snapshot of the cumulative stats goes to {} at every wall-clock multiple of {}; the final record at the end",
-        demo.output.display(),
-        fmt_duration(demo.snapshot_interval)
-    );
-    let mut argv: Vec<String> = vec![
-        "loadgen".into(),
-        "--host".into(),
-        host,
-        "--users".into(),
-        demo.users.to_string(),
-        "--spawn-rate".into(),
-        DEMO_SPAWN_RATE.to_string(),
-        "--run-time".into(),
-        format!("{}", demo.run_time.as_secs_f64()),
-        "--snapshot-interval".into(),
-        format!("{}", demo.snapshot_interval.as_secs_f64()),
-        "--stop-timeout".into(),
-        "2".into(),
-        "--standalone".into(),
-        "--output".into(),
-        demo.output.display().to_string(),
-    ];
-    for p in DEMO_PATHS {
-        argv.push("--path".into());
-        argv.push(p.into());
+/// A demo under way: its target runs until [`Demo::finish`].
+#[derive(Debug)]
+pub(crate) struct Demo {
+    /// The standalone load test to run against the target.
+    pub(crate) args: RunArgs,
+    output: std::path::PathBuf,
+    target_stop: CancellationToken,
+}
+
+impl Demo {
+    /// Starts the target and says what the demo does; the load test to run is [`Demo::args`].
+    pub(crate) async fn start(demo: DemoArgs) -> anyhow::Result<Self> {
+        eprintln!("loadgen demo: a complete load test on this machine, no services needed.");
+        let target_stop = CancellationToken::new();
+        let addr = start_target(target_stop.clone()).await?;
+        let host = format!("http://{addr}");
+        eprintln!(
+            "1. Started a demo target at {host}: / (fast), /api/items (5-30 ms), /api/slow (100-300 ms), /api/flaky (fails ~5%)"
+        );
+        eprintln!(
+            "2. Running {} users (spawn rate {DEMO_SPAWN_RATE}/s) for {} in standalone mode: the writer's run lifecycle runs in-process",
+            demo.users,
+            fmt_duration(demo.run_time)
+        );
+        eprintln!(
+            "3. A snapshot of the cumulative stats goes to {} at every wall-clock multiple of {}; the final record at the end",
+            demo.output.display(),
+            fmt_duration(demo.snapshot_interval)
+        );
+        let mut argv: Vec<String> = vec![
+            "loadgen".into(),
+            "--host".into(),
+            host,
+            "--users".into(),
+            demo.users.to_string(),
+            "--spawn-rate".into(),
+            DEMO_SPAWN_RATE.to_string(),
+            "--run-time".into(),
+            format!("{}", demo.run_time.as_secs_f64()),
+            "--snapshot-interval".into(),
+            format!("{}", demo.snapshot_interval.as_secs_f64()),
+            "--stop-timeout".into(),
+            "2".into(),
+            "--standalone".into(),
+            "--output".into(),
+            demo.output.display().to_string(),
+        ];
+        for p in DEMO_PATHS {
+            argv.push("--path".into());
+            argv.push(p.into());
+        }
+        let args = match Args::try_parse_from_iter(argv) {
+            Ok(args) => args.run,
+            Err(e) => {
+                target_stop.cancel();
+                return Err(e).context("building the demo's arguments");
+            }
+        };
+        Ok(Self {
+            args,
+            output: demo.output,
+            target_stop,
+        })
     }
-    let args = Args::try_parse_from_iter(argv).context("building the demo's arguments")?;
-    let result = crate::run_test(args.run, shutdown).await;
-    target_stop.cancel();
-    let outcome = result?;
-    eprintln!(
-        "4. Done: {} requests, {} failures. Look at {} to see the loadtest_event, loadtest_snapshot, loadtest_request and loadtest_summary points.",
-        outcome.total_requests,
-        outcome.failures,
-        demo.output.display()
-    );
-    Ok(outcome)
+
+    /// Stops the target; after a successful run, says where to look.
+    pub(crate) fn finish(self, done: Option<(u64, u64)>) {
+        self.target_stop.cancel();
+        if let Some((requests, failures)) = done {
+            eprintln!(
+                "4. Done: {requests} requests, {failures} failures. Look at {} to see the loadtest_event, loadtest_snapshot, loadtest_request and loadtest_summary points.",
+                self.output.display()
+            );
+        }
+    }
 }

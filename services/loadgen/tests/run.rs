@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use loadgen::client::{ApiClient, ApiError, StatsMessage};
+use loadgen::client::{ApiClient, ApiError};
 use loadgen::{run, Args};
+use protocol::api::{CommitRequest, StatsRequest};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -291,24 +292,22 @@ async fn registers_publishes_and_commits_through_the_api() {
     for (path_uuid, headers, body) in &stats {
         assert_eq!(path_uuid, &uuid.to_string());
         assert_eq!(bearer(headers), format!("Bearer {EVENT_TOKEN}"));
-        let msg: StatsMessage = serde_json::from_value(body.clone()).expect("stats message shape");
-        assert_eq!(msg.node_id, "node-a");
-        assert!(msg.seq > last_seq, "seq increases");
-        assert!(
-            msg.payload.total.num_requests >= last_requests,
-            "cumulative"
-        );
-        assert_eq!(msg.payload.total.name, "Aggregated");
-        assert_eq!(msg.payload.total.method, "");
-        last_seq = msg.seq;
-        last_requests = msg.payload.total.num_requests;
+        let msg: StatsRequest = serde_json::from_value(body.clone()).expect("stats message shape");
+        assert_eq!(msg.node_id.as_deref(), Some("node-a"));
+        let seq = msg.seq.expect("seq");
+        assert!(seq > last_seq, "seq increases");
+        assert!(msg.total.num_requests >= last_requests, "cumulative");
+        assert_eq!(msg.total.name, "Aggregated");
+        assert_eq!(msg.total.method, "");
+        last_seq = seq;
+        last_requests = msg.total.num_requests;
     }
     // The first publish (seq 1) was answered 503 and retried with the same seq.
     assert_eq!(
-        serde_json::from_value::<StatsMessage>(stats[0].2.clone())
+        serde_json::from_value::<StatsRequest>(stats[0].2.clone())
             .expect("msg")
             .seq,
-        1
+        Some(1)
     );
 
     let commits = api.commits.lock().expect("lock").clone();
@@ -375,7 +374,7 @@ async fn an_unavailable_api_is_retried_then_reported() {
     let client = ApiClient::new(api.parse().expect("url"))
         .expect("client")
         .with_retry_budget(Duration::from_millis(1_500));
-    let body: loadgen::client::CommitRequest = serde_json::from_value(json!({
+    let body: CommitRequest = serde_json::from_value(json!({
         "startedAt": "2026-11-29T08:00:00Z", "uuid": Uuid::new_v4(), "host": "h", "nodeId": "n",
         "seq": 1, "userCount": 1, "errors": [],
         "measurement": {"fields": {"requestStats": []}, "tags": {"hostname": "x", "mode": "single"}}

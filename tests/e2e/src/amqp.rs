@@ -138,36 +138,6 @@ pub fn rabbit_queue_messages(node: Option<&RabbitNode>, queue: &str) -> anyhow::
         .with_context(|| format!("queue {queue} not listed:\n{out}"))
 }
 
-/// Deletes what a test's pipeline declared on exchange `exchange`: the writer's, the Slack
-/// notifier's and the dead-letter queues, and the exchanges. Stop the processes first (they
-/// would declare them again). Names that do not exist are skipped.
-pub async fn amqp_delete_namespace(conn: &lapin::Connection, exchange: &str) -> anyhow::Result<()> {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    for queue in ["writer", "notify.slack", "dead"] {
-        // A missing queue closes the channel: one channel per deletion.
-        let ch = conn.create_channel().await?;
-        let _ = ch
-            .queue_delete(
-                &format!("{exchange}.{queue}"),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-        let _ = ch.close(200, "done").await;
-    }
-    for name in [
-        exchange.to_string(),
-        format!("{exchange}.dlx"),
-        format!("{exchange}.status"),
-    ] {
-        let ch = conn.create_channel().await?;
-        let _ = ch
-            .exchange_delete(&name, ExchangeDeleteOptions::default())
-            .await;
-        let _ = ch.close(200, "done").await;
-    }
-    Ok(())
-}
-
 /// Whether queue `queue` exists (passive declare).
 pub async fn amqp_queue_exists(conn: &lapin::Connection, queue: &str) -> anyhow::Result<bool> {
     use lapin::options::QueueDeclareOptions;

@@ -11,6 +11,39 @@ use crate::wait::eventually;
 /// InfluxDB 1.x base URL.
 pub const INFLUX: &str = "http://127.0.0.1:8086";
 
+/// A database on the shared InfluxDB 1.x that is dropped when this guard is dropped (also when
+/// the test fails). Tests that use a [`crate::Stack`] need none: the stack drops its
+/// [`crate::Stack::db`].
+#[derive(Debug)]
+pub struct TempDb(pub String);
+
+impl TempDb {
+    /// Creates database `name` and returns its guard.
+    pub async fn create(name: impl Into<String>) -> anyhow::Result<Self> {
+        let db = Self(name.into());
+        influx_create_db(&db.0).await?;
+        Ok(db)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let q = format!("DROP DATABASE \"{}\"", self.0);
+        // Its own thread and runtime: the drop may run inside a test's runtime.
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(influx_query_raw("", &q))?;
+            Ok(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.0);
+        }
+    }
+}
+
 /// Creates a fresh InfluxDB 1.x database.
 pub async fn influx_create_db(db: &str) -> anyhow::Result<()> {
     influx_query_raw("", &format!("CREATE DATABASE \"{db}\"")).await?;

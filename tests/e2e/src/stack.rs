@@ -101,12 +101,91 @@ impl Stack {
         Ok(p)
     }
 
+    /// The InfluxDB 1.x database named after this test's exchange (`e2e_<test>_<id>`); the test
+    /// creates it when it needs it, and [`Stack`]'s drop removes it.
+    pub fn db(&self) -> String {
+        self.exchange.replace('-', "_")
+    }
+
     /// Starts a writer without waiting for it to consume (e.g. while the broker is down).
     pub fn spawn_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
         let mut all = self.common_env();
         all.extend(env.iter().cloned());
         Proc::start(name, "loadtest-writer", &[], &all)
     }
+}
+
+/// Queue suffixes the services derive from a test's exchange (the writer's work queue,
+/// dead-letter queue, checkpoint stream and leader lock; notifier queues).
+const QUEUE_SUFFIXES: &[&str] = &[
+    ".writer",
+    ".dead",
+    ".writer.state",
+    ".writer.lock",
+    ".notify.slack",
+];
+/// Exchange suffixes derived from a test's exchange (the topic exchange itself is `""`).
+const EXCHANGE_SUFFIXES: &[&str] = &["", ".dlx", ".status"];
+
+impl Drop for Stack {
+    /// Removes what the test's services created on the shared RabbitMQ (the exchanges and
+    /// queues derived from [`Stack::exchange`]) and the shared InfluxDB 1.x database
+    /// [`Stack::db`], also when the test failed, so runs leave nothing behind. Best effort:
+    /// what cannot be removed (a broker that is down) is left, with a line on stderr.
+    fn drop(&mut self) {
+        let exchange = self.exchange.clone();
+        let db = self.db();
+        // Its own thread and runtime: the drop may run inside a test's runtime.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(remove_namespace(&exchange, &db))
+        });
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cleanup of {}: {e:#}", self.exchange),
+            Err(_) => eprintln!("cleanup of {} panicked", self.exchange),
+        }
+    }
+}
+
+async fn remove_namespace(exchange: &str, db: &str) -> anyhow::Result<()> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let influx = reqwest::Client::new()
+        .post(format!("{INFLUX}/query"))
+        .form(&[("q", format!("DROP DATABASE \"{db}\""))])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::amqp::amqp_connect(crate::amqp::AMQP_URL),
+    )
+    .await
+    .context("connecting to RabbitMQ timed out")??;
+    // A channel per deletion: a failed one closes only its channel.
+    for suffix in QUEUE_SUFFIXES {
+        let ch = conn.create_channel().await?;
+        let _ = ch
+            .queue_delete(
+                &format!("{exchange}{suffix}"),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for suffix in EXCHANGE_SUFFIXES {
+        let ch = conn.create_channel().await?;
+        let _ = ch
+            .exchange_delete(
+                &format!("{exchange}{suffix}"),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = conn.close(200, "test cleanup").await;
+    influx.context("dropping the test database")?;
+    Ok(())
 }
 
 /// Writer settings for the v1 sink into database `db` of the InfluxDB at `influx`: snapshots

@@ -26,7 +26,7 @@ async fn start(name: &str) -> anyhow::Result<Running> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new(name);
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let writer = stack.start_writer(
         &format!("writer-{name}"),
@@ -593,11 +593,12 @@ async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
     );
 
     // The services run with their users: the original bodies go through to InfluxDB.
-    let db = format!(
+    let temp_db = TempDb::create(format!(
         "e2e_privilege_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    influx_create_db(&db).await?;
+    ))
+    .await?;
+    let db = temp_db.0.clone();
     let secret = format!("s-{}", uuid::Uuid::new_v4());
     let mut writer_proc = Proc::start(
         "writer-privilege",

@@ -456,7 +456,7 @@ async fn every_dashboard_query_returns_the_recorded_runs() -> anyhow::Result<()>
     build_binaries()?;
 
     let stack = Stack::new("dash");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     let _cleanup = Cleanup {
         db: db.clone(),
         exchange: stack.exchange.clone(),

@@ -34,7 +34,7 @@ async fn writer_crash_loses_and_doubles_nothing() -> anyhow::Result<()> {
     let runs_n = 20;
     let interval = Duration::from_secs(3);
     let stack = Stack::new("crash");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let env = writer_env(INFLUX, &db, interval.as_secs(), 60);
     let mut writers = [
@@ -210,7 +210,7 @@ async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("redeliver");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     // Snapshots hourly, so every point of these runs comes from their messages, not the clock.
     let _writer = stack.start_writer("writer-redeliver", &writer_env(INFLUX, &db, 3600, 5))?;
@@ -317,7 +317,7 @@ async fn abandoned_run_expires() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("abandon");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let expire_after = Duration::from_secs(8);
     let _writer = stack.start_writer(
@@ -425,7 +425,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() -> anyhow::Result
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("poison");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let interval = Duration::from_secs(2);
     let _writer = stack.start_writer("writer-poison", &writer_env(INFLUX, &db, 2, 60))?;

@@ -30,7 +30,7 @@ async fn influxdb_outage_loses_nothing() -> anyhow::Result<()> {
     );
     let mut influx = InfluxNode::start().await?;
     let stack = Stack::new("outage");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db_at(&influx.url, &db).await?;
     let interval = Duration::from_secs(3);
     let writer = stack.start_writer("writer-outage", &writer_env(&influx.url, &db, 3, 300))?;
@@ -170,7 +170,7 @@ async fn broker_restart_is_survived() -> anyhow::Result<()> {
     build_binaries()?;
     let rabbit = RabbitNode::start("restart")?;
     let stack = Stack::new("restart");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let interval = Duration::from_secs(3);
     let mut env = writer_env(INFLUX, &db, 3, 300);

@@ -17,7 +17,7 @@ async fn stats_and_commit_go_straight_to_rabbitmq() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgamqp");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_v1_writer("writer-lgamqp", &db, 5)?;
     let (api_proc, api) = stack.start_api()?;

@@ -19,7 +19,7 @@ async fn the_original_command_line_lands_in_influxdb() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgcli");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_v1_writer("writer-lgcli", &db, 5)?;
     let (_api, api) = stack.start_api()?;

@@ -40,7 +40,7 @@ async fn five_nodes_with_one_run_key_add_up_exactly() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgcluster");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_v1_writer("writer-lgcluster", &db, 5)?;
     let (_api, api) = stack.start_api()?;

@@ -31,7 +31,7 @@ async fn a_failed_p95_threshold_exits_1_and_says_which() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("lgthr");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_writer(
         "writer-lgthr",

@@ -317,7 +317,7 @@ async fn start_pipeline(test: &str) -> anyhow::Result<Pipeline> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new(test);
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let writer = stack.start_writer(
         &format!("writer-{test}"),

@@ -25,7 +25,7 @@ async fn loadgen_run_lands_in_influxdb_v1_exactly() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("v1");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_v1_writer("writer-v1", &db, 5)?;
     let (_api, api) = stack.start_api()?;
@@ -245,7 +245,7 @@ async fn original_consumer_bodies_are_accepted_verbatim() -> anyhow::Result<()> 
     require_rabbitmq_and_influxdb();
     build_binaries()?;
     let stack = Stack::new("orig");
-    let db = stack.exchange.replace('-', "_");
+    let db = stack.db();
     influx_create_db(&db).await?;
     let _writer = stack.start_writer(
         "writer-orig",

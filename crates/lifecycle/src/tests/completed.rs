@@ -19,6 +19,9 @@ fn completed(fx: &Effects) -> &CompletedPayload {
 fn verdict(threshold: &str, passed: bool, actual: f64, limit: f64) -> ThresholdVerdict {
     ThresholdVerdict {
         threshold: threshold.into(),
+        metric: None,
+        name: None,
+        op: None,
         passed,
         actual: Some(actual),
         limit: Some(limit),

@@ -146,12 +146,18 @@ fn thresholds_of_each_node_are_written_with_the_final_record() {
     let verdicts = vec![
         ThresholdVerdict {
             threshold: "p95<300ms".into(),
+            metric: None,
+            name: None,
+            op: None,
             passed: true,
             actual: Some(29.0),
             limit: Some(300.0),
         },
         ThresholdVerdict {
             threshold: "p95[/x]<1ms".into(),
+            metric: Some("p95".into()),
+            name: Some("/x".into()),
+            op: Some(protocol::ThresholdOp::Lt),
             passed: false,
             actual: None,
             limit: Some(1.0),

@@ -2,7 +2,7 @@
 //! payloads, escaping and Slack's limits.
 
 use chrono::{DateTime, Utc};
-use protocol::{CompletedPayload, NodeVerdict, Percentiles, ThresholdVerdict};
+use protocol::{CompletedPayload, NodeVerdict, Percentiles, ThresholdOp, ThresholdVerdict};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -43,6 +43,9 @@ fn verdict(node: &str, threshold: &str, passed: bool) -> NodeVerdict {
         node_id: node.into(),
         verdict: ThresholdVerdict {
             threshold: threshold.into(),
+            metric: Some("p95".into()),
+            name: None,
+            op: Some(ThresholdOp::Lt),
             passed,
             actual: Some(31.2346),
             limit: Some(5.0),

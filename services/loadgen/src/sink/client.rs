@@ -8,11 +8,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use protocol::{ErrorEntry, StatsEntry, StatsPayload};
+use protocol::api::{CommitRequest, Problem, RegisterRequest, RegisterResponse, StatsRequest};
 use reqwest::{StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use crate::engine::runner::transport_error_kind;
 
 /// First retry delay.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -61,213 +63,24 @@ pub enum ApiError {
     Url(String),
 }
 
-/// An RFC 9457 problem+json body, as the API sends with every error.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Problem {
-    /// Problem type URI.
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    /// Short summary.
-    #[serde(default)]
-    pub title: Option<String>,
-    /// HTTP status.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// What went wrong, for a human.
-    #[serde(default)]
-    pub detail: Option<String>,
-    /// JSON path of the offending field (`measurement.fields.clients`).
-    #[serde(default)]
-    pub field: Option<String>,
-}
-
 /// `HTTP 422 Unprocessable Entity: detail (field `x`)`, from the status and problem+json body.
 fn describe_status(status: StatusCode, p: Option<&Problem>) -> String {
     let title = p
-        .and_then(|p| p.title.clone())
+        .map(|p| p.title.clone())
+        .filter(|t| !t.is_empty())
         .or_else(|| status.canonical_reason().map(str::to_string))
         .unwrap_or_default();
     let mut s = format!("HTTP {} {title}", status.as_u16());
     let Some(p) = p else {
         return s.trim_end().to_string();
     };
-    if let Some(d) = &p.detail {
-        s.push_str(&format!(": {d}"));
+    if !p.detail.is_empty() {
+        s.push_str(&format!(": {}", p.detail));
     }
     if let Some(f) = &p.field {
         s.push_str(&format!(" (field `{f}`)"));
     }
     s
-}
-
-/// `measurement` of a register request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegisterMeasurement {
-    /// `clients`, `hatchRate`, `requests`.
-    pub fields: RegisterFields,
-    /// `targetHost`, `mode`.
-    pub tags: RegisterTags,
-}
-
-/// `measurement.fields` of a register request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterFields {
-    /// Users planned.
-    pub clients: u64,
-    /// Spawn rate, users/s.
-    pub hatch_rate: f64,
-    /// Planned requests (`-n`), 0 for a time-bound run.
-    pub requests: u64,
-}
-
-/// `measurement.tags` of a register request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterTags {
-    /// The system under test (`--host`).
-    pub target_host: String,
-    /// `single`.
-    pub mode: String,
-}
-
-/// Body of `POST /apiv0.1/events/register`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterRequest {
-    /// When the run started.
-    pub started_at: String,
-    /// This machine's hostname.
-    pub host: String,
-    /// Planned load and target.
-    pub measurement: RegisterMeasurement,
-    /// `loadgen`.
-    pub tool: String,
-    /// This node's id.
-    pub node_id: String,
-    /// Idempotency key, when given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_key: Option<String>,
-    /// Nodes expected to join, when given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_nodes: Option<u32>,
-}
-
-/// The `201` answer to a register.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Registration {
-    /// The run's id.
-    pub uuid: Uuid,
-    /// The event token for stats and commit.
-    pub token: String,
-    /// Where stats go (informational; the client builds the URL from the uuid).
-    #[serde(default)]
-    pub stats_url: Option<String>,
-    /// Where the commit goes (informational).
-    #[serde(default)]
-    pub commit_url: Option<String>,
-}
-
-/// Body of `POST /apiv0.1/events/{uuid}/stats`: `nodeId`, `seq` and the payload's fields
-/// (`userCount`, `state`, `entries`, `total`, `errors`) side by side.
-///
-/// Serialized with `#[serde(flatten)]`; deserialized through an explicit wire struct, because
-/// serde's `flatten` buffers the payload and then cannot read the histogram's integer map keys
-/// from their JSON strings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", from = "StatsMessageWire")]
-pub struct StatsMessage {
-    /// This node's id.
-    pub node_id: String,
-    /// 1, 2, 3, … per node; higher supersedes lower.
-    pub seq: u64,
-    /// The cumulative stats.
-    #[serde(flatten)]
-    pub payload: StatsPayload,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StatsMessageWire {
-    node_id: String,
-    seq: u64,
-    #[serde(default)]
-    user_count: u64,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    entries: Vec<StatsEntry>,
-    total: StatsEntry,
-    #[serde(default)]
-    errors: Vec<ErrorEntry>,
-}
-
-impl From<StatsMessageWire> for StatsMessage {
-    fn from(w: StatsMessageWire) -> Self {
-        Self {
-            node_id: w.node_id,
-            seq: w.seq,
-            payload: StatsPayload {
-                user_count: w.user_count,
-                state: w.state,
-                entries: w.entries,
-                total: w.total,
-                errors: w.errors,
-            },
-        }
-    }
-}
-
-/// `measurement` of a commit request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommitMeasurement {
-    /// `requestStats`.
-    pub fields: CommitFields,
-    /// `hostname`, `mode`.
-    pub tags: CommitTags,
-}
-
-/// `measurement.fields` of a commit request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitFields {
-    /// The final per-endpoint entries.
-    pub request_stats: Vec<StatsEntry>,
-}
-
-/// `measurement.tags` of a commit request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommitTags {
-    /// The system under test (`--host`), named `hostname` as in the original Consumer.
-    pub hostname: String,
-    /// `single`.
-    pub mode: String,
-}
-
-/// Body of `POST /apiv0.1/events/commit`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitRequest {
-    /// When the run started.
-    pub started_at: String,
-    /// The run's id.
-    pub uuid: Uuid,
-    /// This machine's hostname.
-    pub host: String,
-    /// This node's id.
-    pub node_id: String,
-    /// Continues the stats sequence.
-    pub seq: u64,
-    /// Users at the end.
-    pub user_count: u64,
-    /// Final errors.
-    pub errors: Vec<ErrorEntry>,
-    /// Final stats and target.
-    pub measurement: CommitMeasurement,
-    /// The `--threshold` verdicts (absent when none were given).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub thresholds: Vec<crate::thresholds::Verdict>,
 }
 
 /// Formats a time as the API expects (RFC 3339, UTC, milliseconds).
@@ -321,7 +134,7 @@ impl ApiClient {
         &self,
         body: &RegisterRequest,
         api_key: Option<&str>,
-    ) -> Result<Registration, ApiError> {
+    ) -> Result<RegisterResponse, ApiError> {
         let url = self.url("apiv0.1/events/register")?;
         let bytes = self.post("register", url, api_key, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse {
@@ -335,7 +148,7 @@ impl ApiClient {
         &self,
         uuid: Uuid,
         token: &str,
-        body: &StatsMessage,
+        body: &StatsRequest,
     ) -> Result<(), ApiError> {
         let url = self.url(&format!("apiv0.1/events/{}/stats", uuid.hyphenated()))?;
         self.post("stats", url, Some(token), body).await.map(drop)
@@ -442,50 +255,9 @@ pub fn transport_error_text(e: &reqwest::Error) -> String {
     }
 }
 
-/// The kind of a transport error: `timeout`, `connection error`, `redirect error`,
-/// `body error`, `decode error` or `request error`.
-pub fn transport_error_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection error"
-    } else if e.is_redirect() {
-        "redirect error"
-    } else if e.is_body() {
-        "body error"
-    } else if e.is_decode() {
-        "decode error"
-    } else {
-        "request error"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stats_message_flattens_the_payload() {
-        let mut e = StatsEntry::new("GET", "/", 1.0);
-        e.log(10.0, 3, false, 2.0);
-        let payload = StatsPayload::from_entries(vec![e], vec![], 4, "running");
-        let msg = StatsMessage {
-            node_id: "n1".into(),
-            seq: 3,
-            payload,
-        };
-        let v = serde_json::to_value(&msg).expect("json");
-        assert_eq!(v["nodeId"], "n1");
-        assert_eq!(v["seq"], 3);
-        assert_eq!(v["userCount"], 4);
-        assert_eq!(v["state"], "running");
-        assert_eq!(v["total"]["name"], "Aggregated");
-        assert_eq!(v["total"]["method"], "");
-        assert_eq!(v["entries"][0]["response_times"]["10"], 1);
-        assert!(v["errors"].is_array());
-        let back: StatsMessage = serde_json::from_value(v).expect("round trip");
-        assert_eq!(back, msg);
-    }
 
     #[test]
     fn problem_is_described() {

@@ -6,7 +6,7 @@
 //! one HdrHistogram record (never across an `.await`). [`Stats::snapshot`] merges all shards
 //! into a Locust-shaped [`StatsPayload`]; merging is exact, so the totals equal the number of
 //! requests recorded. [`Stats::latencies`] merges the shards' HdrHistograms (microseconds, 3
-//! significant digits), which the report's percentiles come from.
+//! significant digits), which every percentile a user sees comes from (`output::percentiles`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,13 +17,13 @@ use protocol::{ErrorEntry, StatsEntry, StatsPayload};
 
 /// Most shards; users beyond this many share shards round robin, which bounds the memory the
 /// HdrHistograms take.
-pub const MAX_SHARDS: usize = 64;
+pub(crate) const MAX_SHARDS: usize = 64;
 
 /// Largest latency the HdrHistograms hold, µs (one hour); longer ones count as one hour.
-pub const HDR_MAX_US: u64 = 3_600_000_000;
+pub(crate) const HDR_MAX_US: u64 = 3_600_000_000;
 
 /// A new empty latency histogram (µs, 3 significant digits, growing as needed).
-pub fn new_histogram() -> Histogram<u32> {
+pub(crate) fn new_histogram() -> Histogram<u32> {
     Histogram::new(3).unwrap_or_else(|_| {
         // 3 significant digits is always valid; keep a fixed-range fallback all the same.
         Histogram::new_with_max(HDR_MAX_US, 2).unwrap_or_else(|_| unreachable_histogram())
@@ -36,7 +36,7 @@ fn unreachable_histogram() -> Histogram<u32> {
 }
 
 /// Records `ms` milliseconds into `h` as microseconds (at least 1 µs, at most one hour).
-pub fn record_ms(h: &mut Histogram<u32>, ms: f64) {
+pub(crate) fn record_ms(h: &mut Histogram<u32>, ms: f64) {
     let us = if ms.is_finite() && ms > 0.0 {
         ((ms * 1_000.0).round() as u64).clamp(1, HDR_MAX_US)
     } else {
@@ -49,27 +49,15 @@ pub fn record_ms(h: &mut Histogram<u32>, ms: f64) {
 
 /// Merged HdrHistograms of a run: per (method, name) and in total.
 #[derive(Debug, Clone)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     /// (method, name) → histogram, µs.
-    pub by_entry: HashMap<(String, String), Histogram<u32>>,
+    pub(crate) by_entry: HashMap<(String, String), Histogram<u32>>,
     /// All requests, µs.
-    pub total: Histogram<u32>,
-}
-
-impl Latencies {
-    /// The `q` quantile (0–1) of (method, name), or of all requests for `None`, in ms; `None`
-    /// when there is no such entry or it is empty.
-    pub fn percentile_ms(&self, key: Option<(&str, &str)>, q: f64) -> Option<f64> {
-        let h = match key {
-            None => &self.total,
-            Some((m, n)) => self.by_entry.get(&(m.to_string(), n.to_string()))?,
-        };
-        (!h.is_empty()).then(|| h.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1_000.0)
-    }
+    pub(crate) total: Histogram<u32>,
 }
 
 /// The current time as Unix seconds (f64), as Locust's timestamps are.
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -83,24 +71,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The outcome of one request, as recorded.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample<'a> {
+pub(crate) struct Sample<'a> {
     /// HTTP method (`GET`).
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// Request name (the path).
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// Response time, ms.
-    pub response_time_ms: f64,
+    pub(crate) response_time_ms: f64,
     /// Response body size, bytes.
-    pub content_length: u64,
+    pub(crate) content_length: u64,
     /// `None` on success; the error text (`HTTP 500`, `timeout`, …) on failure.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Completion time, Unix seconds.
-    pub finished_at: f64,
+    pub(crate) finished_at: f64,
 }
 
 /// One user's cumulative stats.
 #[derive(Debug, Default)]
-pub struct Shard {
+pub(crate) struct Shard {
     start_time: f64,
     /// method → name → entry and its latency histogram; looked up by `&str`, so recording
     /// allocates nothing after the first request of an endpoint.
@@ -118,7 +106,7 @@ impl Shard {
     }
 
     /// Records one request.
-    pub fn record(&mut self, s: &Sample<'_>) {
+    pub(crate) fn record(&mut self, s: &Sample<'_>) {
         let by_name = match self.entries.get_mut(s.method) {
             Some(m) => m,
             None => self.entries.entry(s.method.to_string()).or_default(),
@@ -150,18 +138,18 @@ impl Shard {
 
 /// A user's handle on its shard.
 #[derive(Debug, Clone)]
-pub struct ShardHandle(Arc<Mutex<Shard>>);
+pub(crate) struct ShardHandle(Arc<Mutex<Shard>>);
 
 impl ShardHandle {
     /// Records one request (holds the shard's lock for this call only).
-    pub fn record(&self, sample: &Sample<'_>) {
+    pub(crate) fn record(&self, sample: &Sample<'_>) {
         lock(&self.0).record(sample);
     }
 }
 
 /// All users' stats.
 #[derive(Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     start_time: f64,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
     handed_out: std::sync::atomic::AtomicUsize,
@@ -169,7 +157,7 @@ pub struct Stats {
 
 impl Stats {
     /// Empty stats whose entries start at `start_time` (Unix seconds).
-    pub fn new(start_time: f64) -> Self {
+    pub(crate) fn new(start_time: f64) -> Self {
         Self {
             start_time,
             shards: Mutex::new(Vec::new()),
@@ -177,14 +165,9 @@ impl Stats {
         }
     }
 
-    /// When the stats started counting, Unix seconds.
-    pub fn start_time(&self) -> f64 {
-        self.start_time
-    }
-
     /// A shard for one user: a new one for each of the first [`MAX_SHARDS`] users, then the
     /// existing ones in turn.
-    pub fn shard(&self) -> ShardHandle {
+    pub(crate) fn shard(&self) -> ShardHandle {
         let n = self
             .handed_out
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -198,7 +181,7 @@ impl Stats {
     }
 
     /// The merged latency histograms of all shards.
-    pub fn latencies(&self) -> Latencies {
+    pub(crate) fn latencies(&self) -> Latencies {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
         let mut by_entry: HashMap<(String, String), Histogram<u32>> = HashMap::new();
         let mut total = new_histogram();
@@ -233,7 +216,7 @@ impl Stats {
     /// The cumulative stats of all shards: entries sorted by (name, method), errors sorted by
     /// (name, method, error), and the `Aggregated` total. `user_count` and `state` are copied
     /// into the payload.
-    pub fn snapshot(&self, user_count: u64, state: &str) -> StatsPayload {
+    pub(crate) fn snapshot(&self, user_count: u64, state: &str) -> StatsPayload {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
         let mut entries: HashMap<(String, String), StatsEntry> = HashMap::new();
         let mut errors: HashMap<(String, String, String), u64> = HashMap::new();
@@ -345,11 +328,16 @@ mod tests {
         let n = (MAX_SHARDS + 10) as u64;
         assert_eq!(l.total.len(), 2 * n);
         assert_eq!(l.by_entry[&("GET".to_string(), "/a".to_string())].len(), n);
-        let p100 = l.percentile_ms(Some(("GET", "/a")), 1.0).expect("p100");
+        let ms = |name: &str, q: f64| {
+            l.by_entry[&("GET".to_string(), name.to_string())].value_at_quantile(q) as f64 / 1e3
+        };
+        let p100 = ms("/a", 1.0);
         assert!((p100 - 5.0).abs() < 0.01, "{p100}");
-        let p50 = l.percentile_ms(Some(("GET", "/b")), 0.5).expect("p50");
+        let p50 = ms("/b", 0.5);
         assert!((p50 - 100.0).abs() < 0.1, "{p50}");
-        assert_eq!(l.percentile_ms(Some(("GET", "/nope")), 0.5), None);
+        assert!(!l
+            .by_entry
+            .contains_key(&("GET".to_string(), "/nope".to_string())));
         assert_eq!(stats.snapshot(0, "x").total.num_requests, 2 * n);
     }
 

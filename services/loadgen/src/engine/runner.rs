@@ -18,43 +18,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::Url;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::transport_error_kind;
-use crate::fasthttp::{FastConn, FastTarget};
-use crate::scenario::{RequestSpec, Scenario};
-use crate::stats::{unix_now, Sample, ShardHandle, Stats};
+use super::fasthttp::{FastConn, FastTarget};
+use super::scenario::{RequestSpec, Scenario};
+use super::stats::{unix_now, Sample, ShardHandle, Stats};
 
 /// What the users do.
 #[derive(Debug, Clone)]
-pub struct LoadPlan {
-    /// Base URL of the system under test.
-    pub host: Url,
+pub(crate) struct LoadPlan {
     /// What the users request (`--path`s or a `--scenario` file); URLs resolved under `host`.
-    pub scenario: Arc<Scenario>,
+    pub(crate) scenario: Arc<Scenario>,
     /// Concurrent users.
-    pub users: u64,
+    pub(crate) users: u64,
     /// Users started per second.
-    pub spawn_rate: f64,
+    pub(crate) spawn_rate: f64,
     /// Total requests to send, or unlimited.
-    pub iterations: Option<u64>,
+    pub(crate) iterations: Option<u64>,
     /// Open model: requests started per second, whatever the responses do; `users` is then
     /// the number of connections (workers) sending them. `None`: closed model.
-    pub arrival_rate: Option<f64>,
+    pub(crate) arrival_rate: Option<f64>,
     /// Per-request timeout.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Threads the users run on; 0: one per CPU this process may run on.
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 impl LoadPlan {
     /// The number of user threads: [`LoadPlan::threads`], or the CPUs this process may run on
     /// (its affinity mask and cgroup quota), never more than the users.
-    pub fn user_threads(&self) -> usize {
+    pub(crate) fn user_threads(&self) -> usize {
         let n = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -65,19 +61,19 @@ impl LoadPlan {
 
 /// Live counters shared with the progress printer and the stats publishers.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     users: AtomicU64,
     spawning_done: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     /// Users started so far.
-    pub fn users(&self) -> u64 {
+    pub(crate) fn users(&self) -> u64 {
         self.users.load(Ordering::Relaxed)
     }
 
     /// `spawning` while users are still being started, then `running`.
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         if self.spawning_done.load(Ordering::Relaxed) {
             "running"
         } else {
@@ -88,11 +84,11 @@ impl Progress {
 
 /// How the users ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunnerReport {
+pub(crate) struct RunnerReport {
     /// Users that were started.
-    pub users_started: u64,
+    pub(crate) users_started: u64,
     /// Requests cancelled by the stop timeout (not counted in the stats).
-    pub requests_cancelled: u64,
+    pub(crate) requests_cancelled: u64,
 }
 
 /// Hands out request tickets: ticket `k` is the `k`-th request of the run (0-based).
@@ -113,7 +109,7 @@ impl Tickets {
 }
 
 /// The shared HTTP client the users use: one connection pool for all of them.
-pub fn http_client(plan: &LoadPlan) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(plan: &LoadPlan) -> anyhow::Result<reqwest::Client> {
     let pool = usize::try_from(plan.users).unwrap_or(usize::MAX);
     Ok(reqwest::Client::builder()
         .timeout(plan.timeout)
@@ -124,23 +120,10 @@ pub fn http_client(plan: &LoadPlan) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Builds the full URLs of `paths` under `host`.
-pub fn target_urls(host: &Url, paths: &[String]) -> anyhow::Result<Vec<(String, Url)>> {
-    let base = host.as_str().trim_end_matches('/');
-    paths
-        .iter()
-        .map(|p| {
-            let url = Url::parse(&format!("{base}{p}"))
-                .map_err(|e| anyhow::anyhow!("invalid path {p:?} for host {host}: {e}"))?;
-            Ok((p.clone(), url))
-        })
-        .collect()
-}
-
 /// Starts USERS users at the spawn rate and waits until all have finished. Returns when the
 /// request budget is spent, or after `stop` fired and every user finished (or was cut off by
 /// `abort`).
-pub async fn run_users(
+pub(crate) async fn run_users(
     plan: LoadPlan,
     stats: Arc<Stats>,
     progress: Arc<Progress>,
@@ -288,7 +271,7 @@ fn report(joined: Result<(), tokio::task::JoinError>) {
 }
 
 struct User {
-    /// The user's own connection for `http://` targets (see [`crate::fasthttp`]).
+    /// The user's own connection for `http://` targets (see [`super::fasthttp`]).
     fast: Option<FastConn>,
     timeout: Duration,
     scenario: Arc<Scenario>,
@@ -368,16 +351,16 @@ impl User {
 
 /// The outcome of one request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Time from sending until the whole body was read, ms.
-    pub response_time_ms: f64,
+    pub(crate) response_time_ms: f64,
     /// Body size, bytes.
-    pub content_length: u64,
+    pub(crate) content_length: u64,
     /// `None` on success; `HTTP <status>` for status >= 400, or the transport error kind.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
-/// [`request_from`] on the user's own connection (see [`crate::fasthttp`]).
+/// [`request_from`] on the user's own connection (see [`super::fasthttp`]).
 async fn fast_request(
     conn: &mut FastConn,
     target: &FastTarget,
@@ -394,10 +377,10 @@ async fn fast_request(
             content_length: len,
             error: spec.check_status(status),
         },
-        Err(kind) => Outcome {
+        Err(e) => Outcome {
             response_time_ms,
             content_length: 0,
-            error: Some(kind.to_string()),
+            error: Some(e.to_string()),
         },
     }
 }
@@ -405,16 +388,12 @@ async fn fast_request(
 /// How early an open-model worker wakes before a request's due time.
 const OPEN_EARLY: Duration = Duration::from_micros(500);
 
-/// Sends one request of `spec` and reads the whole body. A status `spec` does not expect
-/// (by default: 400 and above) is a failure.
-pub async fn request(client: &reqwest::Client, spec: &RequestSpec) -> Outcome {
-    request_from(client, spec, Instant::now()).await
-}
-
-/// [`request`], timing the response from `origin` when that is earlier than the actual send:
-/// in the open model `origin` is the request's due time, so a request sent late (all workers
-/// were busy) counts the wait too — the correction for coordinated omission.
-pub async fn request_from(
+/// Sends one request of `spec` through `reqwest` and reads the whole body. A status `spec` does
+/// not expect (by default: 400 and above) is a failure. The response is timed from `origin`
+/// when that is earlier than the actual send: in the open model `origin` is the request's due
+/// time, so a request sent late (all workers were busy) counts the wait too — the correction
+/// for coordinated omission.
+pub(crate) async fn request_from(
     client: &reqwest::Client,
     spec: &RequestSpec,
     origin: Instant,
@@ -459,8 +438,29 @@ pub async fn request_from(
     }
 }
 
+/// The kind of a transport error, in the words the fast path's [`super::fasthttp::FastError`]
+/// uses too: `timeout`, `connection error`, `redirect error`, `body error`, `decode error` or
+/// `request error`.
+pub(crate) fn transport_error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection error"
+    } else if e.is_redirect() {
+        "redirect error"
+    } else if e.is_body() {
+        "body error"
+    } else if e.is_decode() {
+        "decode error"
+    } else {
+        "request error"
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use reqwest::Url;
+
     use super::*;
 
     #[test]
@@ -476,17 +476,6 @@ mod tests {
         assert_eq!(t.take(), None);
     }
 
-    #[test]
-    fn urls_join_host_and_path() {
-        let host = Url::parse("http://t:1/").expect("url");
-        let urls = target_urls(&host, &["/a".into(), "/b?x=1".into()]).expect("urls");
-        assert_eq!(urls[0].1.as_str(), "http://t:1/a");
-        assert_eq!(urls[1].1.as_str(), "http://t:1/b?x=1");
-        let prefixed = Url::parse("http://t:1/base").expect("url");
-        let urls = target_urls(&prefixed, &["/a".into()]).expect("urls");
-        assert_eq!(urls[0].1.as_str(), "http://t:1/base/a");
-    }
-
     #[tokio::test]
     async fn transport_errors_are_failures() {
         // A port that was just bound and released: nothing listens there.
@@ -497,7 +486,6 @@ mod tests {
         let mut scenario = Scenario::from_paths(&["/".into()]).expect("scenario");
         scenario.resolve(&host).expect("resolve");
         let plan = LoadPlan {
-            host,
             scenario: Arc::new(scenario),
             users: 1,
             spawn_rate: 1.0,
@@ -507,7 +495,7 @@ mod tests {
             threads: 1,
         };
         let client = http_client(&plan).expect("client");
-        let o = request(&client, &plan.scenario.requests[0]).await;
+        let o = request_from(&client, &plan.scenario.requests[0], Instant::now()).await;
         assert_eq!(o.error.as_deref(), Some("connection error"));
     }
 }

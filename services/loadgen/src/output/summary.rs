@@ -6,26 +6,11 @@ use std::time::Duration;
 
 use protocol::{StatsEntry, StatsPayload};
 
-/// Percentiles of the percentile table (fractions), as Locust prints them.
-pub const PERCENTILES: [f64; 11] = [
-    0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0,
-];
-
-/// The column label of a percentile fraction: `50%`, `99.9%`, `100%`.
-pub fn percentile_label(p: f64) -> String {
-    let pct = p * 100.0;
-    if (pct - pct.round()).abs() < 1e-9 {
-        format!("{}%", pct.round() as u64)
-    } else {
-        // 99.9 and 99.99; trim float noise.
-        let s = format!("{pct:.4}");
-        format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
-    }
-}
+use super::percentiles::{percentile_label, Locust, Percentiles, Scope, PERCENTILES};
 
 /// Requests per second of `entry` over the run (Locust's `total_rps`: requests divided by the
 /// time from the stats' start to the run's last request).
-pub fn rps(count: u64, total: &StatsEntry) -> f64 {
+pub(crate) fn rps(count: u64, total: &StatsEntry) -> f64 {
     let Some(last) = total.last_request_timestamp else {
         return 0.0;
     };
@@ -34,6 +19,15 @@ pub fn rps(count: u64, total: &StatsEntry) -> f64 {
         return 0.0;
     }
     count as f64 / span.max(0.001)
+}
+
+/// Average response size of `e`, bytes (0 without requests).
+pub(crate) fn avg_content(e: &StatsEntry) -> f64 {
+    if e.num_requests == 0 {
+        0.0
+    } else {
+        e.total_content_length as f64 / e.num_requests as f64
+    }
 }
 
 fn name_width(p: &StatsPayload) -> usize {
@@ -76,7 +70,7 @@ fn request_row_with_rates(out: &mut String, e: &StatsEntry, (rps, fail_rps): (f6
         e.avg_response_time(),
         e.min_response_time.unwrap_or(0.0),
         e.max_response_time,
-        e.percentile(0.5),
+        Locust.percentile(e, Scope::Endpoint, 0.5),
         rps,
         fail_rps,
     );
@@ -84,7 +78,7 @@ fn request_row_with_rates(out: &mut String, e: &StatsEntry, (rps, fail_rps): (f6
 
 /// A response time for a 7-wide column: two decimals below 10 ms, one below 100 ms, whole
 /// ms above.
-pub fn fmt_ms_cell(v: f64) -> String {
+pub(crate) fn fmt_ms_cell(v: f64) -> String {
     if v < 10.0 && v.fract() != 0.0 {
         format!("{v:.2}")
     } else if v < 100.0 && v.fract() != 0.0 {
@@ -94,19 +88,13 @@ pub fn fmt_ms_cell(v: f64) -> String {
     }
 }
 
-fn percentile_row(
-    out: &mut String,
-    e: &StatsEntry,
-    total: bool,
-    w: usize,
-    pf: Option<crate::report::PercentileFn<'_>>,
-) {
+fn percentile_row(out: &mut String, e: &StatsEntry, total: bool, w: usize, pf: &dyn Percentiles) {
     let _ = write!(out, "{:<8} {:<w$}", e.method, truncate(&e.name, w));
     for p in PERCENTILES {
         if e.num_requests == 0 {
             let _ = write!(out, " {:>7}", "N/A");
         } else {
-            let v = crate::report::entry_percentile(e, total, p, pf);
+            let v = pf.percentile(e, Scope::row(total), p);
             let _ = write!(out, " {:>7}", fmt_ms_cell(v));
         }
     }
@@ -135,7 +123,7 @@ fn table_header(w: usize) -> (String, String) {
 /// and the *current* requests/s and failures/s (over the interval since `previous`, which is
 /// `interval` old). The total row is named `Total` (not `Aggregated`) so the final summary's
 /// `Aggregated` row stays the only one in a run's output.
-pub fn live_table(
+pub(crate) fn live_table(
     elapsed: Duration,
     p: &StatsPayload,
     previous: Option<&StatsPayload>,
@@ -185,13 +173,9 @@ pub fn live_table(
 }
 
 /// The report printed at the end of a run: the request table (per endpoint, then `Aggregated`),
-/// the response-time percentile table (ms), and the error report when there were errors.
-pub fn render(p: &StatsPayload) -> String {
-    render_with(p, None)
-}
-
-/// [`render`], with the percentile table's values from `pf` (HdrHistograms) when given.
-pub fn render_with(p: &StatsPayload, pf: Option<crate::report::PercentileFn<'_>>) -> String {
+/// the response-time percentile table (ms, from `pf`), and the error report when there were
+/// errors.
+pub(crate) fn render(p: &StatsPayload, pf: &dyn Percentiles) -> String {
     let w = name_width(p);
     let mut out = String::new();
     let (header, rule) = table_header(w);
@@ -204,11 +188,7 @@ pub fn render_with(p: &StatsPayload, pf: Option<crate::report::PercentileFn<'_>>
     request_row(&mut out, &p.total, &p.total, w);
     let _ = writeln!(out);
 
-    if pf.is_some() {
-        let _ = writeln!(out, "Response time percentiles (ms, HdrHistogram)");
-    } else {
-        let _ = writeln!(out, "Response time percentiles (approximated, ms)");
-    }
+    let _ = writeln!(out, "Response time percentiles ({})", pf.heading());
     let _ = write!(out, "{:<8} {:<w$}", "Type", "Name");
     for p in PERCENTILES {
         let _ = write!(out, " {:>7}", percentile_label(p));
@@ -249,7 +229,7 @@ pub fn render_with(p: &StatsPayload, pf: Option<crate::report::PercentileFn<'_>>
 /// The one-line progress status printed every stats interval:
 /// `[elapsed] users N (state) | requests N | rps N | failures N (P%)`, where rps is the rate
 /// since the previous line.
-pub fn progress_line(
+pub(crate) fn progress_line(
     elapsed: Duration,
     p: &StatsPayload,
     previous_requests: u64,
@@ -301,7 +281,7 @@ mod tests {
 
     #[test]
     fn report_has_rows_totals_percentiles_and_errors() {
-        let text = render(&payload());
+        let text = render(&payload(), &Locust);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("Type"), "{text}");
         assert!(lines[0].contains("# reqs") && lines[0].contains("failures/s"));
@@ -346,15 +326,6 @@ mod tests {
         assert!(total.contains(" 3.00 "), "{total}");
         let first = text.lines().find(|l| l.contains(" / ")).expect("/ row");
         assert!(first.contains(" 3.00 "), "{first}");
-    }
-
-    #[test]
-    fn labels() {
-        let labels: Vec<String> = PERCENTILES.iter().map(|p| percentile_label(*p)).collect();
-        assert_eq!(
-            labels,
-            ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%"]
-        );
     }
 
     #[test]

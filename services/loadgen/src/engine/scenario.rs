@@ -37,35 +37,35 @@ use toml::Spanned;
 use crate::cli::{parse_duration, parse_path};
 
 /// Longest schedule (sum of the weights divided by their greatest common divisor).
-pub const MAX_SCHEDULE: u64 = 100_000;
+pub(crate) const MAX_SCHEDULE: u64 = 100_000;
 
 /// One kind of request the users send.
 #[derive(Debug, Clone)]
-pub struct RequestSpec {
+pub(crate) struct RequestSpec {
     /// HTTP method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// Stats name (defaults to the path).
-    pub name: String,
+    pub(crate) name: String,
     /// The path (with query), as given.
-    pub path: String,
+    pub(crate) path: String,
     /// Full URL (host + path); filled in by [`Scenario::resolve`].
-    pub url: Option<Url>,
+    pub(crate) url: Option<Url>,
     /// The fast path's prepared target (`http://` URLs only); filled in by
     /// [`Scenario::resolve`].
-    pub fast: Option<crate::fasthttp::FastTarget>,
+    pub(crate) fast: Option<super::fasthttp::FastTarget>,
     /// Extra headers (scenario-wide ones included).
-    pub headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// Request body.
-    pub body: Option<bytes::Bytes>,
+    pub(crate) body: Option<bytes::Bytes>,
     /// Statuses that count as success; empty: any status below 400.
-    pub expect_status: Vec<u16>,
+    pub(crate) expect_status: Vec<u16>,
     /// Relative share.
-    pub weight: u64,
+    pub(crate) weight: u64,
 }
 
 impl RequestSpec {
     /// A plain GET of `path` (what `--path` makes).
-    pub fn get(path: &str) -> Self {
+    pub(crate) fn get(path: &str) -> Self {
         Self {
             method: Method::GET,
             name: path.to_string(),
@@ -81,7 +81,7 @@ impl RequestSpec {
 
     /// `None` when `status` is a success for this request, else the error text
     /// (`HTTP 404`, or `HTTP 200 (expected 201)`).
-    pub fn check_status(&self, status: u16) -> Option<String> {
+    pub(crate) fn check_status(&self, status: u16) -> Option<String> {
         if self.expect_status.is_empty() {
             (status >= 400).then(|| format!("HTTP {status}"))
         } else if self.expect_status.contains(&status) {
@@ -95,16 +95,16 @@ impl RequestSpec {
 
 /// Pause between two requests of one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ThinkTime {
+pub(crate) struct ThinkTime {
     /// Shortest pause.
-    pub min: Duration,
+    pub(crate) min: Duration,
     /// Longest pause (equal to `min` for a fixed pause).
-    pub max: Duration,
+    pub(crate) max: Duration,
 }
 
 impl ThinkTime {
     /// A pause drawn uniformly from `[min, max]`.
-    pub fn sample(&self) -> Duration {
+    pub(crate) fn sample(&self) -> Duration {
         if self.max <= self.min {
             return self.min;
         }
@@ -114,25 +114,25 @@ impl ThinkTime {
     }
 
     /// Whether there is no pause at all.
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         self.max.is_zero()
     }
 }
 
 /// What the users do: weighted requests and think time.
 #[derive(Debug, Clone)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// The requests, in file order.
-    pub requests: Vec<RequestSpec>,
+    pub(crate) requests: Vec<RequestSpec>,
     /// Pause between a user's requests.
-    pub think_time: ThinkTime,
+    pub(crate) think_time: ThinkTime,
     /// Index into `requests` of every slot of the weighted schedule.
-    pub schedule: Vec<usize>,
+    pub(crate) schedule: Vec<usize>,
 }
 
 impl Scenario {
     /// Equal shares of GETs of `paths` (`--path`), no think time.
-    pub fn from_paths(paths: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn from_paths(paths: &[String]) -> anyhow::Result<Self> {
         let requests: Vec<RequestSpec> = paths.iter().map(|p| RequestSpec::get(p)).collect();
         anyhow::ensure!(!requests.is_empty(), "no paths to request");
         let schedule = (0..requests.len()).collect();
@@ -144,14 +144,14 @@ impl Scenario {
     }
 
     /// Reads and checks a scenario file.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read scenario file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
     }
 
     /// Parses scenario TOML; errors read `LINE:COLUMN: FIELD: what is wrong`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             format!("{line}:{col}: {}", e.message().trim())
@@ -287,19 +287,19 @@ impl Scenario {
     }
 
     /// Fills in every request's URL under `host`.
-    pub fn resolve(&mut self, host: &Url) -> anyhow::Result<()> {
+    pub(crate) fn resolve(&mut self, host: &Url) -> anyhow::Result<()> {
         let base = host.as_str().trim_end_matches('/');
         for r in &mut self.requests {
             let url = Url::parse(&format!("{base}{}", r.path))
                 .map_err(|e| anyhow::anyhow!("invalid path {:?} for host {host}: {e}", r.path))?;
-            r.fast = crate::fasthttp::FastTarget::of(&url, &r.method, &r.headers, r.body.as_ref());
+            r.fast = super::fasthttp::FastTarget::of(&url, &r.method, &r.headers, r.body.as_ref());
             r.url = Some(url);
         }
         Ok(())
     }
 
     /// The request the `ticket`-th request of the run sends.
-    pub fn pick(&self, ticket: u64) -> &RequestSpec {
+    pub(crate) fn pick(&self, ticket: u64) -> &RequestSpec {
         let slot = usize::try_from(ticket % self.schedule.len().max(1) as u64).unwrap_or(0);
         let idx = self.schedule.get(slot).copied().unwrap_or(0);
         &self.requests[idx.min(self.requests.len() - 1)]
@@ -345,7 +345,7 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 
 /// The slots of a smooth weighted round robin over `weights` (divided by their gcd): each
 /// index appears `weight` times, spread out.
-pub fn weighted_schedule(weights: &[u64]) -> Result<Vec<usize>, String> {
+pub(crate) fn weighted_schedule(weights: &[u64]) -> Result<Vec<usize>, String> {
     let g = weights.iter().copied().fold(0, gcd).max(1);
     let w: Vec<i64> = weights.iter().map(|x| (x / g) as i64).collect();
     let total: i64 = w.iter().sum();

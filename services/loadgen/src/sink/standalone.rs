@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use futures::future::BoxFuture;
 use lifecycle::{Embedded, FileSink, LifecycleSettings};
 use protocol::{Body, CommitPayload, Envelope, RunInfo, StatsPayload, ThresholdVerdict};
 use uuid::Uuid;
+
+use super::publishing::{Receipt, Sink};
 
 /// The secret of standalone event tokens (the embedded pipeline does not verify them).
 const STANDALONE_SECRET: &[u8] = b"standalone";
@@ -162,6 +165,52 @@ pub fn until_next_multiple(now: chrono::DateTime<Utc>, interval: Duration) -> Du
             .unwrap_or(1)
             .max(1),
     )
+}
+
+impl Sink for Standalone {
+    fn run_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    fn tick(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(self.until_next_snapshot()))
+    }
+
+    fn publish(&mut self, stats: StatsPayload) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.snapshot(stats).await {
+                tracing::error!(error = format!("{e:#}"), "standalone snapshot failed");
+            }
+        })
+    }
+
+    /// A snapshot cut off half-way could leave the output file half-written.
+    fn publish_is_cancel_safe(&self) -> bool {
+        false
+    }
+
+    fn commit<'a>(
+        self: Box<Self>,
+        stats: &'a StatsPayload,
+        verdicts: &'a [ThresholdVerdict],
+    ) -> BoxFuture<'a, anyhow::Result<Receipt>> {
+        Box::pin(async move {
+            let output = self.output().to_path_buf();
+            Standalone::commit(*self, stats.clone(), verdicts.to_vec())
+                .await
+                .with_context(|| {
+                    format!("cannot write the final record to {}", output.display())
+                })?;
+            Ok(Receipt {
+                message: format!(
+                    "Results written to {} (line protocol; import with: influx write -b BUCKET -f {})",
+                    output.display(),
+                    output.display()
+                ),
+                output: Some(output),
+            })
+        })
+    }
 }
 
 #[cfg(test)]

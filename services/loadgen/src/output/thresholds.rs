@@ -4,20 +4,24 @@
 //! - METRIC is `p50`…`p100` (any percentile, `p99.9` too), `avg`, `min`, `max`, `median`
 //!   (response times, ms), `rps` (requests/s), `fail_ratio` (failures / requests, 0–1, or a
 //!   percentage such as `1%`), `failures` or `requests` (counts);
-//! - `[NAME]` optionally restricts it to one endpoint (a request name, e.g. `p95[/api/items]`);
-//!   without it the `Aggregated` totals are checked;
+//! - `[NAME]` optionally restricts it to the requests of that name (e.g. `p95[/api/items]`),
+//!   every method combined (their histograms merged) when several methods share the name;
+//!   `[METHOD NAME]` to one method (`p95[GET /api/items]`); without brackets the `Aggregated`
+//!   totals are checked;
 //! - OP is `<`, `<=`, `>`, `>=`;
 //! - a time VALUE takes `us`, `ms` (the default) or `s`.
 //!
 //! A threshold on an endpoint that never ran fails (`no such endpoint`). Any failed threshold
 //! makes `loadgen` exit with code 1.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use protocol::{StatsEntry, StatsPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::summary::rps;
+use super::percentiles::{Percentiles, Scope};
+use super::summary::rps;
 
 /// What a threshold measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,33 +53,8 @@ impl Metric {
     }
 }
 
-/// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// `<`
-    #[serde(rename = "<")]
-    Lt,
-    /// `<=`
-    #[serde(rename = "<=")]
-    Le,
-    /// `>`
-    #[serde(rename = ">")]
-    Gt,
-    /// `>=`
-    #[serde(rename = ">=")]
-    Ge,
-}
-
-impl Op {
-    fn holds(self, actual: f64, limit: f64) -> bool {
-        match self {
-            Op::Lt => actual < limit,
-            Op::Le => actual <= limit,
-            Op::Gt => actual > limit,
-            Op::Ge => actual >= limit,
-        }
-    }
-}
+/// A comparison (the pipeline's own type, carried in the verdicts).
+pub use protocol::ThresholdOp as Op;
 
 /// One parsed `--threshold`.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,12 +63,85 @@ pub struct Threshold {
     pub expr: String,
     /// What is measured.
     pub metric: Metric,
-    /// The endpoint (request name), or `None` for the aggregated totals.
-    pub name: Option<String>,
+    /// Which requests are checked.
+    pub target: Target,
     /// The comparison.
     pub op: Op,
     /// The limit, in the metric's unit (ms for times, a fraction for `fail_ratio`).
     pub limit: f64,
+}
+
+/// Which requests a threshold checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every request: the `Aggregated` totals (no brackets).
+    Total,
+    /// The requests of this name, every method combined: `p95[/api/items]`.
+    Name(String),
+    /// The requests of one method and name: `p95[GET /api/items]`.
+    Endpoint {
+        /// The HTTP method (`GET`).
+        method: String,
+        /// The request name.
+        name: String,
+    },
+}
+
+impl Target {
+    /// The target in brackets: `METHOD NAME` when the first word is an upper-case method,
+    /// else a name (which may hold spaces, as a scenario's `name = "create item"`).
+    fn parse(inner: &str) -> Self {
+        match inner.split_once(char::is_whitespace) {
+            Some((method, name))
+                if method.bytes().all(|b| b.is_ascii_uppercase()) && !name.trim().is_empty() =>
+            {
+                Target::Endpoint {
+                    method: method.to_string(),
+                    name: name.trim().to_string(),
+                }
+            }
+            _ => Target::Name(inner.to_string()),
+        }
+    }
+
+    /// How verdicts name it: `Aggregated`, `/api/items`, `GET /api/items`.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Total => protocol::AGGREGATED.to_string(),
+            Target::Name(name) => name.clone(),
+            Target::Endpoint { method, name } => format!("{method} {name}"),
+        }
+    }
+
+    /// The stats this target stands for in `p` and the scope of their percentiles; `None` when
+    /// no endpoint matches. Several methods of one name are merged into one entry.
+    fn select<'a>(&self, p: &'a StatsPayload) -> Option<(Cow<'a, StatsEntry>, Scope)> {
+        let named = |name: &str| {
+            let mut matching = p.entries.iter().filter(|e| e.name == name);
+            let first = matching.next()?;
+            let mut rest = matching.peekable();
+            if rest.peek().is_none() {
+                return Some((Cow::Borrowed(first), Scope::Endpoint));
+            }
+            let mut merged = first.clone();
+            merged.method = String::new();
+            for e in rest {
+                merged.merge(e);
+            }
+            Some((Cow::Owned(merged), Scope::Name))
+        };
+        match self {
+            Target::Total => Some((Cow::Borrowed(&p.total), Scope::Total)),
+            Target::Name(name) => named(name),
+            Target::Endpoint { method, name } => p
+                .entries
+                .iter()
+                .find(|e| &e.method == method && &e.name == name)
+                .map(|e| (Cow::Borrowed(e), Scope::Endpoint))
+                // A name that only looks like `METHOD NAME` (`name = "GET items"`).
+                .or_else(|| named(&self.label())),
+        }
+    }
 }
 
 impl fmt::Display for Threshold {
@@ -118,14 +170,18 @@ pub struct Verdict {
     pub passed: bool,
 }
 
-impl Verdict {
-    /// The verdict as the pipeline carries it in a commit.
-    pub fn to_protocol(&self) -> protocol::ThresholdVerdict {
-        protocol::ThresholdVerdict {
-            threshold: self.threshold.clone(),
-            passed: self.passed,
-            actual: self.actual,
-            limit: Some(self.limit),
+/// The verdict as the pipeline carries it in a commit, through the API or AMQP: the one place
+/// a [`Verdict`] becomes a [`protocol::ThresholdVerdict`].
+impl From<&Verdict> for protocol::ThresholdVerdict {
+    fn from(v: &Verdict) -> Self {
+        Self {
+            threshold: v.threshold.clone(),
+            metric: Some(v.metric.clone()),
+            name: Some(v.name.clone()),
+            op: Some(v.op),
+            limit: Some(v.limit),
+            actual: v.actual,
+            passed: v.passed,
         }
     }
 }
@@ -223,14 +279,32 @@ fn bad_metric(text: &str, expr: &str) -> String {
 }
 
 /// Parses `--threshold` text such as `p95<300ms`, `fail_ratio<0.01`, `p99[/api/items]<=1s`,
-/// `rps>=100`.
-pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
+/// `p95[GET /api/items]<200ms`, `rps>=100`.
+pub(crate) fn parse_threshold(text: &str) -> Result<Threshold, String> {
     let expr = text.trim().to_string();
-    let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
-    let op_at = compact
-        .find(['<', '>'])
-        .ok_or_else(|| format!("threshold {expr:?}: no comparison; use e.g. p95<300ms or fail_ratio<0.01 (operators: < <= > >=)"))?;
-    let (lhs, rest) = compact.split_at(op_at);
+    let no_comparison = || {
+        format!("threshold {expr:?}: no comparison; use e.g. p95<300ms or fail_ratio<0.01 (operators: < <= > >=)")
+    };
+    let brackets =
+        || format!("threshold {expr:?}: an endpoint goes in brackets, e.g. p95[/api/items]<300ms");
+    // What is in brackets keeps its inner spaces (`GET /x`); elsewhere spaces are ignored.
+    let (lhs, inner, rest) = match expr.find(['[', '<', '>']) {
+        Some(open) if expr[open..].starts_with('[') => {
+            let close = expr.rfind(']').filter(|&c| c > open).ok_or_else(brackets)?;
+            let rest = expr[close + 1..].trim_start();
+            if rest.is_empty() {
+                return Err(no_comparison());
+            }
+            if !rest.starts_with(['<', '>']) {
+                return Err(brackets());
+            }
+            (&expr[..open], Some(expr[open + 1..close].trim()), rest)
+        }
+        Some(op_at) => (&expr[..op_at], None, &expr[op_at..]),
+        None => return Err(no_comparison()),
+    };
+    let compact = |s: &str| -> String { s.chars().filter(|c| !c.is_whitespace()).collect() };
+    let rest = compact(rest);
     let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
         (Op::Le, v)
     } else if let Some(v) = rest.strip_prefix(">=") {
@@ -242,26 +316,17 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
     } else {
         return Err(format!("threshold {expr:?}: bad operator"));
     };
-    let (metric_text, name) = match lhs.find('[') {
-        Some(i) => {
-            let inner = lhs[i + 1..].strip_suffix(']').ok_or_else(|| {
-                format!(
-                    "threshold {expr:?}: an endpoint goes in brackets, e.g. p95[/api/items]<300ms"
-                )
-            })?;
-            if inner.is_empty() {
-                return Err(format!("threshold {expr:?}: empty endpoint name in []"));
-            }
-            (&lhs[..i], Some(inner.to_string()))
-        }
-        None => (lhs, None),
+    let target = match inner {
+        None => Target::Total,
+        Some("") => return Err(format!("threshold {expr:?}: empty endpoint name in []")),
+        Some(inner) => Target::parse(inner),
     };
-    let metric = parse_metric(&metric_text.to_ascii_lowercase(), &expr)?;
+    let metric = parse_metric(&compact(lhs).to_ascii_lowercase(), &expr)?;
     let limit = parse_limit(metric, value, &expr)?;
     Ok(Threshold {
         expr,
         metric,
-        name,
+        target,
         op,
         limit,
     })
@@ -301,9 +366,17 @@ fn parse_limit(metric: Metric, value: &str, expr: &str) -> Result<f64, String> {
     Ok(n * factor)
 }
 
-fn measure(metric: Metric, e: &StatsEntry, total: &StatsEntry) -> f64 {
+/// The value of `metric` for the requests `e` stands for (`scope`), percentiles from
+/// `percentiles`.
+fn measure(
+    metric: Metric,
+    e: &StatsEntry,
+    scope: Scope,
+    total: &StatsEntry,
+    percentiles: &dyn Percentiles,
+) -> f64 {
     match metric {
-        Metric::Percentile(p) => e.percentile(p),
+        Metric::Percentile(q) => percentiles.percentile(e, scope, q),
         Metric::Avg => e.avg_response_time(),
         Metric::Min => e.min_response_time.unwrap_or(0.0),
         Metric::Max => e.max_response_time,
@@ -320,38 +393,24 @@ fn measure(metric: Metric, e: &StatsEntry, total: &StatsEntry) -> f64 {
     }
 }
 
-/// Checks every threshold against the final stats `p`. `percentile` overrides how response-time
-/// percentiles of an entry are computed (e.g. from an HdrHistogram); `None` uses the Locust
-/// histogram of the entry.
-pub fn evaluate(
+/// Checks every threshold against the final stats `p`, response-time percentiles from
+/// `percentiles`.
+pub(crate) fn evaluate(
     thresholds: &[Threshold],
     p: &StatsPayload,
-    percentile: Option<crate::report::PercentileFn<'_>>,
+    percentiles: &dyn Percentiles,
 ) -> Vec<Verdict> {
     thresholds
         .iter()
         .map(|t| {
-            let entry = match &t.name {
-                None => Some(&p.total),
-                Some(n) => p.entries.iter().find(|e| &e.name == n),
-            };
-            let actual = entry.map(|e| match (t.metric, percentile) {
-                (Metric::Percentile(q), Some(f)) if e.num_requests > 0 => {
-                    let key = t
-                        .name
-                        .as_ref()
-                        .map(|_| (e.method.as_str(), e.name.as_str()));
-                    f(key, q).unwrap_or_else(|| e.percentile(q))
-                }
-                _ => measure(t.metric, e, &p.total),
-            });
+            let actual = t
+                .target
+                .select(p)
+                .map(|(e, scope)| measure(t.metric, &e, scope, &p.total, percentiles));
             Verdict {
                 threshold: t.expr.clone(),
                 metric: metric_name(t.metric),
-                name: t
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| protocol::AGGREGATED.to_string()),
+                name: t.target.label(),
                 op: t.op,
                 limit: t.limit,
                 actual,
@@ -363,7 +422,7 @@ pub fn evaluate(
 
 /// The `Thresholds` block printed after the summary: one line per verdict, then the count of
 /// failures.
-pub fn render(verdicts: &[Verdict]) -> String {
+pub(crate) fn render(verdicts: &[Verdict]) -> String {
     let mut out = String::from("Thresholds\n");
     for v in verdicts {
         out.push_str(&format!("  {v}\n"));
@@ -387,90 +446,4 @@ pub fn render(verdicts: &[Verdict]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_forms() {
-        let t = parse_threshold("p95<300ms").expect("p95");
-        assert_eq!(t.metric, Metric::Percentile(0.95));
-        assert_eq!((t.op, t.limit, t.name.as_deref()), (Op::Lt, 300.0, None));
-        let t = parse_threshold(" fail_ratio < 0.01 ").expect("ratio");
-        assert_eq!((t.metric, t.limit), (Metric::FailRatio, 0.01));
-        assert_eq!(parse_threshold("fail_ratio<1%").expect("pct").limit, 0.01);
-        let t = parse_threshold("p99.9[/api/items]<=1.5s").expect("named");
-        assert!(matches!(t.metric, Metric::Percentile(q) if (q - 0.999).abs() < 1e-12));
-        assert_eq!(t.name.as_deref(), Some("/api/items"));
-        assert_eq!((t.op, t.limit), (Op::Le, 1_500.0));
-        assert_eq!(parse_threshold("rps>=100").expect("rps").op, Op::Ge);
-        assert_eq!(parse_threshold("avg<250us").expect("us").limit, 0.25);
-        assert_eq!(parse_threshold("p95<300").expect("plain ms").limit, 300.0);
-    }
-
-    #[test]
-    fn bad_thresholds_are_explained() {
-        for (bad, says) in [
-            ("p95 300ms", "no comparison"),
-            ("p95<fast", "not a number"),
-            ("latency<3", "unknown metric"),
-            ("p0<3", "percentile"),
-            ("p101<3", "percentile"),
-            ("rps<3ms", "unit"),
-            ("p95<3h", "unit"),
-            ("p95[/a<3", "brackets"),
-        ] {
-            let e = parse_threshold(bad).expect_err(bad);
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-
-    fn payload() -> StatsPayload {
-        let mut a = StatsEntry::new("GET", "/a", 100.0);
-        let mut b = StatsEntry::new("GET", "/b", 100.0);
-        for i in 0..100 {
-            a.log(f64::from(i + 1), 0, i < 5, 101.0);
-            b.log(2.0, 0, false, 102.0);
-        }
-        StatsPayload::from_entries(vec![a, b], vec![], 2, "stopped")
-    }
-
-    #[test]
-    fn verdicts() {
-        let ts: Vec<Threshold> = [
-            "p95[/a]<50ms",
-            "p95[/b]<50ms",
-            "fail_ratio<0.01",
-            "requests>=200",
-            "p50[/nope]<1s",
-        ]
-        .iter()
-        .map(|t| parse_threshold(t).expect("valid"))
-        .collect();
-        let v = evaluate(&ts, &payload(), None);
-        assert!(!v[0].passed, "{}", v[0]);
-        assert_eq!(v[0].actual, Some(96.0));
-        assert!(v[1].passed);
-        assert!(!v[2].passed, "5 of 200 failed: {}", v[2]);
-        assert_eq!(v[2].actual, Some(0.025));
-        assert!(v[3].passed);
-        assert!(!v[4].passed && v[4].actual.is_none());
-        let text = render(&v);
-        assert!(
-            text.contains("FAIL p95[/a]<50ms (p95 of /a = 96 ms)"),
-            "{text}"
-        );
-        assert!(text.contains("PASS requests>=200"), "{text}");
-        assert!(
-            text.contains("3 of 5 thresholds FAILED: p95[/a]<50ms, fail_ratio<0.01, p50[/nope]<1s"),
-            "{text}"
-        );
-        let json = serde_json::to_value(&v[0]).expect("json");
-        assert_eq!(json["op"], "<");
-        assert_eq!(json["passed"], false);
-        // An override of the percentile source is used for percentiles only.
-        let hdr = |_: Option<(&str, &str)>, _: f64| Some(7.0);
-        let v = evaluate(&ts[..1], &payload(), Some(&hdr));
-        assert_eq!(v[0].actual, Some(7.0));
-        assert!(v[0].passed);
-    }
-}
+mod tests;
