@@ -140,7 +140,8 @@ fn fields(run: &CompletedPayload, target: &str) -> Vec<(&'static str, String)> {
 }
 
 /// `*Thresholds:* 1 of 2 failed` and one line per verdict, failed ones first, each with the
-/// measured value and the limit (and the node, when several nodes judged thresholds).
+/// measured value and the limit, in ms for time metrics (and the node, when several nodes
+/// judged thresholds).
 fn thresholds_text(verdicts: &[NodeVerdict], failed: usize) -> String {
     let several_nodes = verdicts.iter().any(|v| v.node_id != verdicts[0].node_id);
     let mut ordered: Vec<&NodeVerdict> = verdicts.iter().collect();
@@ -171,10 +172,16 @@ fn verdict_line(v: &NodeVerdict, with_node: bool) -> String {
     };
     // A backtick would end the code span early.
     let expr = truncate(&escape(&t.threshold.replace('`', "'")), 200);
+    // Times are in ms; ratios and counts have no unit. An older verdict names no metric.
+    let unit = match t.metric.as_deref() {
+        Some(m) if m.starts_with('p') || matches!(m, "avg" | "min" | "max" | "median") => " ms",
+        _ => "",
+    };
+    let value = |v: Option<f64>| v.map_or(UNKNOWN.into(), |v| format!("{}{unit}", number(v)));
     let mut line = format!(
         "{icon} `{expr}` actual {}, limit {}",
-        t.actual.map_or(UNKNOWN.into(), number),
-        t.limit.map_or(UNKNOWN.into(), number)
+        value(t.actual),
+        value(t.limit)
     );
     if with_node {
         line.push_str(&format!(" (node {})", truncate(&escape(&v.node_id), 100)));

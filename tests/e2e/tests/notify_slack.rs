@@ -46,11 +46,11 @@ fn block_text(message: &Value, prefix: &str) -> String {
         .unwrap_or_else(|| panic!("no block starting with {prefix:?} in {message:#}"))
 }
 
-/// The `actual` of a threshold line (`… actual 31.235, limit 5`).
+/// The `actual` of a threshold line (`… actual 31.235 ms, limit 5 ms`).
 fn actual_of(line: &str) -> f64 {
     line.split("actual ")
         .nth(1)
-        .and_then(|r| r.split(',').next())
+        .and_then(|r| r.split([',', ' ']).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no actual in {line:?}"))
 }
@@ -252,7 +252,7 @@ async fn committed_run_message_equals_the_stored_summary() -> anyhow::Result<()>
     assert_eq!(lines[0], "*Thresholds:* all 1 passed");
     assert!(
         lines[1].starts_with(":white_check_mark: `p95&lt;60000ms` actual ")
-            && lines[1].ends_with(", limit 60000"),
+            && lines[1].ends_with(" ms, limit 60000 ms"),
         "{thresholds}"
     );
     let stored = influx_rows(
@@ -356,7 +356,7 @@ async fn failed_threshold_is_flagged() -> anyhow::Result<()> {
         lines[1].starts_with(":x: `p95&lt;5ms` actual "),
         "{thresholds}"
     );
-    assert!(lines[1].ends_with(", limit 5"), "{thresholds}");
+    assert!(lines[1].ends_with(" ms, limit 5 ms"), "{thresholds}");
     assert_eq!(
         lines[2],
         ":white_check_mark: `fail_ratio&lt;0.01` actual 0, limit 0.01"

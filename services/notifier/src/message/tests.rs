@@ -155,10 +155,9 @@ fn dashboard_link_covers_the_run_and_its_final_snapshot() {
 #[test]
 fn failed_thresholds_are_in_the_header_and_listed_first() {
     let mut run = committed();
-    run.thresholds = vec![
-        verdict("a", "fail_ratio<0.01", true),
-        verdict("a", "p95<5ms", false),
-    ];
+    let mut ratio = verdict("a", "fail_ratio<0.01", true);
+    ratio.verdict.metric = Some("fail_ratio".into());
+    run.thresholds = vec![ratio, verdict("a", "p95<5ms", false)];
     let m = message(ID, &run, None);
     assert_eq!(
         header(&m),
@@ -168,7 +167,7 @@ fn failed_thresholds_are_in_the_header_and_listed_first() {
     assert_eq!(
         sections[1]["text"]["text"],
         "*Thresholds:* 1 of 2 failed\n\
-         :x: `p95<5ms` actual 31.235, limit 5\n\
+         :x: `p95<5ms` actual 31.235 ms, limit 5 ms\n\
          :white_check_mark: `fail_ratio<0.01` actual 31.235, limit 5"
             .replace('<', "&lt;")
     );
@@ -194,7 +193,7 @@ fn failed_thresholds_are_in_the_header_and_listed_first() {
         .expect("text")
         .contains(", thresholds: all 2 passed."));
     assert!(
-        text.contains("limit 5 (node a)\n") && text.ends_with("(node b)"),
+        text.contains("limit 5 ms (node a)\n") && text.ends_with("(node b)"),
         "{text}"
     );
 }
