@@ -42,7 +42,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use cli::{Args, Command, DemoArgs, RunArgs};
+pub use cli::{Args, Command, DemoArgs, RunArgs, TargetArgs};
 use client::{
     ApiClient, CommitFields, CommitMeasurement, CommitRequest, CommitTags, RegisterFields,
     RegisterMeasurement, RegisterRequest, RegisterTags, Registration, StatsMessage,
@@ -95,6 +95,7 @@ impl RunOutcome {
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<RunOutcome> {
     match args.command {
         Some(Command::Demo(demo)) => demo::run(demo, shutdown).await,
+        Some(Command::Target(target)) => demo::serve_target(target, shutdown).await,
         None => run_test(args.run, shutdown).await,
     }
 }
