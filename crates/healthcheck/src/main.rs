@@ -51,7 +51,9 @@ fn target(
             Ok((loopback(addr), path.to_string()))
         }
         [var, path] if path.starts_with('/') => {
-            let addr = env(var).filter(|a| !a.is_empty()).ok_or_else(|| format!("{var} is not set"))?;
+            let addr = env(var)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| format!("{var} is not set"))?;
             Ok((loopback(&addr), path.clone()))
         }
         _ => Err(USAGE.to_string()),
@@ -137,7 +139,10 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(status_code(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            status_code(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status_code(b""), None);
     }
@@ -145,7 +150,10 @@ mod tests {
     #[test]
     fn checks_a_real_server() -> Result<(), String> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+        let addr = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string();
         let server = std::thread::spawn(move || {
             for answer in ["HTTP/1.1 200 OK\r\n\r\nok", "HTTP/1.1 503 Busy\r\n\r\n"] {
                 if let Ok((mut s, _)) = listener.accept() {
@@ -157,7 +165,9 @@ mod tests {
         });
         assert_eq!(get(&addr, "/healthz")?, 200);
         assert_eq!(get(&addr, "/healthz")?, 503);
-        server.join().map_err(|_| "server thread panicked".to_string())?;
+        server
+            .join()
+            .map_err(|_| "server thread panicked".to_string())?;
         Ok(())
     }
 }

@@ -137,11 +137,17 @@ pub async fn run(demo: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 /// `loadgen target`: serves [`target_router`] on `args.listen` until `shutdown`, counting every
 /// request it answers; `GET /__count` (not counted) returns `{"requests": N}`. Prints the
 /// address when listening and the count at exit; the outcome's `total_requests` is the count.
-pub async fn serve_target(args: TargetArgs, shutdown: CancellationToken) -> anyhow::Result<RunOutcome> {
+pub async fn serve_target(
+    args: TargetArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunOutcome> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("loadgen target listening on http://{}", listener.local_addr()?);
+    println!(
+        "loadgen target listening on http://{}",
+        listener.local_addr()?
+    );
     let count = serve_counting(listener, shutdown).await?;
     println!("loadgen target answered {count} requests");
     Ok(RunOutcome {
@@ -204,8 +210,12 @@ mod tests {
         for path in ["/", "/api/items", "/nothing-here"] {
             client.get(format!("{base}{path}")).send().await?;
         }
-        let counted: serde_json::Value =
-            client.get(format!("{base}/__count")).send().await?.json().await?;
+        let counted: serde_json::Value = client
+            .get(format!("{base}/__count"))
+            .send()
+            .await?
+            .json()
+            .await?;
         assert_eq!(counted, serde_json::json!({"requests": 3}));
         stop.cancel();
         assert_eq!(served.await??, 3);
