@@ -626,7 +626,7 @@ async fn check_run(
             let s = export(http, store, uuid, names).await?;
             let has = |name: &str| {
                 s.iter()
-                    .any(|s| s.label("__name__") == name && s.label("name") != "")
+                    .any(|s| s.label("__name__") == name && !s.label("name").is_empty())
             };
             let done = s
                 .iter()
