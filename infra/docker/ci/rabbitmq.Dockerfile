@@ -5,8 +5,11 @@
 # the healthcheck, logs to stdout, runs as user rabbitmq.
 FROM debian:bookworm-slim
 
+# The official image's user and group ids (999), created before the package would pick others.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN groupadd --system --gid 999 rabbitmq \
+    && useradd --system --uid 999 --gid rabbitmq --home-dir /var/lib/rabbitmq --shell /bin/false rabbitmq \
+    && apt-get update \
     && apt-get install -y --no-install-recommends rabbitmq-server \
     && rm -rf /var/lib/apt/lists/* \
     && rabbitmq-plugins enable --offline rabbitmq_management \
@@ -18,7 +21,7 @@ LABEL org.opencontainers.image.title="loadtest CI stand-in: RabbitMQ (Debian rab
 ENV RABBITMQ_LOGS=- \
     HOME=/var/lib/rabbitmq
 WORKDIR /var/lib/rabbitmq
-USER rabbitmq
+USER 999:999
 EXPOSE 5672 15672
 VOLUME ["/var/lib/rabbitmq"]
 ENTRYPOINT ["/usr/lib/rabbitmq/bin/rabbitmq-server"]

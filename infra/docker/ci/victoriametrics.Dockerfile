@@ -17,7 +17,7 @@ COPY influx-ping-shim.sh /usr/local/bin/influx
 LABEL org.opencontainers.image.title="loadtest CI stand-in: InfluxDB v2 write API (VictoriaMetrics)" \
       org.opencontainers.image.description="Replaces influxdb:2 where no registry can be reached"
 
-USER influxdb
+USER 10002:10002
 EXPOSE 8086
 VOLUME ["/var/lib/influxdb2"]
 ENTRYPOINT ["/usr/bin/victoria-metrics", "-httpListenAddr=:8086", "-storageDataPath=/var/lib/influxdb2", "-retentionPeriod=100y"]
