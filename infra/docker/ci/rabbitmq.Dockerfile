@@ -6,6 +6,7 @@
 FROM debian:bookworm-slim
 
 # The official image's user and group ids (999), created before the package would pick others.
+# Unpinned on purpose (DL3008): bookworm's current packages, security fixes included.
 # hadolint ignore=DL3008
 RUN groupadd --system --gid 999 rabbitmq \
     && useradd --system --uid 999 --gid rabbitmq --home-dir /var/lib/rabbitmq --shell /bin/false rabbitmq \

@@ -5,6 +5,7 @@
 # VictoriaMetrics' /api/v1/export (`GET /internal/force_flush` makes them visible at once).
 FROM debian:bookworm-slim
 
+# Unpinned on purpose (DL3008): bookworm's current packages, security fixes included.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends victoria-metrics curl ca-certificates \
