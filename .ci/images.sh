@@ -92,6 +92,7 @@ for bin in "${BINARIES[@]}"; do
     exit 1
   fi
 done
+command -v objcopy >/dev/null || apt_install binutils
 mkdir -p target/docker
 for bin in "${BINARIES[@]}"; do
   objcopy --strip-debug "target/$PROFILE/$bin" "target/docker/$bin"

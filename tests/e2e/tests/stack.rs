@@ -151,25 +151,18 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     })
     .await?;
     let api_ready_s = restarted.elapsed().as_secs_f64();
+    let totals = stack.finish_nodes(&nodes)?;
+    // The writers reconnect by themselves (backoff up to 10 s): their first new session.
     let mut writer_back = Vec::new();
     for w in ["writer-1", "writer-2"] {
-        writer_back.extend(
-            active_since(&stack.container(w)?)?
-                .into_iter()
-                .filter(|t| *t >= start_at),
-        );
+        let times = log_times(&stack.container(w)?, "\"consuming\"")?;
+        writer_back.extend(times.into_iter().filter(|t| *t >= start_at));
     }
     let writer_back_s = writer_back
         .iter()
         .min()
-        .map(|t| {
-            format!(
-                "{:.1} s",
-                (*t - start_at).num_milliseconds() as f64 / 1000.0
-            )
-        })
-        .unwrap_or_else(|| "(no delivery yet)".into());
-    let totals = stack.finish_nodes(&nodes)?;
+        .map(|t| (*t - start_at).num_milliseconds() as f64 / 1000.0)
+        .context("no writer reconnected after the broker started")?;
     let after = target_count(&http, &target).await?;
     let window = (
         stop_at.timestamp_millis(),
@@ -182,7 +175,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
         "a service was restarted during the broker outage: {restarts_before:?} -> {restarts_after:?}"
     );
     println!(
-        "STACK | run 2, RabbitMQ stopped {} s | run {uuid} | node totals {:?} | sum {} | target count {} | summary {} | failures {} | ticks {} ({} missed during the outage, none doubled) | API ready {api_ready_s:.1} s and a writer consuming {writer_back_s} after the broker started | no container restarted",
+        "STACK | run 2, RabbitMQ stopped {} s | run {uuid} | node totals {:?} | sum {} | target count {} | summary {} | failures {} | ticks {} ({} missed during the outage, none doubled) | API ready {api_ready_s:.1} s, writers consuming again {writer_back_s:.1} s after the broker started | no container restarted",
         OUTAGE.as_secs(),
         totals.iter().map(|t| t.requests).collect::<Vec<_>>(),
         fig.sum, after - before, fig.summary, fig.failures, fig.ticks, fig.missed
@@ -453,6 +446,11 @@ fn docker_logs(container: &str) -> anyhow::Result<String> {
 /// When a writer logged `active consumer: receiving deliveries` (it is the queue's single
 /// active consumer), by Docker's log timestamps.
 fn active_since(container: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    log_times(container, "active consumer: receiving deliveries")
+}
+
+/// When `container` logged a line containing `needle`, by Docker's log timestamps.
+fn log_times(container: &str, needle: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
     let out = Command::new("docker")
         .args(["logs", "--timestamps", container])
         .output()?;
@@ -463,7 +461,7 @@ fn active_since(container: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
     );
     Ok(text
         .lines()
-        .filter(|l| l.contains("active consumer: receiving deliveries"))
+        .filter(|l| l.contains(needle))
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
