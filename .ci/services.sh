@@ -91,3 +91,14 @@ ensure_schemathesis() {
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "schemathesis==$pin"
   fi
 }
+
+ensure_docker() {
+  # The stack test's Docker engine is started with the machine; docker-compose and debootstrap
+  # come from Debian's packages.
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  if ! docker info >/dev/null 2>&1; then
+    log "ERROR: the Docker engine does not answer (docker info); the stack test needs it"
+    return 1
+  fi
+}

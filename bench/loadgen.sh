@@ -149,6 +149,7 @@ record() { echo "$1,$2,$3,$4,${5:-},${6:-}" >>"$RESULTS"; log "round $1 $2: $3 r
 
 # The pipeline's processes (loadtest-api, loadtest-writer, RabbitMQ, InfluxDB): their CPU use
 # while loadgen runs is the server-side price of publishing (they share nginx's machine).
+# shellcheck disable=SC2207 # pgrep prints one pid per line: splitting is what we want
 PIPELINE_PIDS=("${PIDS[@]}" $(pgrep -f beam.smp || true) $(pgrep -x influxd || true))
 pipeline_ticks() { # utime + stime of the pipeline's processes, clock ticks
   local t=0 p

@@ -78,6 +78,18 @@ pub enum Command {
     /// Start a small built-in HTTP target and run a 35 s standalone load test against it
     /// (10 users, 5 users/s, 15 s snapshots), writing line protocol to `loadtest-demo.lp`.
     Demo(DemoArgs),
+    /// Serve the demo's HTTP target on `--listen` until ctrl-c / SIGTERM, counting the requests
+    /// it answers (`GET /__count` returns `{"requests": N}`; the total is printed at exit).
+    /// The target of `docker compose` and of the stack test.
+    Target(TargetArgs),
+}
+
+/// Options of `loadgen target`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TargetArgs {
+    /// Address to listen on (`0.0.0.0:8000` in a container).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: String,
 }
 
 /// Options of `loadgen demo`.
@@ -515,6 +527,9 @@ mod tests {
         assert!(err.to_string().contains("--host"), "{err}");
         let demo = Args::try_parse_from_iter(["loadgen", "demo"]).expect("demo");
         assert!(matches!(demo.command, Some(Command::Demo(_))));
+        let target = Args::try_parse_from_iter(["loadgen", "target", "--listen", "0.0.0.0:8000"])
+            .expect("target");
+        assert!(matches!(target.command, Some(Command::Target(t)) if t.listen == "0.0.0.0:8000"));
         let bad = Args::try_parse_from_iter(["loadgen", "--host", "http://t", "-t", "5y"])
             .expect_err("bad duration");
         assert!(bad.to_string().contains("invalid duration"), "{bad}");

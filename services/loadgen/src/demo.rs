@@ -3,8 +3,11 @@
 //!
 //! The target (axum on `127.0.0.1:0`) serves `/` (fast), `/api/items` (5–30 ms),
 //! `/api/slow` (100–300 ms) and `/api/flaky` (HTTP 500 about 5 % of the time).
+//! `loadgen target` serves the same routes on its own, counting what it answers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,7 +18,8 @@ use rand::Rng as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{fmt_duration, Args, DemoArgs, RunArgs};
+use crate::cli::{fmt_duration, Args, DemoArgs, RunArgs, TargetArgs};
+use crate::RunOutcome;
 
 /// The paths the demo requests.
 pub(crate) const DEMO_PATHS: [&str; 4] = ["/", "/api/items", "/api/slow", "/api/flaky"];
@@ -150,5 +154,95 @@ impl Demo {
                 self.output.display()
             );
         }
+    }
+}
+
+/// `loadgen target`: serves [`target_router`] on `args.listen` until `shutdown`, counting every
+/// request it answers; `GET /__count` (not counted) returns `{"requests": N}`. Prints the
+/// address when listening and the count at exit; the outcome's `total_requests` is the count.
+pub(crate) async fn serve_target(
+    args: TargetArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunOutcome> {
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "loadgen target listening on http://{}",
+        listener.local_addr()?
+    );
+    let count = serve_counting(listener, shutdown).await?;
+    println!("loadgen target answered {count} requests");
+    Ok(RunOutcome {
+        uuid: None,
+        total_requests: count,
+        failures: 0,
+        stats: crate::engine::stats::Stats::new(crate::engine::stats::unix_now())
+            .snapshot(0, "stopped"),
+        users_started: 0,
+        requests_cancelled: 0,
+        elapsed: Duration::ZERO,
+        output: None,
+        summary: String::new(),
+        thresholds: Vec::new(),
+    })
+}
+
+/// Serves [`target_router`] plus `GET /__count` on `listener` until `stop`; returns the number of
+/// requests answered.
+async fn serve_counting(listener: TcpListener, stop: CancellationToken) -> anyhow::Result<u64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&count);
+    let app = target_router()
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    let response = next.run(req).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    response
+                }
+            },
+        ))
+        .route(
+            "/__count",
+            get({
+                let count = Arc::clone(&count);
+                move || async move {
+                    Json(serde_json::json!({"requests": count.load(Ordering::SeqCst)}))
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("the demo target failed")?;
+    Ok(count.load(Ordering::SeqCst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_target_counts_what_it_answers() -> anyhow::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve_counting(listener, stop.clone()));
+        let client = reqwest::Client::new();
+        for path in ["/", "/api/items", "/nothing-here"] {
+            client.get(format!("{base}{path}")).send().await?;
+        }
+        let counted: serde_json::Value = client
+            .get(format!("{base}/__count"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(counted, serde_json::json!({"requests": 3}));
+        stop.cancel();
+        assert_eq!(served.await??, 3);
+        Ok(())
     }
 }

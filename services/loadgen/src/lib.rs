@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use cli::{fmt_duration, TOOL};
-pub use cli::{Args, Command, DemoArgs, RunArgs};
+pub use cli::{Args, Command, DemoArgs, RunArgs, TargetArgs};
 use engine::runner::{self, LoadPlan, Progress};
 use engine::scenario::Scenario;
 use engine::stats::{self, Stats};
@@ -100,6 +100,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<RunO
             demo.finish(result.as_ref().ok().map(|o| (o.total_requests, o.failures)));
             result
         }
+        Some(Command::Target(target)) => demo::serve_target(target, shutdown).await,
         None => run_test(args.run, shutdown).await,
     }
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the images the stack test runs, on a machine that can pull none (no registry):
+#   1. debian:bookworm-slim, the base every Dockerfile starts from: a minimal root file system
+#      from Debian's packages (debootstrap, mirror taken from this machine's apt sources), then
+#      `docker import`. Built once; kept while an image of that name exists.
+#   2. The stand-ins of docker-compose.ci.yml for RabbitMQ and InfluxDB, from Debian's packages
+#      (infra/docker/ci/; `apt-get` inside `docker build` reaches Debian's mirror here). Docker's
+#      layer cache makes later runs take seconds.
+#   3. Our images, from the binaries the test stage already built (infra/docker/Dockerfile's
+#      *-prebuilt targets; debug info stripped into target/docker/ to keep the context small),
+#      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG.
+# Usage: bash .ci/images.sh [TAG]   (TAG default: ci; PROFILE=debug|release picks the binaries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TAG=${1:-ci}
+PROFILE=${PROFILE:-debug}
+LOADTEST_CI_DIR=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}
+BINARIES=(loadtest-api loadtest-writer loadgen loadtest-healthcheck)
+mkdir -p "$LOADTEST_CI_DIR"
+# apt_install (and LOADTEST_CI_DIR's default) from the services script.
+# shellcheck source=.ci/services.sh
+source .ci/services.sh
+
+log() { echo "[images] $*"; }
+
+# Without buildx the docker CLI refuses BuildKit; the Dockerfiles work with the legacy builder.
+if ! docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
+
+# The Debian mirror this machine's apt uses (deb822 .sources files or a one-line sources.list).
+debian_mirror() {
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+    if [ -n "$uri" ] && ! [[ "$uri" == *security* ]]; then echo "$uri"; return; fi
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' "$f")
+    if [ -n "$uri" ]; then echo "$uri"; return; fi
+  done
+  return 1
+}
+
+build_base_image() {
+  if docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
+    log "debian:bookworm-slim exists; kept"
+    return
+  fi
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  local mirror rootfs
+  mirror=$(debian_mirror) || { log "ERROR: no Debian mirror in /etc/apt/sources*"; return 1; }
+  rootfs=$(mktemp -d "$LOADTEST_CI_DIR/rootfs.XXXXXX")
+  log "debootstrap bookworm from $mirror (about a minute)"
+  if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$LOADTEST_CI_DIR/debootstrap.log" 2>&1; then
+    log "ERROR: debootstrap failed; see $LOADTEST_CI_DIR/debootstrap.log"
+    rm -rf "$rootfs"
+    return 1
+  fi
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
+  tar -C "$rootfs" -c . | docker import \
+    --change 'CMD ["bash"]' \
+    --change 'LABEL org.opencontainers.image.description="debootstrap --variant=minbase bookworm, built by .ci/images.sh"' \
+    - debian:bookworm-slim >/dev/null
+  rm -rf "$rootfs"
+  log "debian:bookworm-slim imported"
+}
+
+build() { # build TAG DOCKERFILE CONTEXT [docker build options...]
+  local tag=$1 file=$2 context=$3; shift 3
+  log "docker build $tag"
+  if ! docker build -q -f "$file" -t "$tag" "$@" "$context" >"$LOADTEST_CI_DIR/build.log" 2>&1; then
+    cat "$LOADTEST_CI_DIR/build.log"
+    log "ERROR: building $tag failed"
+    return 1
+  fi
+}
+
+# Only one run on this machine builds at a time (several checkouts share the engine).
+exec 9>"$LOADTEST_CI_DIR/images.lock"
+flock 9
+
+build_base_image
+build loadtest-ci/rabbitmq:3.10 infra/docker/ci/rabbitmq.Dockerfile infra/docker/ci
+build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfile infra/docker/ci
+
+for bin in "${BINARIES[@]}"; do
+  if [ ! -x "target/$PROFILE/$bin" ]; then
+    log "ERROR: target/$PROFILE/$bin is missing; build it first:"
+    log "  cargo build --locked -p loadtest-api -p loadtest-writer -p loadgen -p loadtest-healthcheck --bins"
+    exit 1
+  fi
+done
+command -v objcopy >/dev/null || apt_install binutils
+mkdir -p target/docker
+for bin in "${BINARIES[@]}"; do
+  objcopy --strip-debug "target/$PROFILE/$bin" "target/docker/$bin"
+done
+build "loadtest-api:$TAG" infra/docker/Dockerfile . --target api-prebuilt --build-arg BINARIES=target/docker
+build "loadtest-writer:$TAG" infra/docker/Dockerfile . --target writer-prebuilt --build-arg BINARIES=target/docker
+build "loadgen:$TAG" infra/docker/Dockerfile . --target loadgen-prebuilt --build-arg BINARIES=target/docker
+log "images ready: loadtest-api:$TAG loadtest-writer:$TAG loadgen:$TAG"

@@ -1,0 +1,710 @@
+//! The stack test: the whole pipeline in containers, as users run it — `docker-compose.yml` with
+//! the CI override `docker-compose.ci.yml` (which swaps only the RabbitMQ and InfluxDB images for
+//! stand-ins built from Debian's packages: RabbitMQ 3.10 and VictoriaMetrics, which takes the
+//! writer's InfluxDB v2 writes). Everything talks over the compose network; the test reads the
+//! store (`/api/v1/export`), the target's count (`/__count`) and the API through ports published
+//! on 127.0.0.1 at random (the `*_PUBLISH` variables), so it never clashes with the services the
+//! other tests use, nor with another run of itself.
+//!
+//! 1. Writer failover: five `loadgen` containers (one run key, `--expected-nodes 5`) against the
+//!    demo target; mid-run the active writer is `docker kill`ed. The standby takes over; the
+//!    run's summary equals the sum of the nodes' own totals and the target's own count; every
+//!    snapshot tick is there once.
+//! 2. Broker outage: the same with the RabbitMQ container stopped for 20 s mid-run. API, writers
+//!    and loadgen recover without a restart; the run is complete.
+//! 3. `docker-compose down -v` leaves no container, volume or network of the project.
+//!
+//! Needs Docker, `docker-compose` and the images `.ci/images.sh TAG` builds; run by `.ci/run`:
+//! `LOADTEST_STACK_TAG=TAG cargo test -p loadtest-e2e --test stack -- --ignored --nocapture`.
+//! Containers, volumes and networks are removed also when the test fails (their logs are kept
+//! in a file whose path is printed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use chrono::{DateTime, Utc};
+use loadtest_e2e::{eventually, registered_run, summary_requests};
+use serde_json::Value;
+
+/// The writer's default snapshot interval, which the compose file keeps.
+const INTERVAL_MS: i64 = 15_000;
+/// Load generator nodes per run.
+const NODES: usize = 5;
+/// Requests per second each node starts (open model): light for 2 shared cores.
+const NODE_RATE: &str = "20";
+/// How long RabbitMQ stays stopped in scenario 2.
+const OUTAGE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker and the images of .ci/images.sh; run by .ci/run"]
+async fn compose_stack_failover_outage_and_teardown() -> anyhow::Result<()> {
+    let tag = std::env::var("LOADTEST_STACK_TAG").unwrap_or_else(|_| "ci".into());
+    for image in [
+        format!("loadtest-api:{tag}"),
+        format!("loadtest-writer:{tag}"),
+        format!("loadgen:{tag}"),
+        "loadtest-ci/rabbitmq:3.10".into(),
+        "loadtest-ci/victoriametrics:1.79".into(),
+    ] {
+        ensure!(
+            docker(&["image", "inspect", &image]).is_ok(),
+            "image {image} is missing; build the images first with `bash .ci/images.sh {tag}`"
+        );
+    }
+    let mut stack = Compose::new(&tag)?;
+    let result = scenarios(&mut stack).await;
+    if let Err(e) = &result {
+        stack.keep_logs();
+        eprintln!("stack test failed: {e:#}");
+    }
+    result?;
+    stack.down_and_check_nothing_is_left()
+}
+
+async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stack.up()?;
+    println!(
+        "STACK | up and healthy in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let store = format!("http://{}", stack.port("influxdb", 8086)?);
+    let api = format!("http://{}", stack.port("api", 8080)?);
+    let target = format!("http://{}", stack.port("target", 8000)?);
+    let http = reqwest::Client::new();
+
+    // 1. Writer failover.
+    let before = target_count(&http, &target).await?;
+    let nodes = stack.start_nodes("failover", "60s")?;
+    let uuid = run_id(stack, &nodes)?;
+    let active = eventually(Duration::from_secs(30), "an active writer", || async {
+        let mut active = Vec::new();
+        for w in ["writer-1", "writer-2"] {
+            if !active_since(&stack.container(w)?)?.is_empty() {
+                active.push(w);
+            }
+        }
+        ensure!(active.len() <= 1, "two writers active at once: {active:?}");
+        Ok(active.first().copied())
+    })
+    .await?;
+    let standby = if active == "writer-1" {
+        "writer-2"
+    } else {
+        "writer-1"
+    };
+    snapshots_appear(&http, &store, &uuid).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // between two ticks
+    let killed = stack.container(active)?;
+    let kill_at = Utc::now();
+    docker(&["kill", &killed])?;
+    let standby_id = stack.container(standby)?;
+    let took_over = eventually(
+        Duration::from_secs(30),
+        "the standby to take over",
+        || async {
+            Ok(active_since(&standby_id)?
+                .into_iter()
+                .find(|t| *t >= kill_at))
+        },
+    )
+    .await?;
+    let takeover_ms = (took_over - kill_at).num_milliseconds();
+    println!("STACK | killed {active} ({killed:.12}); {standby} active {takeover_ms} ms later");
+    let totals = stack.finish_nodes(&nodes)?;
+    let after = target_count(&http, &target).await?;
+    let fig = check_run(&http, &store, &uuid, &totals, after - before, None).await?;
+    println!(
+        "STACK | run 1, writer failover | run {uuid} | node totals {:?} | sum {} | target count {} | summary {} | failures {} | ticks {} (none missing, none doubled) | takeover {takeover_ms} ms",
+        totals.iter().map(|t| t.requests).collect::<Vec<_>>(),
+        fig.sum, after - before, fig.summary, fig.failures, fig.ticks
+    );
+    // The killed writer comes back as the standby (`docker kill` does not trigger the restart
+    // policy).
+    docker(&["start", &killed])?;
+    stack.wait_healthy(&[active])?;
+
+    // 2. Broker outage.
+    let restarts_before = stack.restarts(&["api", "writer-1", "writer-2", "target"])?;
+    let before = target_count(&http, &target).await?;
+    let nodes = stack.start_nodes("outage", "75s")?;
+    let uuid = run_id(stack, &nodes)?;
+    snapshots_appear(&http, &store, &uuid).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rabbit = stack.container("rabbitmq")?;
+    let stop_at = Utc::now();
+    docker(&["stop", "-t", "30", &rabbit])?;
+    let stopped = Instant::now();
+    let stop_took = (Utc::now() - stop_at).num_milliseconds() as f64 / 1000.0;
+    let api_down = http.get(format!("{api}/readyz")).send().await?.status();
+    println!("STACK | RabbitMQ stopped ({stop_took:.1} s to stop); API /readyz answers {api_down}");
+    tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
+    docker(&["start", &rabbit])?;
+    let start_at = Utc::now();
+    let restarted = Instant::now();
+    eventually(Duration::from_secs(120), "the API ready again", || async {
+        let r = http.get(format!("{api}/readyz")).send().await;
+        Ok(r.ok().filter(|r| r.status().is_success()).map(|_| ()))
+    })
+    .await?;
+    let api_ready_s = restarted.elapsed().as_secs_f64();
+    let totals = stack.finish_nodes(&nodes)?;
+    // The writers reconnect by themselves (backoff up to 10 s): their first new session.
+    let mut writer_back = Vec::new();
+    for w in ["writer-1", "writer-2"] {
+        let times = log_times(&stack.container(w)?, "\"consuming\"")?;
+        writer_back.extend(times.into_iter().filter(|t| *t >= start_at));
+    }
+    let writer_back_s = writer_back
+        .iter()
+        .min()
+        .map(|t| (*t - start_at).num_milliseconds() as f64 / 1000.0)
+        .context("no writer reconnected after the broker started")?;
+    let after = target_count(&http, &target).await?;
+    let window = (
+        stop_at.timestamp_millis(),
+        start_at.timestamp_millis() + 30_000,
+    );
+    let fig = check_run(&http, &store, &uuid, &totals, after - before, Some(window)).await?;
+    let restarts_after = stack.restarts(&["api", "writer-1", "writer-2", "target"])?;
+    ensure!(
+        restarts_before == restarts_after,
+        "a service was restarted during the broker outage: {restarts_before:?} -> {restarts_after:?}"
+    );
+    println!(
+        "STACK | run 2, RabbitMQ stopped {} s | run {uuid} | node totals {:?} | sum {} | target count {} | summary {} | failures {} | ticks {} ({} missed during the outage, none doubled) | API ready {api_ready_s:.1} s, writers consuming again {writer_back_s:.1} s after the broker started | no container restarted",
+        OUTAGE.as_secs(),
+        totals.iter().map(|t| t.requests).collect::<Vec<_>>(),
+        fig.sum, after - before, fig.summary, fig.failures, fig.ticks, fig.missed
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compose project
+// ---------------------------------------------------------------------------------------------
+
+/// One compose project with its own name, secrets and random host ports; taken down on drop.
+struct Compose {
+    project: String,
+    root: PathBuf,
+    env_file: PathBuf,
+    /// `loadgen` containers started with `docker-compose run -d`.
+    nodes: Vec<String>,
+    down: bool,
+}
+
+impl Compose {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let project = format!("loadtest-stack-{}", &id[..10]);
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = root.canonicalize().context("the repository root")?;
+        let env_file = std::env::temp_dir().join(format!("{project}.env"));
+        let secret = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4().simple());
+        let env = [
+            format!("LOADTEST_TAG={tag}"),
+            format!("LOADTEST_API_KEY={}", secret("key")),
+            format!("LOADTEST_TOKEN_SECRET={}", secret("secret")),
+            format!("INFLUXDB_TOKEN={}", secret("token")),
+            format!("INFLUXDB_ADMIN_PASSWORD={}", secret("password")),
+            // Random ports on loopback: the host's own RabbitMQ, InfluxDB and VictoriaMetrics
+            // hold the usual ones, and other runs of this test may be up at the same time.
+            "LOADTEST_API_PUBLISH=127.0.0.1:".into(),
+            "LOADTEST_TARGET_PUBLISH=127.0.0.1:".into(),
+            "RABBITMQ_AMQP_PUBLISH=127.0.0.1:".into(),
+            "RABBITMQ_MANAGEMENT_PUBLISH=127.0.0.1:".into(),
+            "INFLUXDB_PUBLISH=127.0.0.1:".into(),
+        ];
+        std::fs::write(&env_file, env.join("\n") + "\n")?;
+        Ok(Self {
+            project,
+            root,
+            env_file,
+            nodes: Vec::new(),
+            down: false,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(&self.root)
+            .args(["-p", &self.project, "--env-file"])
+            .arg(&self.env_file)
+            .args(["-f", "docker-compose.yml", "-f", "docker-compose.ci.yml"])
+            .args(args);
+        cmd
+    }
+
+    /// Runs `docker-compose ARGS`; its stdout, or an error with its stderr.
+    fn compose(&self, args: &[&str]) -> anyhow::Result<String> {
+        output(
+            self.command(args),
+            &format!("docker-compose {}", args.join(" ")),
+        )
+    }
+
+    fn up(&self) -> anyhow::Result<()> {
+        self.compose(&["up", "-d", "--no-build"])?;
+        self.wait_healthy(&[
+            "rabbitmq", "influxdb", "api", "writer-1", "writer-2", "target",
+        ])
+    }
+
+    fn wait_healthy(&self, services: &[&str]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for service in services {
+            let id = self.container(service)?;
+            loop {
+                let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &id])?;
+                if health.trim() == "healthy" {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "{service} is {} after 180 s",
+                    health.trim()
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    /// The container id of `service`.
+    fn container(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.compose(&["ps", "-q", service])?.trim().to_string();
+        ensure!(!id.is_empty(), "no container for {service}");
+        Ok(id)
+    }
+
+    /// `127.0.0.1:PORT` where `service`'s `port` is published.
+    fn port(&self, service: &str, port: u16) -> anyhow::Result<String> {
+        let addr = self.compose(&["port", service, &port.to_string()])?;
+        let addr = addr.trim().to_string();
+        ensure!(
+            addr.starts_with("127.0.0.1:"),
+            "{service}:{port} published at {addr:?}"
+        );
+        Ok(addr)
+    }
+
+    /// Restart count and start time of each service's container.
+    fn restarts(&self, services: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for s in services {
+            let id = self.container(s)?;
+            let v = docker(&[
+                "inspect",
+                "-f",
+                "{{.RestartCount}} {{.State.StartedAt}}",
+                &id,
+            ])?;
+            out.insert(s.to_string(), v.trim().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Starts the nodes of one run: `docker-compose run -d loadgen …`, the documented command.
+    fn start_nodes(&mut self, name: &str, run_time: &str) -> anyhow::Result<Vec<String>> {
+        let run_key = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        let mut names = Vec::new();
+        for i in 1..=NODES {
+            let container = format!("{}-{name}-node-{i}", self.project);
+            let node_id = format!("node-{i}");
+            self.nodes.push(container.clone());
+            #[rustfmt::skip]
+            self.compose(&[
+                "run", "-d", "--name", &container, "loadgen",
+                "--host", "http://target:8000", "-u", "5", "--arrival-rate", NODE_RATE,
+                "-t", run_time, "--path", "/", "--path", "/api/items", "--path", "/api/flaky",
+                "--run-key", &run_key, "--expected-nodes", "5", "--node-id", &node_id,
+                "--stats-interval", "5s", "-q",
+            ])?;
+            names.push(container);
+        }
+        Ok(names)
+    }
+
+    /// Waits for the nodes to exit; each must succeed. Returns their own totals.
+    fn finish_nodes(&self, nodes: &[String]) -> anyhow::Result<Vec<NodeTotal>> {
+        let mut totals = Vec::new();
+        for node in nodes {
+            let code = docker(&["wait", node])?;
+            let out = docker_logs(node)?;
+            ensure!(
+                code.trim() == "0",
+                "{node} exited with {}:\n{out}",
+                code.trim()
+            );
+            totals.push(NodeTotal {
+                requests: summary_requests(&out)
+                    .with_context(|| format!("no Aggregated row from {node}:\n{out}"))?,
+                failures: summary_failures(&out)
+                    .with_context(|| format!("no failures column from {node}:\n{out}"))?,
+            });
+        }
+        Ok(totals)
+    }
+
+    /// Copies every container's log to a file (printed) before the stack goes away.
+    fn keep_logs(&self) {
+        let path = std::env::temp_dir().join(format!("{}.log", self.project));
+        let mut text = String::new();
+        let mut cmd = self.command(&["logs", "--no-color", "--timestamps"]);
+        if let Ok(out) = cmd.output() {
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        for node in &self.nodes {
+            text.push_str(&format!(
+                "\n==== {node}\n{}",
+                docker_logs(node).unwrap_or_default()
+            ));
+        }
+        if std::fs::write(&path, text).is_ok() {
+            eprintln!("stack logs kept in {}", path.display());
+        }
+    }
+
+    /// `docker-compose down -v`, then checks that no container, volume or network of the project
+    /// is left.
+    fn down_and_check_nothing_is_left(mut self) -> anyhow::Result<()> {
+        self.compose(&["down", "-v", "--remove-orphans", "-t", "30"])?;
+        self.down = true;
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let left = [
+            docker(&["ps", "-aq", "--filter", &label])?,
+            docker(&["volume", "ls", "-q", "--filter", &label])?,
+            docker(&["network", "ls", "-q", "--filter", &label])?,
+        ];
+        ensure!(
+            left.iter().all(|l| l.trim().is_empty()),
+            "left after `docker-compose down -v`: containers {:?}, volumes {:?}, networks {:?}",
+            left[0].trim(),
+            left[1].trim(),
+            left[2].trim()
+        );
+        println!(
+            "STACK | docker-compose down -v: no container, volume or network of the project left"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
+        if !self.down {
+            for node in &self.nodes {
+                let _ = docker(&["rm", "-f", node]);
+            }
+            let _ = self
+                .command(&["down", "-v", "--remove-orphans", "-t", "10"])
+                .output();
+        }
+        let _ = std::fs::remove_file(&self.env_file);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker, the nodes, the target and the store
+// ---------------------------------------------------------------------------------------------
+
+fn output(mut cmd: Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    output(cmd, &format!("docker {}", args.join(" ")))
+}
+
+/// A container's stdout and stderr.
+fn docker_logs(container: &str) -> anyhow::Result<String> {
+    let out = Command::new("docker").args(["logs", container]).output()?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// When a writer logged `active consumer: receiving deliveries` (it is the queue's single
+/// active consumer), by Docker's log timestamps.
+fn active_since(container: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    log_times(container, "active consumer: receiving deliveries")
+}
+
+/// When `container` logged a line containing `needle`, by Docker's log timestamps.
+fn log_times(container: &str, needle: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    let out = Command::new("docker")
+        .args(["logs", "--timestamps", container])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .collect())
+}
+
+/// One node's own totals, from its summary's `Aggregated` row.
+#[derive(Debug, Clone, Copy)]
+struct NodeTotal {
+    requests: u64,
+    failures: u64,
+}
+
+/// The failures of the `Aggregated` row (`9(1.12%)`).
+fn summary_failures(out: &str) -> Option<u64> {
+    let row = out
+        .lines()
+        .find(|l| l.contains("Aggregated") && l.contains('|'))?;
+    let cell = row
+        .split_whitespace()
+        .skip_while(|w| *w != "Aggregated")
+        .nth(2)?;
+    cell.split('(').next()?.parse().ok()
+}
+
+/// The run id all nodes registered (they share one run key, so one id).
+fn run_id(stack: &Compose, nodes: &[String]) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ids = Vec::new();
+    for node in nodes {
+        loop {
+            let out = docker_logs(node)?;
+            if let Some(id) = registered_run(&out) {
+                ids.push(id);
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{node} did not register within 60 s:\n{out}\n(project {})",
+                stack.project
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    ensure!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the nodes registered different runs: {ids:?}"
+    );
+    Ok(ids[0].clone())
+}
+
+async fn target_count(http: &reqwest::Client, target: &str) -> anyhow::Result<u64> {
+    let v: Value = http
+        .get(format!("{target}/__count"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["requests"].as_u64().context("no requests in /__count")
+}
+
+/// One series of VictoriaMetrics' `/api/v1/export`.
+#[derive(Debug)]
+struct Series {
+    labels: serde_json::Map<String, Value>,
+    values: Vec<f64>,
+    timestamps: Vec<i64>,
+}
+
+impl Series {
+    fn label(&self, key: &str) -> &str {
+        self.labels
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// The series of run `uuid` whose name matches the regex `names`.
+async fn export(
+    http: &reqwest::Client,
+    store: &str,
+    uuid: &str,
+    names: &str,
+) -> anyhow::Result<Vec<Series>> {
+    http.get(format!("{store}/internal/force_flush"))
+        .send()
+        .await?;
+    let text = http
+        .get(format!("{store}/api/v1/export"))
+        .query(&[(
+            "match[]",
+            format!("{{__name__=~\"{names}\",event_id=\"{uuid}\"}}"),
+        )])
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut series = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("export line {line}"))?;
+        let nums = |key: &str| -> Vec<Value> { v[key].as_array().cloned().unwrap_or_default() };
+        series.push(Series {
+            labels: v["metric"].as_object().cloned().unwrap_or_default(),
+            values: nums("values").iter().filter_map(Value::as_f64).collect(),
+            timestamps: nums("timestamps")
+                .iter()
+                .filter_map(Value::as_i64)
+                .collect(),
+        });
+    }
+    Ok(series)
+}
+
+async fn snapshots_appear(http: &reqwest::Client, store: &str, uuid: &str) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(60),
+        "the run's first snapshot",
+        || async {
+            let s = export(http, store, uuid, "loadtest_snapshot_requests").await?;
+            Ok((!s.is_empty()).then_some(()))
+        },
+    )
+    .await
+}
+
+/// What [`check_run`] found.
+struct Figures {
+    sum: u64,
+    summary: u64,
+    failures: u64,
+    ticks: usize,
+    missed: i64,
+}
+
+/// Checks a finished run in the store: its `Aggregated` summary (requests and failures) equals
+/// the sum of the nodes' own totals and the target's count; it was committed; its snapshots form
+/// one series, one point per 15 s tick, aligned, cumulative, ending at the summary, with a tick
+/// missing only inside `outage` (Unix ms).
+async fn check_run(
+    http: &reqwest::Client,
+    store: &str,
+    uuid: &str,
+    totals: &[NodeTotal],
+    target: u64,
+    outage: Option<(i64, i64)>,
+) -> anyhow::Result<Figures> {
+    let sum: u64 = totals.iter().map(|t| t.requests).sum();
+    let sum_failures: u64 = totals.iter().map(|t| t.failures).sum();
+    ensure!(
+        totals.len() == NODES && totals.iter().all(|t| t.requests > 0),
+        "expected {NODES} nodes with requests: {totals:?}"
+    );
+    let names = "loadtest_summary_requests|loadtest_summary_failures|loadtest_event_duration_s";
+    let final_record = eventually(
+        Duration::from_secs(90),
+        "the run's final record",
+        || async {
+            let s = export(http, store, uuid, names).await?;
+            let has = |name: &str| {
+                s.iter()
+                    .any(|s| s.label("__name__") == name && !s.label("name").is_empty())
+            };
+            let done = s
+                .iter()
+                .any(|s| s.label("__name__") == "loadtest_event_duration_s")
+                && has("loadtest_summary_requests")
+                && has("loadtest_summary_failures");
+            Ok(done.then_some(s))
+        },
+    )
+    .await?;
+    let aggregated = |name: &str| -> anyhow::Result<u64> {
+        let s: Vec<&Series> = final_record
+            .iter()
+            .filter(|s| s.label("__name__") == name && s.label("name") == "Aggregated")
+            .collect();
+        ensure!(
+            s.len() == 1 && s[0].values.len() == 1,
+            "expected one {name} point for Aggregated, found {s:?} in {final_record:?}"
+        );
+        Ok(s[0].values[0] as u64)
+    };
+    let summary = aggregated("loadtest_summary_requests")?;
+    let failures = aggregated("loadtest_summary_failures")?;
+    ensure!(
+        summary == sum && sum == target,
+        "run {uuid}: summary {summary}, sum of the nodes' totals {sum} ({totals:?}), target's count {target}"
+    );
+    ensure!(
+        failures == sum_failures,
+        "run {uuid}: summary failures {failures}, sum of the nodes' failures {sum_failures}"
+    );
+
+    let snaps = export(http, store, uuid, "loadtest_snapshot_requests").await?;
+    ensure!(
+        snaps.len() == 1,
+        "run {uuid}: snapshots in {} series: {snaps:?}",
+        snaps.len()
+    );
+    let (times, values) = (&snaps[0].timestamps, &snaps[0].values);
+    ensure!(
+        times.len() >= 3,
+        "run {uuid}: only {} snapshots",
+        times.len()
+    );
+    if let Some(t) = times.iter().find(|t| *t % INTERVAL_MS != 0) {
+        bail!("run {uuid}: snapshot at {t} not aligned to {INTERVAL_MS} ms: {times:?}");
+    }
+    let mut missed = 0;
+    for w in times.windows(2) {
+        ensure!(
+            w[1] != w[0],
+            "run {uuid}: tick {} written twice: {times:?}",
+            w[0]
+        );
+        ensure!(w[1] > w[0], "run {uuid}: snapshots out of order: {times:?}");
+        let gap = (w[1] - w[0]) / INTERVAL_MS - 1;
+        if gap > 0 {
+            let in_outage = outage.is_some_and(|(s, e)| w[1] >= s && w[0] <= e);
+            ensure!(
+                in_outage,
+                "run {uuid}: {gap} snapshot tick(s) missing between {} and {}: {times:?}",
+                w[0],
+                w[1]
+            );
+            missed += gap;
+        }
+    }
+    ensure!(
+        values.windows(2).all(|w| w[1] >= w[0]),
+        "run {uuid}: cumulative requests decreased: {values:?}"
+    );
+    ensure!(
+        values.last().map(|v| *v as u64) == Some(summary),
+        "run {uuid}: last snapshot {values:?} != summary {summary}"
+    );
+    Ok(Figures {
+        sum,
+        summary,
+        failures,
+        ticks: times.len(),
+        missed,
+    })
+}
