@@ -8,7 +8,7 @@
 #      layer cache makes later runs take seconds.
 #   3. Our images, from the binaries the test stage already built (infra/docker/Dockerfile's
 #      *-prebuilt targets; debug info stripped into target/docker/ to keep the context small),
-#      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG.
+#      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG, loadtest-notifier:TAG.
 # Usage: bash .ci/images.sh [TAG]   (TAG default: ci; PROFILE=debug|release picks the binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 TAG=${1:-ci}
 PROFILE=${PROFILE:-debug}
 LOADTEST_CI_DIR=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}
-BINARIES=(loadtest-api loadtest-writer loadgen loadtest-healthcheck)
+BINARIES=(loadtest-api loadtest-writer loadgen loadtest-notifier loadtest-healthcheck)
 mkdir -p "$LOADTEST_CI_DIR"
 # apt_install (and LOADTEST_CI_DIR's default) from the services script.
 # shellcheck source=.ci/services.sh
@@ -88,7 +88,7 @@ build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfil
 for bin in "${BINARIES[@]}"; do
   if [ ! -x "target/$PROFILE/$bin" ]; then
     log "ERROR: target/$PROFILE/$bin is missing; build it first:"
-    log "  cargo build --locked -p loadtest-api -p loadtest-writer -p loadgen -p loadtest-healthcheck --bins"
+    log "  cargo build --locked -p loadtest-api -p loadtest-writer -p loadgen -p loadtest-notifier -p loadtest-healthcheck --bins"
     exit 1
   fi
 done
@@ -100,4 +100,5 @@ done
 build "loadtest-api:$TAG" infra/docker/Dockerfile . --target api-prebuilt --build-arg BINARIES=target/docker
 build "loadtest-writer:$TAG" infra/docker/Dockerfile . --target writer-prebuilt --build-arg BINARIES=target/docker
 build "loadgen:$TAG" infra/docker/Dockerfile . --target loadgen-prebuilt --build-arg BINARIES=target/docker
-log "images ready: loadtest-api:$TAG loadtest-writer:$TAG loadgen:$TAG"
+build "loadtest-notifier:$TAG" infra/docker/Dockerfile . --target notifier-prebuilt --build-arg BINARIES=target/docker
+log "images ready: loadtest-api:$TAG loadtest-writer:$TAG loadgen:$TAG loadtest-notifier:$TAG"
