@@ -554,7 +554,10 @@ async fn connect_as(user: &str, password: &str) -> anyhow::Result<Connection> {
 
 /// With `infra/rabbitmq/definitions.json` loaded, the loadgen user can publish stats but can
 /// neither consume the writer's queue nor publish `event.committed`; the writer may not publish
-/// `event.registered`; and the API and writer run the pipeline with their own users.
+/// `event.registered`; the notifier may neither consume the writer's queue or the dead letters
+/// nor publish to `loadtest`; and the API, writer and notifier run the pipeline with their own
+/// users (the notifier declares its queue, posts the committed run, and dead-letters it when the
+/// webhook answers 400).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
     require_rabbitmq_and_influxdb();
@@ -591,6 +594,48 @@ async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
         err.contains("ACCESS_REFUSED"),
         "writer publishing event.registered: {err:?}"
     );
+
+    let notifier = connect_as("loadtest-notifier", "notifier-dev-password").await?;
+    for queue in ["loadtest.writer", "loadtest.dead"] {
+        let ch = notifier.create_channel().await?;
+        let consumed = ch
+            .basic_consume(
+                queue,
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        let err = consumed.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("ACCESS_REFUSED"),
+            "notifier consuming {queue}: {err:?}"
+        );
+    }
+    let refused = publish("event.completed", &notifier).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("ACCESS_REFUSED"),
+        "notifier publishing event.completed: {err:?}"
+    );
+    // The notifier with its user: declares its queue and the dead letters' (the same arguments
+    // as the writer's), consumes, and dead-letters what the webhook refuses for good.
+    let slack = FakeSlack::start().await?;
+    slack.always(Answer::status(400, "invalid_payload"));
+    let mut notifier_proc = Proc::start(
+        "notifier-privilege",
+        "loadtest-notifier",
+        &[],
+        &[
+            (
+                "LOADTEST__AMQP__URL",
+                "amqp://loadtest-notifier:notifier-dev-password@127.0.0.1:5672/loadtest".into(),
+            ),
+            ("LOADTEST__SLACK__WEBHOOK_URL", slack.url.clone()),
+            ("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()),
+        ],
+    )?;
+    notifier_proc.wait_for_line("consuming", Duration::from_secs(30))?;
 
     // The services run with their users: the original bodies go through to InfluxDB.
     let temp_db = TempDb::create(format!(
@@ -674,7 +719,66 @@ async fn rabbitmq_least_privilege() -> anyhow::Result<()> {
         "{}",
         api_proc.output()
     );
+
+    // The writer's event.completed reached the notifier's queue; its post was refused (400), so
+    // the notifier dead-lettered it to loadtest.dlx, whence the writer's user takes it back.
+    eventually(
+        Duration::from_secs(30),
+        "the notifier's post of the run",
+        || async {
+            Ok(slack
+                .posts()
+                .into_iter()
+                .find(|p| p.body.to_string().contains(&uuid)))
+        },
+    )
+    .await?;
+    let reason = take_dead_letter(&writer, &uuid).await?;
+    assert!(reason.contains("400"), "dead-letter reason {reason:?}");
+    notifier_proc.terminate(Duration::from_secs(10))?;
+    assert!(
+        !notifier_proc.output().contains("ACCESS_REFUSED"),
+        "{}",
+        notifier_proc.output()
+    );
+    // Its queue would keep this vhost's later event.completed messages: removed (the notifier's
+    // user may, it declared it).
+    let ch = notifier.create_channel().await?;
+    ch.queue_delete("loadtest.notify.slack", Default::default())
+        .await?;
     Ok(())
+}
+
+/// Takes the dead letter of run `uuid` out of `loadtest.dead` (others are left there); returns
+/// its `x-loadtest-dead-reason`.
+async fn take_dead_letter(conn: &Connection, uuid: &str) -> anyhow::Result<String> {
+    eventually(Duration::from_secs(20), "the run's dead letter", || async {
+        // Messages got and not acked go back to the queue when the channel closes.
+        let ch = conn.create_channel().await?;
+        let mut found = None;
+        while let Some(m) = ch
+            .basic_get("loadtest.dead", BasicGetOptions::default())
+            .await?
+        {
+            if String::from_utf8_lossy(&m.delivery.data).contains(uuid) {
+                let reason = m
+                    .delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("x-loadtest-dead-reason").cloned());
+                m.delivery.ack(Default::default()).await?;
+                found = Some(match reason {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => format!("{other:?}"),
+                });
+                break;
+            }
+        }
+        let _ = ch.close(200, "done").await;
+        Ok(found)
+    })
+    .await
 }
 
 /// No secret ever appears in the services' logs: API key, event token, token secret, InfluxDB
