@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the three images from source, pushes them to Amazon ECR, and deploys
-# infra/ecs/loadtest.yaml with CloudFormation (API behind an ALB, 2 writers, loadgen task
-# definition). Needs the AWS CLI v2 with credentials, and Docker.
+# Builds the four images from source, pushes them to Amazon ECR, and deploys
+# infra/ecs/loadtest.yaml with CloudFormation (API behind an ALB, 2 writers, the Slack notifier,
+# loadgen task definition). Needs the AWS CLI v2 with credentials, and Docker.
 #
 # Usage: infra/scripts/deploy-ecs.sh [--dry-run] [--stack NAME] [--region REGION] [--tag TAG]
 #                                    [--params FILE]
@@ -74,7 +74,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 revision=$(git rev-parse HEAD)
 
 # 1. ECR repositories (created when missing) and the registry login.
-for repo in loadtest-api loadtest-writer loadgen; do
+for repo in loadtest-api loadtest-writer loadgen loadtest-notifier; do
   if [ "$dry" = 1 ]; then
     echo "+ aws ecr describe-repositories --region $region --repository-names $repo >/dev/null 2>&1 || aws ecr create-repository --region $region --repository-name $repo --image-scanning-configuration scanOnPush=true"
   elif ! aws ecr describe-repositories --region "$region" --repository-names "$repo" >/dev/null 2>&1; then
@@ -87,13 +87,15 @@ if [ "$dry" = 0 ]; then
   aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
 fi
 
-# 2. Build (the official Rust image compiles the workspace; targets api, writer, loadgen) and push.
+# 2. Build (the official Rust image compiles the workspace; targets api, writer, loadgen,
+#    notifier) and push.
 declare -A image
-for target in api writer loadgen; do
+for target in api writer loadgen notifier; do
   case "$target" in
     api) repo=loadtest-api ;;
     writer) repo=loadtest-writer ;;
     loadgen) repo=loadgen ;;
+    notifier) repo=loadtest-notifier ;;
   esac
   image[$target]="$registry/$repo:$tag"
   run docker build -f infra/docker/Dockerfile --target "$target" \
@@ -102,7 +104,8 @@ for target in api writer loadgen; do
 done
 
 # 3. Deploy the stack with the new images.
-overrides=("ApiImage=${image[api]}" "WriterImage=${image[writer]}" "LoadgenImage=${image[loadgen]}")
+overrides=("ApiImage=${image[api]}" "WriterImage=${image[writer]}" "LoadgenImage=${image[loadgen]}"
+  "NotifierImage=${image[notifier]}")
 while IFS= read -r line || [ -n "$line" ]; do
   case "$line" in
     ''|'#'*) continue ;;
