@@ -14,6 +14,10 @@
 //!    and loadgen recover without a restart; the run is complete.
 //! 3. `docker-compose down -v` leaves no container, volume or network of the project.
 //!
+//! It starts every service of the file but Grafana ([`SERVICES`]; Grafana's image cannot be had
+//! without a registry). The notifier runs without a webhook, as a user's does until they set
+//! `SLACK_WEBHOOK_URL`: it must exit 0 and stay stopped (`restart: on-failure`).
+//!
 //! Needs Docker, `docker-compose` and the images `.ci/images.sh TAG` builds; run by `.ci/run`:
 //! `LOADTEST_STACK_TAG=TAG cargo test -p loadtest-e2e --test stack -- --ignored --nocapture`.
 //! Containers, volumes and networks are removed also when the test fails (their logs are kept
@@ -37,6 +41,16 @@ const NODES: usize = 5;
 const NODE_RATE: &str = "20";
 /// How long RabbitMQ stays stopped in scenario 2.
 const OUTAGE: Duration = Duration::from_secs(20);
+/// What `up` starts: docker-compose.yml's services but `grafana` (an image from a registry) and
+/// `loadgen` (a profile; started per node with `run`).
+const SERVICES: &[&str] = &[
+    "rabbitmq", "influxdb", "api", "writer-1", "writer-2", "target", "notifier",
+];
+/// The services with a healthcheck that `up` starts; the notifier exits at once without a
+/// webhook.
+const HEALTHY: &[&str] = &[
+    "rabbitmq", "influxdb", "api", "writer-1", "writer-2", "target",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and the images of .ci/images.sh; run by .ci/run"]
@@ -46,6 +60,7 @@ async fn compose_stack_failover_outage_and_teardown() -> anyhow::Result<()> {
         format!("loadtest-api:{tag}"),
         format!("loadtest-writer:{tag}"),
         format!("loadgen:{tag}"),
+        format!("loadtest-notifier:{tag}"),
         "loadtest-ci/rabbitmq:3.10".into(),
         "loadtest-ci/victoriametrics:1.79".into(),
     ] {
@@ -71,6 +86,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
         "STACK | up and healthy in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    stack.notifier_is_off()?;
     let store = format!("http://{}", stack.port("influxdb", 8086)?);
     let api = format!("http://{}", stack.port("api", 8080)?);
     let target = format!("http://{}", stack.port("target", 8000)?);
@@ -248,10 +264,41 @@ impl Compose {
     }
 
     fn up(&self) -> anyhow::Result<()> {
-        self.compose(&["up", "-d", "--no-build"])?;
-        self.wait_healthy(&[
-            "rabbitmq", "influxdb", "api", "writer-1", "writer-2", "target",
-        ])
+        let mut args = vec!["up", "-d", "--no-build"];
+        args.extend_from_slice(SERVICES);
+        self.compose(&args)?;
+        self.wait_healthy(HEALTHY)
+    }
+
+    /// The notifier without a webhook: says Slack is off, exits 0, is not restarted.
+    fn notifier_is_off(&self) -> anyhow::Result<()> {
+        let id = self.container("notifier")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let state = loop {
+            let state = docker(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+                &id,
+            ])?;
+            let state = state.trim().to_string();
+            if !state.starts_with("running") && !state.starts_with("created") {
+                break state;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the notifier without a webhook still runs after 60 s: {state}\n{}",
+                docker_logs(&id)?
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let logs = docker_logs(&id)?;
+        ensure!(
+            state == "exited 0 0" && logs.contains("Slack notifications are off"),
+            "the notifier without a webhook: {state} (status, exit code, restarts):\n{logs}"
+        );
+        println!("STACK | notifier without a webhook: Slack off, exited 0, not restarted");
+        Ok(())
     }
 
     fn wait_healthy(&self, services: &[&str]) -> anyhow::Result<()> {
