@@ -35,6 +35,9 @@ ensure_rabbitmq() {
   if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     log "starting RabbitMQ"
     rabbitmq-server -detached
+    # -detached returns before the node registers with epmd, and `rabbitmqctl await_startup`
+    # fails at once on a node it cannot see yet: wait for it to answer a ping first.
+    wait_for 120 "RabbitMQ node" rabbitmq-diagnostics -q ping
     timeout 120 rabbitmqctl await_startup >/dev/null
   fi
   wait_for 60 "RabbitMQ (127.0.0.1:5672)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672'
