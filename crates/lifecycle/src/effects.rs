@@ -1,4 +1,4 @@
-//! What the lifecycle returns: points to write (as values), deliveries to ack, and messages to
+//! What the lifecycle returns: points computed (as values), deliveries to ack, and messages to
 //! publish.
 
 use protocol::Envelope;
@@ -9,28 +9,30 @@ use crate::point::Point;
 /// A broker delivery tag (or any id the caller uses to ack a message).
 pub type DeliveryId = u64;
 
-/// Points for one run, and the deliveries to ack once they are written.
+/// Points computed for one run. They are in the run's outbox too, encoded, until they are
+/// written: see [`crate::Lifecycle::batch`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Write {
     /// The run the points belong to.
     pub event_id: Uuid,
-    /// The points, in the order they are to be written; encode them with [`crate::encode`].
+    /// The points, in the order they are to be written.
     pub points: Vec<Point>,
-    /// Deliveries to ack after `points` is written.
-    pub acks: Vec<DeliveryId>,
 }
 
-/// What the caller must do after feeding the lifecycle a message or a tick.
+/// What the caller must do after feeding the lifecycle a message, a tick, or a write's outcome.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Deliveries to ack now (superseded or carrying nothing new).
+    /// Deliveries to ack now (superseded, or carrying nothing new).
     pub ack: Vec<DeliveryId>,
-    /// Writes to perform in order, each followed by its acks.
+    /// Points computed by this call (also queued in the runs' outboxes).
     pub writes: Vec<Write>,
-    /// `event.completed` messages to publish after the writes.
+    /// `event.completed` messages to publish: runs whose final record is written.
     pub completed: Vec<Envelope>,
     /// Whether the running set changed (publish it).
     pub running_changed: bool,
+    /// Snapshots dropped from full outboxes by this call (see
+    /// `max_pending_snapshots_per_run`).
+    pub dropped_snapshots: u64,
 }
 
 impl Effects {
@@ -39,6 +41,7 @@ impl Effects {
         self.writes.extend(other.writes);
         self.completed.extend(other.completed);
         self.running_changed |= other.running_changed;
+        self.dropped_snapshots += other.dropped_snapshots;
     }
 }
 

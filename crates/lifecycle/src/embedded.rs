@@ -5,16 +5,16 @@
 use chrono::{DateTime, Utc};
 use protocol::Envelope;
 
-use crate::effects::Effects;
-use crate::line_protocol::encode;
 use crate::machine::Lifecycle;
 use crate::settings::LifecycleSettings;
 use crate::sink::{Sink, SinkError};
 
-/// Lifecycle plus sink. Messages need no delivery tags: nothing is acked.
+/// Lifecycle plus sink. Messages need no delivery tags: nothing is acked, and nothing is
+/// checkpointed (one process: there is no standby to restore).
 ///
 /// Each write is attempted once: a failed write is the caller's to report (a local file that
-/// cannot be written does not heal by waiting).
+/// cannot be written does not heal by waiting). Points that could not be written stay in the
+/// runs' outboxes and go with the next write.
 #[derive(Debug)]
 pub struct Embedded<S> {
     lifecycle: Lifecycle,
@@ -40,16 +40,17 @@ impl<S: Sink> Embedded<S> {
     /// Errors: the sink failed to write them.
     pub async fn handle(&mut self, envelope: Envelope) -> Result<(), SinkError> {
         self.next_id += 1;
-        let fx = self.lifecycle.handle(self.next_id, envelope, Utc::now());
-        self.apply(fx).await
+        let now = Utc::now();
+        self.lifecycle.handle(self.next_id, envelope, now);
+        self.flush(now).await
     }
 
     /// A snapshot tick at `now` (the lifecycle aligns the timestamp to the interval).
     ///
     /// Errors: the sink failed to write the snapshot.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<(), SinkError> {
-        let fx = self.lifecycle.tick(now);
-        self.apply(fx).await
+        self.lifecycle.tick(now);
+        self.flush(now).await
     }
 
     /// Points written so far.
@@ -67,17 +68,26 @@ impl<S: Sink> Embedded<S> {
         &self.sink
     }
 
-    async fn apply(&mut self, fx: Effects) -> Result<(), SinkError> {
-        for w in fx.writes {
-            let mut lines = Vec::new();
-            let points = encode(&w.points, &mut lines);
-            if lines.is_empty() {
-                continue;
+    /// Writes the outboxes, then settles the lifecycle's bookkeeping (no checkpoint is kept:
+    /// the records are dropped).
+    async fn flush(&mut self, now: DateTime<Utc>) -> Result<(), SinkError> {
+        let written = self.write_outboxes().await;
+        let _ = self.lifecycle.checkpoint(now);
+        written
+    }
+
+    async fn write_outboxes(&mut self) -> Result<(), SinkError> {
+        loop {
+            let batch = self.lifecycle.batch(usize::MAX);
+            if batch.is_empty() {
+                return Ok(());
             }
-            self.sink.write(&lines).await?;
-            self.points_written += points;
+            self.sink.write(&batch.body()).await?;
+            self.points_written += batch.points();
+            for part in &batch.parts {
+                self.lifecycle.written(part);
+            }
         }
-        Ok(())
     }
 }
 

@@ -9,8 +9,9 @@ use protocol::{Body, Envelope, NodeVerdict, RunningEvent, RunningSet};
 use uuid::Uuid;
 
 use crate::completed::{self, Outcome};
-use crate::effects::{DeliveryId, Effects, FinalStatus, Write};
+use crate::effects::{DeliveryId, Effects, FinalStatus};
 use crate::measurements::{self, SnapshotInput};
+use crate::pending::{Bound, PendingKind};
 use crate::point::Point;
 use crate::run::{Previous, Run};
 use crate::settings::LifecycleSettings;
@@ -18,15 +19,26 @@ use crate::settings::LifecycleSettings;
 /// The run lifecycle. See the crate docs for the ack rule.
 ///
 /// The orphan rule: a run whose `registered` message has not been seen writes nothing (no
-/// snapshot, no final record), it only holds its messages. When the register arrives (a
+/// snapshot, no final record), it only keeps its messages' state. When the register arrives (a
 /// redelivery in another order), the run is adopted and proceeds. When it does not come within
 /// `expire_after`, the messages are leftovers of a run whose final record is written already
-/// (a writer died while acking it, or a message was delivered twice) and are acked without
+/// (a writer died while acking it, or a message was delivered twice) and are dropped without
 /// writing anything: writing them would add points under empty tags or a second status.
 #[derive(Debug)]
 pub struct Lifecycle {
-    settings: LifecycleSettings,
-    runs: HashMap<Uuid, Run>,
+    pub(crate) settings: LifecycleSettings,
+    pub(crate) runs: HashMap<Uuid, Run>,
+    /// Runs that ended since the last checkpoint: the checkpoint writes their tombstones.
+    pub(crate) finished: Vec<Finished>,
+}
+
+/// A run that ended: its tombstone is due, and the deliveries it still held are acked once the
+/// tombstone is confirmed.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) id: Uuid,
+    pub(crate) registers: Vec<DeliveryId>,
+    pub(crate) rest: Vec<DeliveryId>,
 }
 
 impl Lifecycle {
@@ -35,6 +47,7 @@ impl Lifecycle {
         Self {
             settings,
             runs: HashMap::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -43,11 +56,13 @@ impl Lifecycle {
         &self.settings
     }
 
-    /// Runs currently held (orphans, whose register has not been seen, are not listed).
+    /// Runs currently running (orphans, whose register has not been seen, and finalizing runs,
+    /// whose final record waits to be written, are not listed).
     pub fn running(&self) -> RunningSet {
         let mut events: Vec<RunningEvent> = self
             .runs
             .iter()
+            .filter(|(_, r)| !r.finalizing())
             .filter_map(|(id, r)| {
                 let info = r.info.as_ref()?;
                 Some(RunningEvent {
@@ -55,6 +70,7 @@ impl Lifecycle {
                     started_at: info.started_at,
                     last_stats_at: r.last_stats_at,
                     nodes: r.nodes.len() as u32,
+                    key_id: r.key_id.clone(),
                 })
             })
             .collect();
@@ -66,6 +82,10 @@ impl Lifecycle {
     }
 
     /// Feeds one valid message that arrived as `delivery` at wall-clock `now`.
+    ///
+    /// A message that changes the run's state is held until a checkpoint covers it (see
+    /// [`Lifecycle::checkpoint`]); one that changes nothing (superseded stats, a repeated
+    /// register, anything for a run whose final record is computed) is in [`Effects::ack`].
     pub fn handle(&mut self, delivery: DeliveryId, env: Envelope, now: DateTime<Utc>) -> Effects {
         let mut fx = Effects::default();
         let event_id = env.event_id;
@@ -74,6 +94,13 @@ impl Lifecycle {
         } else {
             env.node_id.clone()
         };
+        if self.runs.get(&event_id).is_some_and(Run::finalizing) {
+            // The final record is computed and waits to be written: a repeat, or a straggler
+            // after the commit grace, changes nothing.
+            fx.ack.push(delivery);
+            return fx;
+        }
+        let max_pending = self.bound();
         match env.body {
             Body::Completed(_) => {
                 // Not ours to process (the queue is not bound to it); nothing to write.
@@ -88,21 +115,37 @@ impl Lifecycle {
                 let node_is_new = !run.nodes.contains_key(&node_id);
                 let node = run.nodes.entry(node_id).or_default();
                 if let Some(known) = &mut run.info {
-                    // Another node joining, or a repeated register: record the node and ack at
-                    // once. Only the run's first register is held (it carries the metadata a
-                    // rebuilt run needs); holding every repeat would let one client that keeps
-                    // registering fill the prefetch and stall every run.
-                    if known.expected_nodes.is_none() {
+                    // Another node joining (held until a checkpoint covers it), or a repeated
+                    // register, which changes nothing and is acked at once: holding every repeat
+                    // would let one client that keeps registering fill the prefetch.
+                    let mut changed = node_is_new;
+                    if known.expected_nodes.is_none() && info.expected_nodes.is_some() {
                         known.expected_nodes = info.expected_nodes;
+                        changed = true;
                     }
-                    fx.ack.push(delivery);
+                    if changed {
+                        node.registers.push(delivery);
+                        run.dirty = true;
+                    } else {
+                        fx.ack.push(delivery);
+                    }
                     fx.running_changed = node_is_new;
                     return fx;
                 }
                 node.registers.push(delivery);
+                run.dirty = true;
                 let point = measurements::running_event_point(event_id, &info);
+                let ts = point.timestamp;
                 run.info = Some(info);
-                fx.writes.push(write_of(event_id, vec![point], Vec::new()));
+                run.key_id = env.key_id.clone();
+                run.queue(
+                    event_id,
+                    PendingKind::Event,
+                    ts,
+                    vec![point],
+                    max_pending,
+                    &mut fx,
+                );
                 // A run rebuilt from redeliveries that came in another order (or an orphan
                 // adopted by its register) may be complete already.
                 fx.running_changed = true;
@@ -117,12 +160,14 @@ impl Lifecycle {
                 let node_is_new = !run.nodes.contains_key(&node_id);
                 let node = run.nodes.entry(node_id).or_default();
                 if node.committed_at.is_some() || (node.stats.is_some() && env.seq <= node.seq) {
-                    // Older than what we hold, or after the node's commit: superseded.
+                    // Older than what we hold (or the same again), or after the node's commit:
+                    // superseded.
                     fx.ack.push(delivery);
                 } else {
                     fx.ack.extend(node.stats_delivery.replace(delivery));
                     node.seq = env.seq;
                     node.stats = Some(payload);
+                    run.dirty = true;
                 }
                 fx.running_changed = node_is_new && run.info.is_some();
             }
@@ -141,6 +186,7 @@ impl Lifecycle {
                     None => env.sent_at,
                 });
                 node.commits.push(delivery);
+                run.dirty = true;
                 if run.first_commit_at.is_none() {
                     run.first_commit_at = Some(now);
                 }
@@ -152,19 +198,30 @@ impl Lifecycle {
         fx
     }
 
-    /// A clock tick at `now`: writes a snapshot of every running run at the aligned timestamp,
-    /// expires abandoned runs and finalizes runs whose commit grace has passed.
+    /// A clock tick at `now`: puts a snapshot of every running run at the aligned timestamp in
+    /// its outbox (and one for every aligned tick since the run's last snapshot that has none:
+    /// ticks missed while no writer was active), expires abandoned runs, finalizes runs whose
+    /// commit grace has passed, and ends finalizing runs whose outbox is empty.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Effects {
         let mut fx = Effects::default();
         let ts = align_down(now, self.settings.snapshot_interval);
         let mut to_expire = Vec::new();
         let mut to_commit = Vec::new();
         let mut to_drop = Vec::new();
+        let mut to_finish = Vec::new();
         let ids: Vec<Uuid> = self.runs.keys().copied().collect();
         for id in ids {
             let Some(run) = self.runs.get(&id) else {
                 continue;
             };
+            if run.finalizing() {
+                // Waits for its final record to be written (restored with an empty outbox: the
+                // record was written just before the last writer died).
+                if run.pending.is_empty() {
+                    to_finish.push(id);
+                }
+                continue;
+            }
             if elapsed(run.last_message_at, now) >= self.settings.expire_after {
                 if run.info.is_some() {
                     to_expire.push(id);
@@ -183,13 +240,10 @@ impl Lifecycle {
                     continue;
                 }
             }
-            if !run.has_stats() || run.previous.as_ref().is_some_and(|p| p.timestamp >= ts) {
+            if !run.has_stats() {
                 continue;
             }
-            let points = self.snapshot(id, ts, ts);
-            if !points.is_empty() {
-                fx.writes.push(write_of(id, points, Vec::new()));
-            }
+            fx.merge(self.snapshots_until(id, ts, true));
         }
         for id in to_commit {
             fx.merge(self.finalize(id, FinalStatus::Committed, now));
@@ -199,13 +253,56 @@ impl Lifecycle {
             fx.merge(self.finalize(id, FinalStatus::Expired, now));
         }
         for id in to_drop {
-            if let Some(run) = self.runs.remove(&id) {
-                let held = run.held_deliveries();
-                tracing::warn!(event_id = %id, messages = held.len(), "dropping messages of a run whose register never came (the run was finalized already, or its register is lost)");
-                fx.ack.extend(held);
+            if let Some(mut run) = self.runs.remove(&id) {
+                let (registers, rest) = run.take_deliveries();
+                tracing::warn!(event_id = %id, messages = registers.len() + rest.len(), "dropping the state of a run whose register never came (the run was finalized already, or its register is lost)");
+                fx.ack.extend(registers);
+                fx.ack.extend(rest);
+                self.finished.push(Finished {
+                    id,
+                    registers: Vec::new(),
+                    rest: Vec::new(),
+                });
             }
         }
+        for id in to_finish {
+            fx.merge(self.finish(id));
+        }
         fx
+    }
+
+    /// Queues run `id`'s snapshots at every aligned tick after its last snapshot up to `last`
+    /// (included or not), at most an outbox's worth. Rates of each are up to its own timestamp.
+    fn snapshots_until(&mut self, id: Uuid, last: i64, included: bool) -> Effects {
+        let mut fx = Effects::default();
+        let iv = self.settings.snapshot_interval.as_nanos().max(1) as i64;
+        let max_pending = self.bound();
+        let Some(run) = self.runs.get(&id) else {
+            return fx;
+        };
+        let end = if included { last } else { last - iv };
+        let mut t = match &run.previous {
+            Some(p) => p.timestamp + iv,
+            None if included => end,
+            None => return fx,
+        };
+        t = t.max(end.saturating_sub(iv.saturating_mul(max_pending.snapshots as i64)));
+        while t <= end {
+            let points = self.snapshot(id, t, t);
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.queue(id, PendingKind::Snapshot, t, points, max_pending, &mut fx);
+            }
+            t += iv;
+        }
+        fx
+    }
+
+    /// How much an outbox keeps.
+    fn bound(&self) -> Bound {
+        Bound {
+            snapshots: self.settings.max_pending_snapshots_per_run,
+            bytes: self.settings.max_pending_bytes_per_run,
+        }
     }
 
     /// The run `event_id`, created as an orphan when its register has not been seen: stats or
@@ -243,8 +340,9 @@ impl Lifecycle {
         points
     }
 
-    /// Writes the final record of a run and drops it. Nothing for an orphan (its register has
-    /// not come, so it has no final record: see the orphan rule).
+    /// Computes the final record of a run and puts it in the run's outbox: the run is
+    /// finalizing until the record is written (see [`Lifecycle::written`]). Nothing for an orphan
+    /// (its register has not come, so it has no final record: see the orphan rule).
     fn finalize(&mut self, id: Uuid, status: FinalStatus, now: DateTime<Utc>) -> Effects {
         let mut fx = Effects {
             running_changed: true,
@@ -252,6 +350,7 @@ impl Lifecycle {
         };
         let interval = self.settings.snapshot_interval;
         let max_names = self.settings.max_names_per_run;
+        let max_pending = self.bound();
         let Some(run) = self.runs.get_mut(&id) else {
             return fx;
         };
@@ -261,7 +360,6 @@ impl Lifecycle {
         let ended_at = run.ended_at(now);
         let final_ts = align_up(ended_at, interval);
         let duration_s = (ended_at - info.started_at).num_milliseconds().max(0) as f64 / 1e3;
-        let acks = run.held_deliveries();
         let nodes = run.nodes.len() as u32;
         let thresholds: Vec<NodeVerdict> = run
             .nodes
@@ -277,7 +375,8 @@ impl Lifecycle {
         let mut points = Vec::new();
         let mut aggregated = None;
         if run.has_stats() {
-            // The final snapshot, at the aligned end.
+            // The final snapshot, at the aligned end: it replaces any snapshot from there on.
+            run.drop_snapshots_from(final_ts);
             if run
                 .previous
                 .as_ref()
@@ -285,6 +384,8 @@ impl Lifecycle {
             {
                 run.previous = None;
             }
+            // Ticks missed before the end (a run restored by another writer), with what it has.
+            fx.merge(self.snapshots_until(id, final_ts, false));
             points.extend(self.snapshot(id, final_ts, unix_nanos(ended_at)));
             if let Some(run) = self.runs.get_mut(&id) {
                 let merged = run.merged(id, max_names);
@@ -303,8 +404,6 @@ impl Lifecycle {
         points.push(measurements::final_event_point(
             id, &info, status, duration_s,
         ));
-        fx.writes.push(write_of(id, points, acks));
-        self.runs.remove(&id);
         let completed = completed::payload(Outcome {
             info: &info,
             status,
@@ -313,25 +412,48 @@ impl Lifecycle {
             aggregated: aggregated.as_ref(),
             thresholds,
         });
-        fx.completed.push(Envelope::new(
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.queue(
+                id,
+                PendingKind::Final,
+                final_ts,
+                points,
+                max_pending,
+                &mut fx,
+            );
+            run.completed = Some(completed);
+            run.dirty = true;
+        }
+        fx
+    }
+
+    /// Ends finalizing run `id`, whose final record is written: drops it, leaves its tombstone
+    /// (and the deliveries it still held) for the next checkpoint, and returns its
+    /// `event.completed` message.
+    pub(crate) fn finish(&mut self, id: Uuid) -> Effects {
+        let mut fx = Effects::default();
+        let Some(mut run) = self.runs.remove(&id) else {
+            return fx;
+        };
+        let (registers, rest) = run.take_deliveries();
+        self.finished.push(Finished {
             id,
-            "writer",
-            0,
-            String::new(),
-            Body::Completed(completed),
-        ));
+            registers,
+            rest,
+        });
+        if let Some(completed) = run.completed {
+            fx.completed.push(Envelope::new(
+                id,
+                "writer",
+                0,
+                String::new(),
+                Body::Completed(completed),
+            ));
+        }
         fx
     }
 }
 
 fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (now - since).to_std().unwrap_or(Duration::ZERO)
-}
-
-fn write_of(event_id: Uuid, points: Vec<Point>, acks: Vec<DeliveryId>) -> Write {
-    Write {
-        event_id,
-        points,
-        acks,
-    }
 }

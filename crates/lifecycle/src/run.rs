@@ -1,40 +1,78 @@
-//! A run's state: its register (when it has arrived), each node's latest cumulative stats and
-//! the deliveries held for the final record, and the merged view of its nodes.
+//! A run's state: its register (when it has arrived), each node's latest cumulative stats, the
+//! points not written yet, and the merged view of its nodes. Everything but the deliveries not
+//! yet covered by a checkpoint is serializable: it is what a checkpoint record carries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use protocol::{RunInfo, StatsEntry, StatsPayload, ThresholdVerdict, AGGREGATED};
+use protocol::{CompletedPayload, RunInfo, StatsEntry, StatsPayload, ThresholdVerdict, AGGREGATED};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::effects::DeliveryId;
+use crate::pending::Pending;
 
 /// Name under which requests beyond `max_names_per_run` are counted.
 pub const OTHER_NAME: &str = "(other)";
 
-/// One node of a run.
-#[derive(Debug, Default)]
+/// One node of a run. The delivery ids are the node's messages not yet covered by a
+/// checkpoint (held until one is confirmed, or until superseded); they are not serialized.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct NodeState {
     pub(crate) seq: u64,
     pub(crate) stats: Option<StatsPayload>,
-    /// The delivery that carried `stats` (held until superseded or finalized).
+    /// The delivery that carried `stats`, until a checkpoint covers it or a newer one
+    /// supersedes it.
+    #[serde(skip)]
     pub(crate) stats_delivery: Option<DeliveryId>,
     pub(crate) committed_at: Option<DateTime<Utc>>,
-    /// The node's `registered` deliveries, held for the final record.
+    /// The node's `registered` deliveries not yet covered by a checkpoint.
+    #[serde(skip)]
     pub(crate) registers: Vec<DeliveryId>,
-    /// The node's `committed` deliveries, held for the final record.
+    /// The node's `committed` deliveries not yet covered by a checkpoint.
+    #[serde(skip)]
     pub(crate) commits: Vec<DeliveryId>,
     /// The threshold verdicts of the node's commit.
+    #[serde(default)]
     pub(crate) thresholds: Vec<ThresholdVerdict>,
 }
 
 /// What the last snapshot wrote: interval rates and response times are differences from it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Previous {
     /// The snapshot's timestamp, Unix ns.
     pub(crate) timestamp: i64,
     pub(crate) total: StatsEntry,
+    /// Serialized as the list of entries (each carries its (method, name) key).
+    #[serde(with = "entries_by_key")]
     pub(crate) by_name: HashMap<(String, String), StatsEntry>,
+}
+
+/// A map keyed by each entry's own (method, name), as the list of its entries: JSON object keys
+/// can only be strings.
+mod entries_by_key {
+    use std::collections::HashMap;
+
+    use protocol::StatsEntry;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &HashMap<(String, String), StatsEntry>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<&StatsEntry> = map.values().collect();
+        entries.sort_by(|a, b| (&a.method, &a.name).cmp(&(&b.method, &b.name)));
+        s.collect_seq(entries)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<(String, String), StatsEntry>, D::Error> {
+        let entries = Vec::<StatsEntry>::deserialize(d)?;
+        Ok(entries.into_iter().map(|e| (e.key(), e)).collect())
+    }
 }
 
 impl Previous {
@@ -48,12 +86,16 @@ impl Previous {
     }
 }
 
-/// A run in progress.
-#[derive(Debug)]
+/// A run in progress, or finalizing (its final record computed, waiting to be written).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Run {
     /// The run's metadata; `None` until its `registered` message arrives (an orphan: see the
     /// orphan rule on [`crate::Lifecycle`]).
     pub(crate) info: Option<RunInfo>,
+    /// The registering API key's id, from the first register's envelope (for the API's
+    /// per-key count of running runs).
+    pub(crate) key_id: Option<String>,
     pub(crate) nodes: BTreeMap<String, NodeState>,
     pub(crate) last_message_at: DateTime<Utc>,
     pub(crate) last_stats_at: Option<DateTime<Utc>>,
@@ -62,6 +104,25 @@ pub(crate) struct Run {
     /// The (method, name) pairs kept under their own name; the rest fold into [`OTHER_NAME`].
     names: BTreeSet<(String, String)>,
     overflow_warned: bool,
+    /// Points computed and not written yet (the run's outbox), oldest first.
+    #[serde(default)]
+    pub(crate) pending: VecDeque<Pending>,
+    /// The next outbox item's number.
+    #[serde(default)]
+    pub(crate) next_pending: u64,
+    /// Snapshots dropped from a full outbox (for the warning).
+    #[serde(default)]
+    pub(crate) dropped_snapshots: u64,
+    /// Set when the final record is computed: the run is finalizing, and once its outbox is
+    /// written this is published as `event.completed` and the run ends.
+    #[serde(default)]
+    pub(crate) completed: Option<CompletedPayload>,
+    /// The state changed since the last checkpoint.
+    #[serde(skip)]
+    pub(crate) dirty: bool,
+    /// When the run's state was last checkpointed (for the refresh).
+    #[serde(skip)]
+    pub(crate) checkpointed_at: Option<DateTime<Utc>>,
 }
 
 /// Merged view of a run's nodes at one instant.
@@ -79,6 +140,7 @@ impl Run {
     pub(crate) fn new(info: Option<RunInfo>, now: DateTime<Utc>) -> Self {
         Self {
             info,
+            key_id: None,
             nodes: BTreeMap::new(),
             last_message_at: now,
             last_stats_at: None,
@@ -86,7 +148,18 @@ impl Run {
             previous: None,
             names: BTreeSet::new(),
             overflow_warned: false,
+            pending: VecDeque::new(),
+            next_pending: 0,
+            dropped_snapshots: 0,
+            completed: None,
+            dirty: true,
+            checkpointed_at: None,
         }
+    }
+
+    /// Whether the final record is computed (and waits in the outbox).
+    pub(crate) fn finalizing(&self) -> bool {
+        self.completed.is_some()
     }
 
     pub(crate) fn has_stats(&self) -> bool {
@@ -124,20 +197,18 @@ impl Run {
             .unwrap_or(self.last_message_at.min(now))
     }
 
-    /// Every delivery the run holds, registers first: if the writer dies halfway through
-    /// acking them, what the broker redelivers carries no register, so it cannot re-open the
-    /// finished run (see [`crate::Lifecycle`]'s orphan rule).
-    pub(crate) fn held_deliveries(&self) -> Vec<DeliveryId> {
-        let mut out: Vec<DeliveryId> = self
-            .nodes
-            .values()
-            .flat_map(|n| n.registers.iter().copied())
-            .collect();
-        for n in self.nodes.values() {
-            out.extend(n.commits.iter().copied());
-            out.extend(n.stats_delivery);
+    /// Takes every delivery the run holds (not yet covered by a checkpoint), registers first:
+    /// if the writer dies halfway through acking them, what the broker redelivers carries no
+    /// register, so it cannot re-open a finished run (see [`crate::Lifecycle`]'s orphan rule).
+    pub(crate) fn take_deliveries(&mut self) -> (Vec<DeliveryId>, Vec<DeliveryId>) {
+        let mut registers = Vec::new();
+        let mut rest = Vec::new();
+        for n in self.nodes.values_mut() {
+            registers.append(&mut n.registers);
+            rest.append(&mut n.commits);
+            rest.extend(n.stats_delivery.take());
         }
-        out
+        (registers, rest)
     }
 
     /// Merges the nodes' latest stats, folding names beyond `max_names` into [`OTHER_NAME`]

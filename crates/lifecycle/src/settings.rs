@@ -16,6 +16,16 @@ pub struct LifecycleSettings {
     /// Distinct (method, name) pairs kept per run (default 500); later ones count under
     /// `name="(other)"`.
     pub max_names_per_run: usize,
+    /// Snapshots a run keeps while they cannot be written (default 120: 30 min of 15 s
+    /// snapshots); beyond it the oldest is dropped, with a warning.
+    pub max_pending_snapshots_per_run: usize,
+    /// Line protocol a run's waiting snapshots may take, bytes (default 8 MiB); beyond it the
+    /// oldest is dropped too, with a warning. It bounds the run's checkpoint record (the broker
+    /// caps a message's size).
+    pub max_pending_bytes_per_run: usize,
+    /// An unchanged run is checkpointed again after this long (default 60 s), so a restore
+    /// finds every running run in the last `checkpoint_refresh` of the checkpoints.
+    pub checkpoint_refresh: Duration,
 }
 
 impl Default for LifecycleSettings {
@@ -25,6 +35,9 @@ impl Default for LifecycleSettings {
             expire_after: Duration::from_secs(300),
             commit_grace: Duration::from_secs(60),
             max_names_per_run: 500,
+            max_pending_snapshots_per_run: 120,
+            max_pending_bytes_per_run: 8 * 1024 * 1024,
+            checkpoint_refresh: Duration::from_secs(60),
         }
     }
 }

@@ -51,6 +51,11 @@ pub struct WireEnvelope {
     /// The event token (HMAC of the uuid).
     #[serde(default)]
     pub token: String,
+    /// On `registered` from the API: the id of the API key that registered the run (a hash
+    /// prefix, never the key), so the writer's running set can be counted per key. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// Kind-specific payload.
     pub payload: serde_json::Value,
 }
@@ -68,6 +73,8 @@ pub struct Envelope {
     pub sent_at: DateTime<Utc>,
     /// The event token.
     pub token: String,
+    /// The registering API key's id (see [`WireEnvelope::key_id`]).
+    pub key_id: Option<String>,
     /// What it carries.
     pub body: Body,
 }
@@ -330,8 +337,15 @@ impl Envelope {
             seq,
             sent_at: Utc::now(),
             token,
+            key_id: None,
             body,
         }
+    }
+
+    /// The same envelope carrying the registering API key's id.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
     }
 
     /// The wire DTO of this envelope.
@@ -354,6 +368,7 @@ impl Envelope {
                 .sent_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             token: self.token.clone(),
+            key_id: self.key_id.clone(),
             payload,
         }
     }
@@ -404,6 +419,14 @@ impl TryFrom<WireEnvelope> for Envelope {
                 format!("longer than {MAX_NODE_ID_LEN} characters"),
             ));
         }
+        if let Some(k) = &w.key_id {
+            if k.is_empty() || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ValidationError::new(
+                    "keyId",
+                    "not a key id (1 to 64 hexadecimal digits)",
+                ));
+            }
+        }
         let body = match w.kind.as_str() {
             "registered" => Body::Registered(payload(w.payload)?),
             "stats" => {
@@ -433,6 +456,7 @@ impl TryFrom<WireEnvelope> for Envelope {
             seq: w.seq,
             sent_at,
             token: w.token,
+            key_id: w.key_id,
             body,
         })
     }
@@ -529,5 +553,21 @@ mod tests {
         let e = Envelope::from_json(v.to_string().as_bytes()).expect_err("type");
         assert_eq!(e.field, "payload.entries[0].num_requests");
         assert!(Envelope::from_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn key_id_travels_only_when_set_and_must_be_hex() {
+        let env = Envelope::from_json(FIXTURE.as_bytes()).expect("fixture parses");
+        assert_eq!(env.key_id, None);
+        assert!(!String::from_utf8_lossy(&env.to_json()).contains("keyId"));
+        let keyed = env.with_key_id("0123456789abcdef");
+        let wire: serde_json::Value = serde_json::from_slice(&keyed.to_json()).expect("json");
+        assert_eq!(wire["keyId"], "0123456789abcdef");
+        let again = Envelope::from_json(&keyed.to_json()).expect("round trip");
+        assert_eq!(again.key_id.as_deref(), Some("0123456789abcdef"));
+        let mut v = wire;
+        v["keyId"] = "not hex".into();
+        let e = Envelope::from_json(v.to_string().as_bytes()).expect_err("key id");
+        assert_eq!(e.field, "keyId");
     }
 }

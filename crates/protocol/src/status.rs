@@ -1,5 +1,6 @@
 //! The running set the writer publishes on the status fanout and the API serves as `isrunning`:
-//! `{"running": N, "events": [{"uuid", "startedAt", "lastStatsAt", "nodes"}]}`.
+//! `{"running": N, "events": [{"uuid", "startedAt", "lastStatsAt", "nodes"}]}` (on the status
+//! fanout each event also carries `keyId`, the registering API key's id).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,11 @@ pub struct RunningEvent {
     pub last_stats_at: Option<DateTime<Utc>>,
     /// Nodes seen.
     pub nodes: u32,
+    /// The id of the API key that registered the run (a hash prefix, never the key), from the
+    /// register's envelope. The API counts a key's running runs with it and leaves it out of
+    /// `isrunning`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// The running set.

@@ -26,6 +26,29 @@ pub enum ApiError {
     /// 413: body larger than the limit.
     #[error("payload too large: {0}")]
     TooLarge(String),
+    /// 408: the body did not arrive within `http.body_read_timeout_ms`.
+    #[error("body timeout: {0}")]
+    BodyTimeout(String),
+    /// 429: a per-client limit (`problem` names it: `rate-limit`, `running-runs-limit`,
+    /// `buffered-bytes-limit`); retry after the given seconds. Nothing was published.
+    #[error("limited: {detail}")]
+    Limited {
+        /// The problem type's last segment.
+        problem: &'static str,
+        /// Which limit, with its setting.
+        detail: String,
+        /// Seconds for `Retry-After`.
+        retry_after_s: u64,
+    },
+    /// 503: this API replica is full (request bodies buffered at once); retry after the given
+    /// seconds. Nothing was published.
+    #[error("busy: {detail}")]
+    Busy {
+        /// Which limit, with its setting.
+        detail: String,
+        /// Seconds for `Retry-After`.
+        retry_after_s: u64,
+    },
     /// 503: the broker is unavailable; retry after the given seconds. Nothing was published.
     #[error("unavailable: {detail}")]
     Unavailable {
@@ -79,6 +102,29 @@ impl IntoResponse for ApiError {
                 None,
                 d.clone(),
             ),
+            ApiError::BodyTimeout(d) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timeout",
+                None,
+                d.clone(),
+            ),
+            ApiError::Limited {
+                problem, detail, ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                *problem,
+                "Too many requests",
+                None,
+                detail.clone(),
+            ),
+            ApiError::Busy { detail, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server-busy",
+                "Service busy",
+                None,
+                detail.clone(),
+            ),
             ApiError::Unavailable { detail, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker-unavailable",
@@ -109,9 +155,17 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::Unavailable { retry_after_s, .. } = self {
+        if let ApiError::Unavailable { retry_after_s, .. }
+        | ApiError::Busy { retry_after_s, .. }
+        | ApiError::Limited { retry_after_s, .. } = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot carry another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

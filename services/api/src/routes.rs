@@ -1,10 +1,15 @@
-//! HTTP handlers. Each one authorises, parses (DTO → domain), publishes with confirms and only
+//! HTTP handlers. Each one authenticates from the headers, checks its rate, reads the body
+//! within the limits ([`crate::body`]), parses (DTO → domain), publishes with confirms and only
 //! then answers; a publish failure is a 503 with `Retry-After` and nothing half-done.
+//!
+//! Commit carries its run's uuid in the body, so its event token can only be verified once the
+//! body is read: before reading, commit requires a well-formed token header (64 hex digits);
+//! after parsing, it verifies the token against the uuid.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body as RequestBody;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,20 +25,8 @@ use uuid::Uuid;
 use crate::broker::PublishError;
 use crate::dto::{self, Registration};
 use crate::error::ApiError;
+use crate::limits::Admission;
 use crate::AppState;
-
-fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    bytes.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("the body exceeds the limit: {e}"))
-        } else {
-            ApiError::Invalid {
-                field: "$".into(),
-                detail: e.body_text(),
-            }
-        }
-    })
-}
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
@@ -110,6 +103,25 @@ fn authorise_event(
     }
 }
 
+/// The event token header of a commit, checked for form only (64 hex digits) before the body
+/// is read; the body names the run it must be verified against. Returns the client the body
+/// bytes are counted for.
+fn commit_client(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    match header(headers, "x-event-token").or_else(|| bearer(headers)) {
+        Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(format!("the run of token {}…", &t[..8]))
+        }
+        Some(_) => Err(ApiError::Unauthorized(
+            "the event token is not valid: expected the 64 hexadecimal digits register returned"
+                .into(),
+        )),
+        None if !state.auth_enabled => Ok("commits without a token".into()),
+        None => Err(ApiError::Unauthorized(
+            "the event token from register is required: send Authorization: Bearer <token>".into(),
+        )),
+    }
+}
+
 async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
     let started = std::time::Instant::now();
     let result = state
@@ -147,8 +159,11 @@ async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
     responses(
         (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body (or its `Content-Length`) larger than the limit (1 MiB by default); answered before anything else", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A limit of this API key or run (`type` names it: rate-limit, running-runs-limit, buffered-bytes-limit); nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "RabbitMQ unavailable or nacked (writer's queue full), or this API replica busy; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 201, description = "Registered", body = RegisterResponse),
     )
@@ -156,10 +171,15 @@ async fn publish(state: &AppState, env: &Envelope) -> Result<(), ApiError> {
 pub async fn register(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
     let key = authorise_key(&state, &headers)?;
-    let bytes = body(bytes)?;
+    // With auth off there are no keys to share between: the per-key limits are off too.
+    let per_key = state.auth_enabled;
+    if per_key {
+        state.limits.check_register(&key)?;
+    }
+    let (bytes, _held) = state.bodies.read(body, &format!("API key {key}")).await?;
     let request: RegisterRequest = dto::parse(&bytes)?;
     let reg = Registration::try_from(request)?;
     let secret = state.secrets.token_secret.expose_secret().as_bytes();
@@ -167,15 +187,34 @@ pub async fn register(
         Some(k) => run_id_for_key(secret, &key, k),
         None => Uuid::new_v4(),
     };
+    let admission = if per_key {
+        let status = state
+            .status
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state
+            .limits
+            .admit(&key, event_id, &status, Instant::now())?
+    } else {
+        Admission::Joined
+    };
     let token = event_token(secret, &event_id);
-    let env = Envelope::new(
+    let mut env = Envelope::new(
         event_id,
         reg.node_id.clone(),
         0,
         token.clone(),
         Body::Registered(reg.info),
     );
-    publish(&state, &env).await?;
+    if per_key {
+        env = env.with_key_id(key.clone());
+    }
+    if let Err(e) = publish(&state, &env).await {
+        if admission == Admission::New {
+            state.limits.release(&key, event_id);
+        }
+        return Err(e);
+    }
     tracing::info!(event_id = %event_id, node_id = %reg.node_id, "run registered");
     let response = RegisterResponse {
         uuid: event_id,
@@ -197,8 +236,11 @@ pub async fn register(
     responses(
         (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body (or its `Content-Length`) larger than the limit (1 MiB by default); answered before anything else", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A limit of this API key or run (`type` names it: rate-limit, running-runs-limit, buffered-bytes-limit); nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "RabbitMQ unavailable or nacked (writer's queue full), or this API replica busy; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 404, description = "Not a run id", body = Problem, content_type = "application/problem+json"),
         (status = 202, description = "Accepted (published, confirmed)", body = Accepted),
@@ -208,12 +250,13 @@ pub async fn stats(
     State(state): State<Arc<AppState>>,
     Path(uuid): Path<String>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
     let event_id = Uuid::parse_str(&uuid)
         .map_err(|_| ApiError::NotFound(format!("no run {uuid:?}: not a uuid")))?;
     let token = authorise_event(&state, &headers, &event_id)?;
-    let bytes = body(bytes)?;
+    state.limits.check_event(event_id)?;
+    let (bytes, _held) = state.bodies.read(body, &format!("run {event_id}")).await?;
     let post = dto::parse_stats(&bytes)?;
     let env = Envelope::new(
         event_id,
@@ -236,8 +279,11 @@ pub async fn stats(
     responses(
         (status = 400, description = "Invalid body; `field` names the offending JSON path", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than the limit (1 MiB by default)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RabbitMQ unavailable; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body (or its `Content-Length`) larger than the limit (1 MiB by default); answered before anything else", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A limit of this API key or run (`type` names it: rate-limit, running-runs-limit, buffered-bytes-limit); nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "RabbitMQ unavailable or nacked (writer's queue full), or this API replica busy; nothing was recorded; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 202, description = "Accepted (published, confirmed)", body = Accepted),
     )
@@ -245,20 +291,13 @@ pub async fn stats(
 pub async fn commit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<Response, ApiError> {
-    if state.auth_enabled
-        && header(&headers, "x-event-token")
-            .or_else(|| bearer(&headers))
-            .is_none()
-    {
-        return Err(ApiError::Unauthorized(
-            "the event token from register is required: send Authorization: Bearer <token>".into(),
-        ));
-    }
-    let bytes = body(bytes)?;
+    let client = commit_client(&state, &headers)?;
+    let (bytes, _held) = state.bodies.read(body, &client).await?;
     let c = dto::parse_commit(&bytes)?;
     let token = authorise_event(&state, &headers, &c.event_id)?;
+    state.limits.check_event(c.event_id)?;
     let env = Envelope::new(
         c.event_id,
         c.node_id.clone(),
@@ -290,7 +329,11 @@ fn health(status: &str) -> Response {
 #[utoipa::path(get, path = "/events/isrunning", tag = "events",
     responses((status = 200, description = "Running runs", body = protocol::RunningSet)))]
 pub async fn is_running(State(state): State<Arc<AppState>>) -> Response {
-    let set = state.status.read().map(|s| s.clone()).unwrap_or_default();
+    let mut set = state.status.read().map(|s| s.clone()).unwrap_or_default();
+    // Which runs share an API key is the writer's and the limits' business, not the public's.
+    for e in &mut set.events {
+        e.key_id = None;
+    }
     Json(set).into_response()
 }
 

@@ -4,6 +4,7 @@
 //! `api.example.toml`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kit::amqp::AmqpSettings;
 use kit::settings::{secret_from, Env, Spec};
@@ -15,9 +16,20 @@ const DEFAULTS: &str = r#"
 [http]
 listen = "127.0.0.1:8080"
 body_limit = 1048576
+body_read_timeout_ms = 15000
+header_read_timeout_ms = 10000
+max_connections = 4096
+max_buffered_body_bytes = 16777216
+max_buffered_body_bytes_per_client = 4194304
 
 [auth]
 enabled = true
+max_running_runs_per_key = 100
+pending_run_ttl_s = 60
+register_rate_per_key = 10
+register_burst_per_key = 50
+event_rate_per_run = 20
+event_burst_per_run = 40
 "#;
 
 /// How the API's settings are layered.
@@ -41,14 +53,42 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
-/// HTTP listener settings.
+/// HTTP listener settings: what one connection or one request may hold, and for how long.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address (default `127.0.0.1:8080`; port 0 picks a free port).
     pub listen: String,
-    /// Largest accepted body, bytes (default 1 MiB).
+    /// Largest accepted body, bytes (default 1 MiB). A larger `Content-Length` is answered 413
+    /// before anything else; a chunked body is cut off with 413 once it passes the limit.
     pub body_limit: usize,
+    /// Time a request's body may take to arrive, ms (default 15000); then 408.
+    pub body_read_timeout_ms: u64,
+    /// Time a connection may take to send a request's headers, ms, counted from the connection's
+    /// start or the end of its previous response (so it is also the keep-alive idle timeout;
+    /// default 10000); then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Concurrent connections (default 4096; lowered to fit the open-files limit). Above it a
+    /// new connection gets 503 with `Retry-After` and is closed at once.
+    pub max_connections: usize,
+    /// Request body bytes buffered at once across all requests (default 16 MiB); a request that
+    /// would pass it gets 503 with `Retry-After`.
+    pub max_buffered_body_bytes: usize,
+    /// Of those, what one client may buffer at once (default 4 MiB): one API key on register,
+    /// one run on stats and commit. Beyond it: 429 with `Retry-After`.
+    pub max_buffered_body_bytes_per_client: usize,
+}
+
+impl HttpSettings {
+    /// [`HttpSettings::body_read_timeout_ms`] as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    /// [`HttpSettings::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
 }
 
 /// Authentication settings.
@@ -66,6 +106,22 @@ pub struct AuthSettings {
     pub token_secret: Option<SecretString>,
     /// File holding the secret.
     pub token_secret_file: Option<PathBuf>,
+    /// Running runs one API key may have (default 100; 0: no limit). Counted from the writer's
+    /// running set plus the registrations this replica accepted that the writer has not
+    /// reported yet. A register beyond it gets 429 `running-runs-limit`; joining a running run
+    /// (same `runKey`) is not a new run.
+    pub max_running_runs_per_key: usize,
+    /// How long an accepted registration counts against its key before the writer reports
+    /// it, s (default 60).
+    pub pending_run_ttl_s: u64,
+    /// Registrations per second one API key may make, sustained (default 10; 0: no limit).
+    pub register_rate_per_key: u32,
+    /// Registrations one API key may make in a burst (default 50).
+    pub register_burst_per_key: u32,
+    /// Stats and commit posts per second one run may make, sustained (default 20; 0: no limit).
+    pub event_rate_per_run: u32,
+    /// Stats and commit posts one run may make in a burst (default 40).
+    pub event_burst_per_run: u32,
 }
 
 impl Settings {
@@ -77,7 +133,44 @@ impl Settings {
 
     /// As [`Settings::load`], with the environment layer taken from `env`.
     pub fn load_from(file: Option<&Path>, env: &Env) -> anyhow::Result<Self> {
-        Ok(kit::settings::load(&SPEC, file, env)?)
+        let settings: Self = kit::settings::load(&SPEC, file, env)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rejects limits that cannot work, naming the setting.
+    fn check(&self) -> anyhow::Result<()> {
+        let h = &self.http;
+        let positive = [
+            ("http.body_limit", h.body_limit as u64),
+            ("http.body_read_timeout_ms", h.body_read_timeout_ms),
+            ("http.header_read_timeout_ms", h.header_read_timeout_ms),
+            ("http.max_connections", h.max_connections as u64),
+            (
+                "http.max_buffered_body_bytes",
+                h.max_buffered_body_bytes as u64,
+            ),
+            (
+                "http.max_buffered_body_bytes_per_client",
+                h.max_buffered_body_bytes_per_client as u64,
+            ),
+            ("auth.pending_run_ttl_s", self.auth.pending_run_ttl_s),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            anyhow::bail!("{name} must be greater than 0");
+        }
+        if h.max_buffered_body_bytes_per_client < h.body_limit
+            || h.max_buffered_body_bytes < h.max_buffered_body_bytes_per_client
+        {
+            anyhow::bail!(
+                "need http.body_limit <= http.max_buffered_body_bytes_per_client <= \
+                 http.max_buffered_body_bytes (now {} / {} / {})",
+                h.body_limit,
+                h.max_buffered_body_bytes_per_client,
+                h.max_buffered_body_bytes
+            );
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use kit::amqp::{AmqpSettings, Publisher};
-use loadtest_api::settings::Secrets;
+use kit::settings::Env;
+use loadtest_api::broker::SharedStatus;
+use loadtest_api::settings::{Secrets, Settings};
 use loadtest_api::AppState;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -20,18 +22,27 @@ const SECRET: &str = "test-secret";
 const BODY_LIMIT: usize = 4096;
 
 fn app() -> Router {
+    app_with(&[], Arc::new(RwLock::new(Default::default())))
+}
+
+/// The router with settings `env` (over a 4 KiB body limit) and the writer's status `status`.
+fn app_with(env: &[(&str, &str)], status: SharedStatus) -> Router {
+    let limit = BODY_LIMIT.to_string();
+    let mut vars = vec![("LOADTEST__HTTP__BODY_LIMIT", limit.as_str())];
+    vars.extend_from_slice(env);
+    let settings = Settings::load_from(None, &Env::vars(vars)).expect("settings");
     // Nothing listens on port 1: a publish fails at once with "unavailable".
     let amqp = AmqpSettings::new("amqp://guest:guest@127.0.0.1:1/%2f", "router-test");
-    let state = Arc::new(AppState {
-        publisher: Arc::new(Publisher::new(&amqp, "loadtest-api-test")),
-        auth_enabled: true,
-        secrets: Secrets {
+    let state = Arc::new(AppState::new(
+        &settings,
+        Arc::new(Publisher::new(&amqp, "loadtest-api-test")),
+        Secrets {
             api_keys: vec![SecretString::from(KEY.to_string())],
             token_secret: SecretString::from(SECRET.to_string()),
         },
-        status: Arc::new(RwLock::new(Default::default())),
-    });
-    loadtest_api::router(state, BODY_LIMIT)
+        status,
+    ));
+    loadtest_api::router(state)
 }
 
 fn register_body() -> Vec<u8> {
@@ -45,7 +56,15 @@ fn register_body() -> Vec<u8> {
 /// Sends `request` through a fresh router; returns the status, the content type and the body
 /// (JSON, or a JSON string for other bodies).
 async fn send(request: Request<Body>) -> (StatusCode, String, Value, axum::http::HeaderMap) {
-    let response = app().oneshot(request).await.expect("infallible");
+    send_to(&app(), request).await
+}
+
+/// Sends `request` through `app` (whose limits keep their state between requests).
+async fn send_to(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, String, Value, axum::http::HeaderMap) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
     let content_type = headers
@@ -233,4 +252,208 @@ async fn isrunning_answers_from_the_status_without_a_broker() {
         assert_eq!(status, StatusCode::OK, "{uri}");
         assert_eq!(body["running"], 0, "{uri}: {body}");
     }
+}
+
+/// A body that sends `first` and then never ends (a stalled client).
+fn stalled_body(first: &'static [u8]) -> Body {
+    let once = futures::stream::once(async move {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(first))
+    });
+    Body::from_stream(once.chain(futures::stream::pending()))
+}
+
+use futures::StreamExt as _;
+
+/// The id the API gives `KEY` (a hash prefix of the key).
+fn key_id(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
+}
+
+fn running_status(runs: &[(uuid::Uuid, String)]) -> SharedStatus {
+    let events: Vec<protocol::RunningEvent> = runs
+        .iter()
+        .map(|(id, key)| protocol::RunningEvent {
+            uuid: *id,
+            started_at: chrono::Utc::now(),
+            last_stats_at: None,
+            nodes: 1,
+            key_id: Some(key.clone()),
+        })
+        .collect();
+    Arc::new(RwLock::new(protocol::RunningSet {
+        running: events.len(),
+        events,
+    }))
+}
+
+#[tokio::test]
+async fn an_announced_body_over_the_limit_is_413_before_the_key_is_checked() {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/apiv0.1/events/register")
+        .header(header::CONTENT_LENGTH, "200000000")
+        .body(stalled_body(b"{"))
+        .expect("request");
+    let (status, ct, body, headers) = send(request).await;
+    assert_problem(status, &ct, &body, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("http.body_limit")),
+        "{body}"
+    );
+    assert_eq!(headers[header::CONNECTION], "close");
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_the_body_is_read() {
+    let timeout = std::time::Duration::from_secs(5);
+    // Register without a key, stats with a wrong token, commit with a malformed or missing
+    // token: each answered at once although the body never ends.
+    let run = uuid::Uuid::new_v4();
+    let cases = [
+        ("/apiv0.1/events/register".to_string(), None),
+        (format!("/apiv0.1/events/{run}/stats"), Some("0".repeat(64))),
+        ("/apiv0.1/events/commit".to_string(), Some("not-hex".into())),
+        ("/apiv0.1/events/commit".to_string(), None),
+    ];
+    for (uri, credential) in cases {
+        let request = post(&uri, credential.as_deref(), stalled_body(b"{\"startedAt\""));
+        let (status, ct, body, _) = tokio::time::timeout(timeout, send(request))
+            .await
+            .unwrap_or_else(|_| panic!("{uri}: the handler waited for the body"));
+        assert_problem(status, &ct, &body, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_408() {
+    let app = app_with(
+        &[("LOADTEST__HTTP__BODY_READ_TIMEOUT_MS", "200")],
+        Arc::new(RwLock::new(Default::default())),
+    );
+    let request = post(
+        "/apiv0.1/events/register",
+        Some(KEY),
+        stalled_body(b"{\"startedAt\""),
+    );
+    let (status, ct, body, _) = send_to(&app, request).await;
+    assert_problem(status, &ct, &body, StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("http.body_read_timeout_ms")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_over_its_register_rate_gets_429_with_retry_after() {
+    let app = app_with(
+        &[
+            ("LOADTEST__AUTH__REGISTER_RATE_PER_KEY", "1"),
+            ("LOADTEST__AUTH__REGISTER_BURST_PER_KEY", "2"),
+        ],
+        Arc::new(RwLock::new(Default::default())),
+    );
+    for _ in 0..2 {
+        // Within the rate: as far as publishing (no broker here: 503).
+        let (status, ..) = send_to(
+            &app,
+            post("/apiv0.1/events/register", Some(KEY), register_body()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (status, ct, body, headers) = send_to(
+        &app,
+        post("/apiv0.1/events/register", Some(KEY), register_body()),
+    )
+    .await;
+    assert_problem(status, &ct, &body, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["type"], "https://loadtest.dev/problems/rate-limit");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("auth.register_rate_per_key")),
+        "{body}"
+    );
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+}
+
+#[tokio::test]
+async fn a_run_over_its_stats_rate_gets_429() {
+    let app = app_with(
+        &[
+            ("LOADTEST__AUTH__EVENT_RATE_PER_RUN", "1"),
+            ("LOADTEST__AUTH__EVENT_BURST_PER_RUN", "1"),
+        ],
+        Arc::new(RwLock::new(Default::default())),
+    );
+    let run = uuid::Uuid::new_v4();
+    let token = protocol::event_token(SECRET.as_bytes(), &run);
+    let uri = format!("/apiv0.1/events/{run}/stats");
+    let (status, ..) = send_to(&app, post(&uri, Some(&token), "{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "within the rate: parsed");
+    let (status, ct, body, headers) = send_to(&app, post(&uri, Some(&token), "{}")).await;
+    assert_problem(status, &ct, &body, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("auth.event_rate_per_run")),
+        "{body}"
+    );
+    assert!(headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn a_key_at_its_running_runs_cannot_start_another_but_may_join_one() {
+    let mine = key_id(KEY);
+    let runs: Vec<(uuid::Uuid, String)> = (0..3)
+        .map(|_| (uuid::Uuid::new_v4(), mine.clone()))
+        .chain(std::iter::once((
+            uuid::Uuid::new_v4(),
+            "0123456789abcdef".into(),
+        )))
+        .collect();
+    // One of the key's running runs was registered with a run key.
+    let joined = protocol::run_id_for_key(SECRET.as_bytes(), &mine, "nightly");
+    let mut with_joined = runs.clone();
+    with_joined[0].0 = joined;
+    let app = app_with(
+        &[("LOADTEST__AUTH__MAX_RUNNING_RUNS_PER_KEY", "3")],
+        running_status(&with_joined),
+    );
+    let (status, ct, body, headers) = send_to(
+        &app,
+        post("/apiv0.1/events/register", Some(KEY), register_body()),
+    )
+    .await;
+    assert_problem(status, &ct, &body, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        body["type"],
+        "https://loadtest.dev/problems/running-runs-limit"
+    );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("API key {mine} has 3 running runs"))
+            && detail.contains("auth.max_running_runs_per_key"),
+        "{detail}"
+    );
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // Another node joining the running run (same runKey): not a new run, so as far as
+    // publishing (no broker here: 503).
+    let mut join: Value = serde_json::from_slice(&register_body()).expect("fixture");
+    join["runKey"] = "nightly".into();
+    let (status, ..) = send_to(
+        &app,
+        post("/apiv0.1/events/register", Some(KEY), join.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // isrunning does not tell which runs share a key.
+    let (_, _, body, _) = send_to(&app, get("/events/isrunning")).await;
+    assert_eq!(body["running"], 4);
+    assert!(!body.to_string().contains("keyId"), "{body}");
 }

@@ -1,39 +1,40 @@
-//! The AMQP edge of the writer: topology, the consume loop, acks, dead-lettering and the
-//! running-set status. The run lifecycle itself knows nothing of AMQP.
+//! The AMQP edge of the writer: topology, the leader lock, restoring the runs, consuming.
+//! The run lifecycle itself knows nothing of AMQP.
 //!
-//! One `tokio::select!` over shutdown, deliveries and the snapshot tick. Deliveries are acked
-//! only as [`Effects`] say (after the write, or when superseded); the
-//! lifecycle's points are encoded to line protocol here. A message that fails
-//! validation, carries a bad token, or whose points InfluxDB rejects for good is published to the
-//! dead-letter exchange with the reason in the `x-loadtest-dead-reason` header (confirmed), then
-//! acked. Publishing (dead letters, `event.completed`, the running-set status) goes through the
-//! kit's confirming [`Publisher`] on its own connection. On any broker error the session ends, the
-//! held deliveries go back to the queue, and the writer reconnects with backoff (reset once a
-//! session was consuming) and rebuilds its runs from the redeliveries.
+//! A session connects, declares the topology (queues, exchanges, the checkpoint stream), then
+//! takes the leader lock (standing by while another writer holds it: see [`crate::state`]). The
+//! leader restores the running runs from the checkpoint stream and consumes the writer's queue
+//! ([`crate::active`]): deliveries are acked once a confirmed checkpoint covers them, or when
+//! superseded; points are written beside the consume loop, so an InfluxDB outage does not stop
+//! consumption. On any broker error the session ends (with it the lock, and the unacked
+//! deliveries go back to the queue) and the writer reconnects with backoff (reset once a session
+//! was established); when it is leader again it restores from the stream like any new writer.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
-use futures::{FutureExt, StreamExt};
-use kit::amqp::{AmqpSettings, Message, Publisher};
+use kit::amqp::{AmqpSettings, Publisher};
 use kit::backoff::{Backoff, SessionError};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, ExchangeKind};
-use lifecycle::{DeliveryId, Effects, Lifecycle, LifecycleSettings};
-use protocol::{routing, verify_event_token, Envelope};
-use secrecy::{ExposeSecret, SecretString};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ExchangeKind};
+use lifecycle::{Lifecycle, LifecycleSettings};
+use protocol::routing;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::sink::{write_with_retry, AnySink, WriteFailure};
+use crate::active::Active;
+use crate::settings::CheckpointSettings;
+use crate::sink::AnySink;
+use crate::state::{self, StateStream, CLOCK_SKEW};
 
 /// Declares the exchanges, the writer's quorum queue (single active consumer, delivery limit,
-/// dead-lettering) and the dead-letter queue. Idempotent.
+/// dead-lettering) and the dead-letter queue. Idempotent. (The checkpoint stream:
+/// [`state::declare_stream`].)
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -106,332 +107,122 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<
     Ok(())
 }
 
-/// What the writer needs besides the lifecycle settings.
+/// What the writer needs.
 pub struct Worker {
     /// Broker settings.
     pub amqp: AmqpSettings,
     /// Lifecycle settings.
     pub lifecycle: LifecycleSettings,
+    /// The checkpoint stream and the leader lock.
+    pub checkpoint: CheckpointSettings,
     /// Where points go.
     pub sink: AnySink,
     /// Event-token secret; `None` disables verification.
     pub token_secret: Option<SecretString>,
 }
 
-/// A delivery held until the lifecycle says it may be acked.
-struct Held {
-    data: Vec<u8>,
-    routing_key: String,
-    properties: BasicProperties,
-}
-
 /// Consumes until `shutdown`, reconnecting on broker errors with capped exponential backoff
-/// (0.5 s doubling to 10 s), reset once a session was consuming: a broker blip costs the first
-/// delay, not the cap.
+/// (0.5 s doubling to 10 s), reset once a session was established: a broker blip costs the
+/// first delay, not the cap.
 pub async fn run(worker: Worker, shutdown: CancellationToken) -> anyhow::Result<()> {
     let publisher = Publisher::new(&worker.amqp, "loadtest-writer-publisher");
+    let writer_id = Uuid::new_v4();
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let (w, p, stop) = (&worker, &publisher, &shutdown);
-    kit::backoff::reconnect("broker session", backoff, stop, move || session(w, p, stop)).await;
+    kit::backoff::reconnect("broker session", backoff, stop, move || {
+        session(w, p, writer_id, stop)
+    })
+    .await;
     publisher.close().await;
     Ok(())
 }
 
-struct Session<'a> {
-    worker: &'a Worker,
-    consume: Channel,
-    publisher: &'a Publisher,
-    lifecycle: Lifecycle,
-    /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see [`Session::ack`]).
-    held: HashMap<DeliveryId, Held>,
-    /// Whether this session has received a delivery, i.e. is the queue's single active consumer.
-    /// A standing-by replica publishes no status, or API replicas would see its empty running
-    /// set alternate with the active writer's.
-    active: bool,
-    shutdown: &'a CancellationToken,
-}
-
-/// One broker session: connect, declare, consume until shutdown (`Ok`) or a broker error. It
-/// counts as established once it is consuming.
+/// One broker session: connect, declare, take the leader lock, restore, consume until shutdown
+/// (`Ok`) or a broker error. It counts as established once the topology is declared.
 async fn session(
     worker: &Worker,
     publisher: &Publisher,
+    writer_id: Uuid,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let conn = kit::amqp::connect(&worker.amqp, "loadtest-writer")
         .await
         .context("connecting to RabbitMQ")
         .map_err(SessionError::before)?;
-    let consume = conn.create_channel().await.map_err(SessionError::before)?;
-    declare_topology(&consume, &worker.amqp)
+    let channel = conn.create_channel().await.map_err(SessionError::before)?;
+    declare_topology(&channel, &worker.amqp)
         .await
         .map_err(SessionError::before)?;
-    consume
+    state::declare_stream(&channel, &worker.amqp, &worker.checkpoint)
+        .await
+        .map_err(SessionError::before)?;
+    tracing::info!(queue = %worker.amqp.queue(), stream = %worker.checkpoint.stream_name(&worker.amqp), "connected; topology declared");
+    let result = lead(&conn, channel, worker, publisher, writer_id, shutdown).await;
+    metrics::gauge!("loadtest_writer_leader").set(0.0);
+    metrics::gauge!("loadtest_writer_unacked_deliveries").set(0.0);
+    // Unacked deliveries go back to the queue when the connection closes, and the lock is
+    // released: nothing is lost.
+    let _ = conn.close(200, "writer stopping").await;
+    result.map_err(SessionError::after)
+}
+
+/// Takes the leader lock (standing by while another writer holds it), restores the runs from
+/// the checkpoint stream and consumes until shutdown or a broker error.
+async fn lead(
+    conn: &Connection,
+    channel: Channel,
+    worker: &Worker,
+    publisher: &Publisher,
+    writer_id: Uuid,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let lock = CheckpointSettings::lock_name(&worker.amqp);
+    let standing_by =
+        || tracing::info!(lock = %lock, "standing by: another writer holds the leader lock");
+    let retry = worker.checkpoint.lock_retry()?;
+    let Some(_lock_channel) = state::take_lock(conn, &lock, retry, shutdown, standing_by).await?
+    else {
+        return Ok(());
+    };
+    let took = Instant::now();
+    let stream = StateStream::open(
+        conn,
+        worker.checkpoint.stream_name(&worker.amqp),
+        writer_id,
+        worker.amqp.confirm_timeout(),
+    )
+    .await?;
+    // Every running run has a record within the last refresh (plus a tick), unless no writer
+    // was active: the restore reads further back then.
+    let window =
+        worker.lifecycle.checkpoint_refresh + 2 * worker.lifecycle.snapshot_interval + CLOCK_SKEW;
+    let restored = stream.restore(conn, window).await?;
+    let mut lifecycle = Lifecycle::new(worker.lifecycle.clone());
+    let runs = lifecycle.restore(restored.records);
+    channel
         .basic_qos(worker.amqp.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(SessionError::before)?;
-    let mut consumer = consume
+        .await?;
+    let mut consumer = channel
         .basic_consume(
             &worker.amqp.queue(),
             "",
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
+        .await?;
+    metrics::gauge!("loadtest_writer_leader").set(1.0);
+    tracing::info!(
+        lock = %lock,
+        queue = %worker.amqp.queue(),
+        sink = %worker.sink.describe(),
+        runs,
+        stream_messages = restored.messages,
+        skipped = restored.skipped,
+        passes = restored.passes,
+        restore_ms = took.elapsed().as_millis() as u64,
+        "active consumer: leader lock taken, runs restored; consuming"
+    );
+    Active::new(worker, channel, publisher, stream, lifecycle, shutdown)
+        .run(&mut consumer)
         .await
-        .map_err(SessionError::before)?;
-    tracing::info!(queue = %worker.amqp.queue(), sink = %worker.sink.describe(), "consuming");
-    let mut s = Session {
-        worker,
-        consume,
-        publisher,
-        lifecycle: Lifecycle::new(worker.lifecycle.clone()),
-        held: HashMap::new(),
-        active: false,
-        shutdown,
-    };
-    s.publish_status().await;
-    let interval = worker.lifecycle.snapshot_interval;
-    // Status is refreshed more often than snapshots so `isrunning` stays fresh.
-    let status_every = interval.min(Duration::from_secs(5));
-    let mut next_tick = next_aligned(interval);
-    let mut next_status = tokio::time::Instant::now() + status_every;
-    let result = loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            d = consumer.next() => {
-                let delivery = match d {
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => break Err(anyhow::Error::new(e).context("consuming")),
-                    None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
-                };
-                if let Err(e) = s.on_delivery(delivery).await {
-                    break Err(e);
-                }
-            }
-            _ = tokio::time::sleep_until(next_tick) => {
-                next_tick = next_aligned(interval);
-                // Take in what has already arrived before snapshotting: after a stall (an
-                // InfluxDB outage) the prefetched backlog may hold commits sent before this tick,
-                // and a snapshot written now from older stats would land after the run's end.
-                if let Err(e) = s.drain_ready(&mut consumer).await {
-                    break Err(e);
-                }
-                let fx = s.lifecycle.tick(Utc::now());
-                if let Err(e) = s.apply(fx).await {
-                    break Err(e);
-                }
-                s.publish_status().await;
-            }
-            _ = tokio::time::sleep_until(next_status) => {
-                next_status = tokio::time::Instant::now() + status_every;
-                s.publish_status().await;
-            }
-        }
-    };
-    // Unacked deliveries go back to the queue when the channel closes: nothing is lost.
-    let _ = conn.close(200, "writer stopping").await;
-    result.map_err(SessionError::after)
-}
-
-/// The instant of the next wall-clock multiple of `interval`.
-fn next_aligned(interval: Duration) -> tokio::time::Instant {
-    let now = Utc::now();
-    let next = protocol::time::align_down(now, interval) + interval.as_nanos() as i64;
-    let wait = (next - protocol::time::unix_nanos(now)).max(0) as u64;
-    // A few ms late so the aligned timestamp is the one just reached.
-    tokio::time::Instant::now() + Duration::from_nanos(wait) + Duration::from_millis(5)
-}
-
-impl Session<'_> {
-    /// Handles the deliveries already buffered, without waiting for more (bounded by the prefetch).
-    async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
-        for _ in 0..self.worker.amqp.prefetch.max(1) {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => self.on_delivery(d).await?,
-                Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
-                Some(None) => return Err(anyhow::anyhow!("the broker cancelled the consumer")),
-                None => break,
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_delivery(&mut self, d: lapin::message::Delivery) -> anyhow::Result<()> {
-        let tag = d.delivery_tag;
-        if !self.active {
-            self.active = true;
-            tracing::info!(queue = %self.worker.amqp.queue(), "active consumer: receiving deliveries");
-        }
-        let envelope = match Envelope::from_json(&d.data) {
-            Ok(env) => env,
-            Err(e) => {
-                metrics::counter!("loadtest_writer_messages_total", "kind" => "unknown", "outcome" => "invalid").increment(1);
-                tracing::warn!(delivery_tag = tag, error = %e, "invalid message; dead-lettering");
-                return self
-                    .dead_letter_raw(
-                        tag,
-                        &d.data,
-                        d.routing_key.as_str(),
-                        &d.properties,
-                        &format!("invalid message: {e}"),
-                    )
-                    .await;
-            }
-        };
-        if let Some(secret) = &self.worker.token_secret {
-            if !verify_event_token(
-                secret.expose_secret().as_bytes(),
-                &envelope.event_id,
-                &envelope.token,
-            ) {
-                metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "bad_token").increment(1);
-                tracing::warn!(delivery_tag = tag, event_id = %envelope.event_id, "bad event token; dead-lettering");
-                return self
-                    .dead_letter_raw(
-                        tag,
-                        &d.data,
-                        d.routing_key.as_str(),
-                        &d.properties,
-                        "bad event token",
-                    )
-                    .await;
-            }
-        }
-        self.held.insert(
-            tag,
-            Held {
-                data: d.data,
-                routing_key: d.routing_key.to_string(),
-                properties: d.properties,
-            },
-        );
-        metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "accepted").increment(1);
-        let fx = self.lifecycle.handle(tag, envelope, Utc::now());
-        self.apply(fx).await
-    }
-
-    async fn apply(&mut self, fx: Effects) -> anyhow::Result<()> {
-        for tag in fx.ack {
-            self.ack(tag).await?;
-        }
-        for w in fx.writes {
-            let mut lines = Vec::new();
-            let points = lifecycle::encode(&w.points, &mut lines);
-            if !lines.is_empty() {
-                let started = std::time::Instant::now();
-                let written = write_with_retry(&self.worker.sink, &lines, self.shutdown).await;
-                metrics::histogram!("loadtest_writer_write_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                match written {
-                    Ok(()) => {
-                        metrics::counter!("loadtest_writer_points_written_total")
-                            .increment(points as u64);
-                        tracing::debug!(event_id = %w.event_id, points, "points written");
-                    }
-                    Err(WriteFailure::Cancelled) => return Ok(()),
-                    Err(WriteFailure::Permanent(reason)) => {
-                        tracing::error!(event_id = %w.event_id, error = %reason, "points rejected; dead-lettering the messages that carried them");
-                        for tag in w.acks {
-                            self.dead_letter(
-                                tag,
-                                &format!("InfluxDB rejected the points: {reason}"),
-                            )
-                            .await?;
-                        }
-                        continue;
-                    }
-                }
-            }
-            for tag in w.acks {
-                self.ack(tag).await?;
-            }
-        }
-        for env in fx.completed {
-            // Not mandatory: no queue is bound to event.completed until a notifier runs.
-            let body = env.to_json();
-            self.publisher
-                .send(Message::new(protocol::routing::COMPLETED, &body).not_mandatory())
-                .await
-                .context("publishing event.completed")?;
-        }
-        if fx.running_changed {
-            self.publish_status().await;
-        }
-        Ok(())
-    }
-
-    /// Acks a held delivery. A tag that is not held any more was settled already: acking it
-    /// twice would be a channel error (PRECONDITION_FAILED) that ends the session.
-    async fn ack(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
-        if self.held.remove(&tag).is_none() {
-            return Ok(());
-        }
-        self.ack_raw(tag).await
-    }
-
-    async fn ack_raw(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
-        self.consume
-            .basic_ack(tag, BasicAckOptions::default())
-            .await
-            .context("acking")
-    }
-
-    async fn dead_letter(&mut self, tag: DeliveryId, reason: &str) -> anyhow::Result<()> {
-        let Some(h) = self.held.remove(&tag) else {
-            return Ok(());
-        };
-        self.dead_letter_raw(tag, &h.data, &h.routing_key, &h.properties, reason)
-            .await
-    }
-
-    async fn dead_letter_raw(
-        &mut self,
-        tag: DeliveryId,
-        data: &[u8],
-        routing_key: &str,
-        props: &BasicProperties,
-        reason: &str,
-    ) -> anyhow::Result<()> {
-        let mut headers = props.headers().clone().unwrap_or_default();
-        headers.insert(
-            ShortString::from(routing::DEATH_REASON_HEADER),
-            AMQPValue::LongString(LongString::from(reason.to_string())),
-        );
-        headers.insert(
-            ShortString::from("x-loadtest-routing-key"),
-            AMQPValue::LongString(LongString::from(routing_key.to_string())),
-        );
-        // The original properties (message id, producer) travel with it; redrive restores them.
-        let dlx = self.worker.amqp.dlx();
-        let message = Message::new(routing_key, data)
-            .exchange(&dlx)
-            .properties(props.clone())
-            .headers(headers);
-        self.publisher
-            .send(message)
-            .await
-            .context("dead-lettering")?;
-        metrics::counter!("loadtest_writer_dead_lettered_total").increment(1);
-        self.ack_raw(tag).await
-    }
-
-    async fn publish_status(&self) {
-        if !self.active {
-            return;
-        }
-        let running = self.lifecycle.running();
-        metrics::gauge!("loadtest_writer_runs_running").set(running.running as f64);
-        let body = match serde_json::to_vec(&running) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        // Best effort, transient, not mandatory: a status nobody listens to is fine, and the
-        // next tick sends a fresh one. Bounded so a slow broker cannot stall the consumer long.
-        let exchange = self.worker.amqp.status_exchange();
-        let message = Message::new("", &body)
-            .exchange(&exchange)
-            .transient()
-            .not_mandatory();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher.send(message)).await;
-    }
 }

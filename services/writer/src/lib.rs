@@ -7,17 +7,23 @@
 //! Layout:
 //! - [`sink`]: InfluxDB v2 and InfluxDB v1 sinks and the lifecycle's file sink behind
 //!   [`AnySink`](sink::AnySink), with the retry policy.
-//! - [`consumer`]: the AMQP edge (topology, consume loop, acks, dead-lettering, status); encodes
-//!   the lifecycle's points to line protocol.
+//! - [`consumer`]: the AMQP edge: topology, a broker session (leader lock, restore, consume).
+//! - `active` (private): the leader's loop: deliveries, acks once checkpointed, dead-lettering,
+//!   writes beside the loop, checkpoints, status.
+//! - [`state`]: the leader lock and the checkpoint stream (publish, restore).
+//! - [`outbox`]: writing the runs' outboxes in batches.
 //! - [`metrics`]: Prometheus metrics on `metrics.listen`.
 //! - [`redrive`]: moves dead-lettered messages back (`loadtest-writer redrive`).
 //! - [`settings`]: configuration (defaults, TOML file, environment).
 
+mod active;
 pub mod consumer;
 pub mod metrics;
+pub mod outbox;
 pub mod redrive;
 pub mod settings;
 pub mod sink;
+pub mod state;
 
 use kit::settings::secret_from;
 use secrecy::ExposeSecret;
@@ -66,8 +72,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     {
         anyhow::bail!("auth.token_secret is empty");
     }
+    let mut lifecycle = settings.lifecycle.to_settings()?;
+    lifecycle.checkpoint_refresh = settings.checkpoint.refresh()?;
     let worker = consumer::Worker {
-        lifecycle: settings.lifecycle.to_settings()?,
+        lifecycle,
+        checkpoint: settings.checkpoint.clone(),
         amqp: settings.amqp.clone(),
         sink,
         token_secret,

@@ -42,7 +42,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    kit::telemetry::init(settings.log.format.as_deref(), "info,lapin=error");
+    // lapin logs every channel the broker closes at error level; a standing-by writer's refused
+    // lock attempts close one a second. The writer reports the channel errors that matter itself.
+    kit::telemetry::init(
+        settings.log.format.as_deref(),
+        "info,lapin=error,lapin::channel=off",
+    );
     if let Some(Command::Redrive { limit }) = cli.command {
         return match loadtest_writer::redrive::redrive(&settings.amqp, limit).await {
             Ok(r) => {

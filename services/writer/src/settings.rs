@@ -21,6 +21,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// Run lifecycle timings.
     pub lifecycle: LifecycleConfig,
+    /// Where run state is checkpointed, and the leader lock.
+    pub checkpoint: CheckpointSettings,
     /// Where points go.
     pub sink: SinkSettings,
     /// Event-token verification.
@@ -62,6 +64,13 @@ pub struct LifecycleConfig {
     pub commit_grace_s: f64,
     /// Distinct (method, name) pairs per run (default 500).
     pub max_names_per_run: usize,
+    /// Snapshots a run keeps while they cannot be written (default 120); the oldest is dropped
+    /// beyond it, with a warning.
+    pub max_pending_snapshots_per_run: usize,
+    /// Bytes of line protocol those snapshots may take per run (default 8388608: 8 MiB); the
+    /// oldest is dropped beyond it too. Checkpoint records carry them (deflated), and the
+    /// broker caps a message's size.
+    pub max_pending_bytes_per_run: usize,
 }
 
 impl LifecycleConfig {
@@ -81,7 +90,74 @@ impl LifecycleConfig {
             expire_after: secs("expire_after_s", self.expire_after_s)?,
             commit_grace: secs("commit_grace_s", self.commit_grace_s)?,
             max_names_per_run: self.max_names_per_run.max(1),
+            max_pending_snapshots_per_run: self.max_pending_snapshots_per_run.max(1),
+            max_pending_bytes_per_run: self.max_pending_bytes_per_run.max(1),
+            ..LifecycleSettings::default()
         })
+    }
+}
+
+/// The checkpoint stream and the leader lock (see [`crate::state`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSettings {
+    /// The checkpoint stream, and the fanout exchange bound to it (default empty:
+    /// `<exchange>.writer.state`).
+    pub stream: String,
+    /// The stream's retention, s (`x-max-age`, default 3600). Applies when the stream is
+    /// created; change an existing stream's with a policy.
+    pub max_age_s: u64,
+    /// The stream's segment size, bytes (`x-stream-max-segment-size-bytes`, default 4000000):
+    /// retention deletes whole segments, so small ones let it act.
+    pub max_segment_size_bytes: u64,
+    /// An unchanged run is checkpointed again after this long, s (default 60).
+    pub refresh_s: f64,
+    /// Checkpoint as soon as this many deliveries are unacked (default 1000; at most half the
+    /// prefetch), besides every snapshot interval.
+    pub after_deliveries: usize,
+    /// A standing-by writer tries to take the leader lock this often, s (default 1).
+    pub lock_retry_s: f64,
+}
+
+impl CheckpointSettings {
+    /// The stream's name: `stream`, or `<exchange>.writer.state`.
+    pub fn stream_name(&self, amqp: &AmqpSettings) -> String {
+        if self.stream.is_empty() {
+            format!("{}.writer.state", amqp.exchange)
+        } else {
+            self.stream.clone()
+        }
+    }
+
+    /// The leader lock's exclusive queue, `<exchange>.writer.lock`.
+    pub fn lock_name(amqp: &AmqpSettings) -> String {
+        format!("{}.writer.lock", amqp.exchange)
+    }
+
+    /// [`CheckpointSettings::refresh_s`] as a duration; errors name the key.
+    pub fn refresh(&self) -> anyhow::Result<Duration> {
+        positive("checkpoint.refresh_s", self.refresh_s)
+    }
+
+    /// [`CheckpointSettings::lock_retry_s`] as a duration; errors name the key.
+    pub fn lock_retry(&self) -> anyhow::Result<Duration> {
+        positive("checkpoint.lock_retry_s", self.lock_retry_s)
+    }
+
+    /// The unacked count that triggers a checkpoint: `after_deliveries`, at most half the
+    /// prefetch (the broker stops delivering at the prefetch), at least 1.
+    pub fn threshold(&self, prefetch: u16) -> usize {
+        self.after_deliveries.min(usize::from(prefetch) / 2).max(1)
+    }
+}
+
+fn positive(key: &str, v: f64) -> anyhow::Result<Duration> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(anyhow::anyhow!(
+            "{key} must be a positive number of seconds, got {v}"
+        ))
     }
 }
 
@@ -174,6 +250,16 @@ snapshot_interval_s = 15.0
 expire_after_s = 300.0
 commit_grace_s = 60.0
 max_names_per_run = 500
+max_pending_snapshots_per_run = 120
+max_pending_bytes_per_run = 8388608
+
+[checkpoint]
+stream = ""
+max_age_s = 3600
+max_segment_size_bytes = 4000000
+refresh_s = 60.0
+after_deliveries = 1000
+lock_retry_s = 1.0
 
 [sink]
 kind = "v2"
@@ -208,6 +294,8 @@ impl Settings {
     pub fn load_from(file: Option<&Path>, env: &Env) -> anyhow::Result<Self> {
         let s: Settings = kit::settings::load(&SPEC, file, env)?;
         s.lifecycle.to_settings()?;
+        s.checkpoint.refresh()?;
+        s.checkpoint.lock_retry()?;
         if s.auth.verify_tokens
             && s.auth.token_secret.is_none()
             && s.auth.token_secret_file.is_none()
@@ -248,6 +336,24 @@ mod tests {
         assert_eq!(
             s.lifecycle.to_settings().expect("valid").snapshot_interval,
             Duration::from_secs(15)
+        );
+        assert_eq!(s.checkpoint.stream_name(&s.amqp), "loadtest.writer.state");
+        assert_eq!(
+            CheckpointSettings::lock_name(&s.amqp),
+            "loadtest.writer.lock"
+        );
+        assert_eq!(
+            s.checkpoint.refresh().expect("valid"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(s.checkpoint.threshold(s.amqp.prefetch), 1000);
+        assert_eq!(s.checkpoint.threshold(50), 25, "at most half the prefetch");
+        assert_eq!(
+            s.lifecycle
+                .to_settings()
+                .expect("valid")
+                .max_pending_snapshots_per_run,
+            120
         );
     }
 

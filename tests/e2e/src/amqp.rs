@@ -49,6 +49,36 @@ pub async fn amqp_publish(
     Ok(())
 }
 
+/// Publishes every `(routing key, body)` of `messages` (persistent, JSON) to `exchange` on one
+/// confirm-mode channel, then waits for every confirm; a nack is an error.
+pub async fn amqp_publish_all(
+    conn: &lapin::Connection,
+    exchange: &str,
+    messages: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut confirms = Vec::with_capacity(messages.len());
+    for (key, body) in messages {
+        let props = lapin::BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+        confirms.push(
+            ch.basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
+                .await?,
+        );
+    }
+    for c in confirms {
+        if c.await?.is_nack() {
+            bail!("the broker nacked a publish to {exchange}");
+        }
+    }
+    let _ = ch.close(200, "published").await;
+    Ok(())
+}
+
 /// A dead-lettered message: its body and the writer's `x-loadtest-dead-reason` header.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -108,24 +138,25 @@ pub async fn amqp_ready(conn: &lapin::Connection, queue: &str) -> anyhow::Result
 /// Messages in `queue`, ready plus unacked, as `rabbitmqctl list_queues` reports them (the
 /// shared node, or `node` when given).
 pub fn rabbit_queue_messages(node: Option<&RabbitNode>, queue: &str) -> anyhow::Result<u64> {
+    rabbit_queue_column(node, queue, "messages")
+}
+
+/// Deliveries of `queue` handed to consumers and not acked yet (`messages_unacknowledged` of
+/// `rabbitmqctl list_queues`; the shared node, or `node` when given).
+pub fn rabbit_queue_unacked(node: Option<&RabbitNode>, queue: &str) -> anyhow::Result<u64> {
+    rabbit_queue_column(node, queue, "messages_unacknowledged")
+}
+
+fn rabbit_queue_column(
+    node: Option<&RabbitNode>,
+    queue: &str,
+    column: &str,
+) -> anyhow::Result<u64> {
+    let args = ["list_queues", "-q", "--no-table-headers", "name", column];
     let out = match node {
-        Some(n) => n.ctl(&[
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages",
-        ])?,
+        Some(n) => n.ctl(&args)?,
         None => {
-            let o = Command::new("rabbitmqctl")
-                .args([
-                    "list_queues",
-                    "-q",
-                    "--no-table-headers",
-                    "name",
-                    "messages",
-                ])
-                .output()?;
+            let o = Command::new("rabbitmqctl").args(args).output()?;
             String::from_utf8_lossy(&o.stdout).to_string()
         }
     };

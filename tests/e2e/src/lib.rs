@@ -15,6 +15,7 @@
 //! - [`nodes`]: private RabbitMQ and InfluxDB instances a test may stop.
 //! - [`loadgen`]: `loadgen` runs and its output.
 //! - [`checks`]: whole-run assertions and the reliability table.
+//! - [`raw`]: raw HTTP/1.1 clients (half-sent requests, stalled bodies) and their answers.
 //! - [`wait`]: polling with a deadline.
 //! - [`webhook`]: a local stand-in for a Slack incoming webhook, and readers of its messages.
 
@@ -24,6 +25,7 @@ pub mod influx;
 pub mod loadgen;
 pub mod nodes;
 pub mod process;
+pub mod raw;
 pub mod stack;
 pub mod target;
 pub mod victoria_metrics;
@@ -36,6 +38,7 @@ pub use influx::*;
 pub use loadgen::*;
 pub use nodes::*;
 pub use process::*;
+pub use raw::*;
 pub use stack::*;
 pub use target::*;
 pub use victoria_metrics::*;

@@ -24,6 +24,19 @@ pub struct RabbitNode {
 impl RabbitNode {
     /// Starts a node and waits until it accepts AMQP connections.
     pub fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, "consumer_timeout = 3600000\n")
+    }
+
+    /// Starts a node whose `rabbitmq.conf` also holds `config` (e.g. the repository's
+    /// `infra/rabbitmq/rabbitmq.conf`), after a generous `consumer_timeout`, and waits until it
+    /// accepts AMQP connections.
+    pub fn start_with_config(name: &str, config: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, &format!("consumer_timeout = 3600000\n{config}\n"))
+    }
+
+    /// Starts a node with `config` (lines of `rabbitmq.conf`, e.g. `consumer_timeout = 60000`)
+    /// after its listener, and waits until it accepts AMQP connections.
+    pub fn start_with(name: &str, config: &str) -> anyhow::Result<Self> {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let dir = std::env::temp_dir().join(format!("loadtest-e2e-rabbit-{name}-{id}"));
         std::fs::create_dir_all(&dir)?;
@@ -31,7 +44,7 @@ impl RabbitNode {
         let dist = free_port()?;
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nconsumer_timeout = 3600000\n"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n{config}"),
         )?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         std::fs::write(dir.join("env.conf"), "")?;
@@ -89,6 +102,29 @@ impl RabbitNode {
     /// The AMQP URL of the node.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The AMQP URL of the node for `user` in `vhost`.
+    pub fn url_as(&self, user: &str, password: &str, vhost: &str) -> String {
+        format!("amqp://{user}:{password}@127.0.0.1:{}/{vhost}", self.port)
+    }
+
+    /// Imports a definitions file (users, permissions, limits, policies, queues) into the node
+    /// and waits until its users can log in. The file is copied into the node's folder first,
+    /// where the broker can read it.
+    pub fn import_definitions(&self, definitions: &std::path::Path) -> anyhow::Result<()> {
+        let copy = self.dir.join("definitions.json");
+        std::fs::copy(definitions, &copy)
+            .with_context(|| format!("copying {}", definitions.display()))?;
+        self.ctl(&["import_definitions", &copy.to_string_lossy()])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ctl(&["list_users"])?.contains("loadtest-loadgen") {
+            if Instant::now() > deadline {
+                bail!("the definitions' users did not appear on {}", self.node);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 
     fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {

@@ -127,12 +127,38 @@ impl Proc {
         args: &[&str],
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin_dir().join(bin));
+        cmd.args(args);
+        Self::spawn(name, bin, cmd, env)
+    }
+
+    /// As [`Proc::start`], with the open-files soft limit lowered to `soft` first (the hard
+    /// limit stays), as on a machine whose default is 1024.
+    pub fn start_with_open_files(
+        name: &str,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        soft: u64,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(bin_dir().join(bin))
+            .args(args);
+        Self::spawn(name, bin, cmd, env)
+    }
+
+    fn spawn(
+        name: &str,
+        bin: &str,
+        mut cmd: Command,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let log =
             std::env::temp_dir().join(format!("loadtest-e2e-{name}-{}.log", uuid::Uuid::new_v4()));
         let file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(bin_dir().join(bin));
-        cmd.args(args)
-            .stdout(file.try_clone()?)
+        cmd.stdout(file.try_clone()?)
             .stderr(file)
             .env("RUST_LOG", "info");
         for (k, v) in env {
@@ -144,6 +170,21 @@ impl Proc {
             log,
             name: name.to_string(),
         })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of `/proc/PID/status` in KiB: `VmRSS` (resident now) or `VmHWM` (the peak).
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{}/status", self.pid()))
     }
 
     /// The log so far.

@@ -29,6 +29,16 @@ impl Stack {
         }
     }
 
+    /// The writers' checkpoint stream, `<exchange>.writer.state`.
+    pub fn state_stream(&self) -> String {
+        format!("{}.writer.state", self.exchange)
+    }
+
+    /// The writers' queue, `<exchange>.writer`.
+    pub fn queue(&self) -> String {
+        format!("{}.writer", self.exchange)
+    }
+
     fn common_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("LOADTEST__AMQP__EXCHANGE", self.exchange.clone()),
@@ -36,14 +46,15 @@ impl Stack {
         ]
     }
 
-    /// Starts the writer with the extra settings `env` (sink, interval).
+    /// Starts the writer with the extra settings `env` (sink, interval), and waits until it has
+    /// declared the topology (it is then the leader, or stands by while another writer is).
     pub fn start_writer(&self, name: &str, env: &[(&'static str, String)]) -> anyhow::Result<Proc> {
         let mut all = self.common_env();
         all.push(("LOADTEST__AMQP__QUEUE_EXPIRES_MS", "600000".into()));
         all.push(("LOADTEST__METRICS__LISTEN", "127.0.0.1:0".into()));
         all.extend(env.iter().cloned());
         let mut p = Proc::start(name, "loadtest-writer", &[], &all)?;
-        p.wait_for_line("consuming", Duration::from_secs(30))?;
+        p.wait_for_line("topology declared", Duration::from_secs(30))?;
         Ok(p)
     }
 
@@ -68,10 +79,24 @@ impl Stack {
 
     /// Starts the API on a free port with extra settings (e.g. another broker URL).
     pub fn start_api_with(&self, env: &[(&'static str, String)]) -> anyhow::Result<(Proc, String)> {
+        self.start_api_limited(env, None)
+    }
+
+    /// As [`Stack::start_api_with`], with the open-files soft limit lowered to `soft_open_files`
+    /// before the API starts.
+    pub fn start_api_limited(
+        &self,
+        env: &[(&'static str, String)],
+        soft_open_files: Option<u64>,
+    ) -> anyhow::Result<(Proc, String)> {
         let mut all = self.common_env();
         all.push(("LOADTEST__AUTH__API_KEYS", self.api_key.clone()));
         all.extend(env.iter().cloned());
-        let mut p = Proc::start("api", "loadtest-api", &["--listen", "127.0.0.1:0"], &all)?;
+        let args = ["--listen", "127.0.0.1:0"];
+        let mut p = match soft_open_files {
+            Some(n) => Proc::start_with_open_files("api", "loadtest-api", &args, &all, n)?,
+            None => Proc::start("api", "loadtest-api", &args, &all)?,
+        };
         let line = p.wait_for_line("listening on http://", Duration::from_secs(30))?;
         let url = line
             .split("listening on ")
@@ -124,8 +149,9 @@ const QUEUE_SUFFIXES: &[&str] = &[
     ".writer.lock",
     ".notify.slack",
 ];
-/// Exchange suffixes derived from a test's exchange (the topic exchange itself is `""`).
-const EXCHANGE_SUFFIXES: &[&str] = &["", ".dlx", ".status"];
+/// Exchange suffixes derived from a test's exchange (the topic exchange itself is `""`; the
+/// checkpoint stream's fanout exchange has the stream's name).
+const EXCHANGE_SUFFIXES: &[&str] = &["", ".dlx", ".status", ".writer.state"];
 
 impl Drop for Stack {
     /// Removes what the test's services created on the shared RabbitMQ (the exchanges and

@@ -171,7 +171,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     // The writers reconnect by themselves (backoff up to 10 s): their first new session.
     let mut writer_back = Vec::new();
     for w in ["writer-1", "writer-2"] {
-        let times = log_times(&stack.container(w)?, "\"consuming\"")?;
+        let times = active_since(&stack.container(w)?)?;
         writer_back.extend(times.into_iter().filter(|t| *t >= start_at));
     }
     let writer_back_s = writer_back
@@ -490,10 +490,10 @@ fn docker_logs(container: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// When a writer logged `active consumer: receiving deliveries` (it is the queue's single
-/// active consumer), by Docker's log timestamps.
+/// When a writer logged `active consumer: leader lock taken, runs restored; consuming` (it took
+/// the leader lock and consumes), by Docker's log timestamps.
 fn active_since(container: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
-    log_times(container, "active consumer: receiving deliveries")
+    log_times(container, "active consumer: leader lock taken")
 }
 
 /// When `container` logged a line containing `needle`, by Docker's log timestamps.

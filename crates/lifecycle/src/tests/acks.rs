@@ -1,11 +1,12 @@
-//! The ack rule, the orphan rule and redeliveries.
+//! The ack rule (acked once checkpointed, superseded, or carrying nothing new), the orphan rule
+//! and redeliveries.
 
 use std::time::Duration;
 
 use protocol::Body;
 
 use super::scenario::{
-    acks, commit, float, info, int, named, ns, of, one, points, stats, string, tag, Scenario,
+    commit, float, info, int, named, ns, of, one, points, stats, string, tag, Scenario,
 };
 use crate::LifecycleSettings;
 
@@ -13,12 +14,8 @@ use crate::LifecycleSettings;
 fn register_snapshot_commit_and_ack_rule() {
     let mut s = Scenario::new();
     let fx = s.register(1, "a");
-    assert!(fx.ack.is_empty());
+    assert!(fx.ack.is_empty(), "register is held until a checkpoint");
     assert_eq!(fx.writes.len(), 1);
-    assert!(
-        fx.writes[0].acks.is_empty(),
-        "register is held until the final record"
-    );
     assert_eq!(string(one(&fx, "loadtest_event"), "status"), "running");
     assert_eq!(s.running(), 1);
 
@@ -26,27 +23,28 @@ fn register_snapshot_commit_and_ack_rule() {
     assert!(fx.ack.is_empty() && fx.writes.is_empty());
     let fx = s.stats(3, "a", 2, stats(20));
     assert_eq!(fx.ack, vec![2], "superseded stats are acked at once");
-    // A stale redelivery of seq 1 is superseded too.
-    let fx = s.stats(4, "a", 1, stats(10));
-    assert_eq!(fx.ack, vec![4]);
+    // A stale redelivery of seq 1 is superseded too, and seq 2 again carries nothing new.
+    assert_eq!(s.stats(4, "a", 1, stats(10)).ack, vec![4]);
+    assert_eq!(s.stats(5, "a", 2, stats(20)).ack, vec![5]);
+    assert_eq!(
+        s.covered(),
+        vec![1, 3],
+        "covered by a checkpoint, registers first"
+    );
+    assert!(s.covered().is_empty(), "acked once");
 
     let fx = s.tick("08:00:15.2");
     let snapshot = one(&fx, "loadtest_snapshot");
     assert_eq!(int(snapshot, "requests"), 20);
     assert_eq!(snapshot.timestamp, ns("08:00:15"), "aligned timestamp");
-    assert!(fx.writes.iter().all(|w| w.acks.is_empty()));
     // The same tick again writes nothing new.
     assert!(s.tick("08:00:16").writes.is_empty());
 
     s.clock("08:00:20");
-    let fx = s.commit(5, "a", 3, "08:00:20", stats(25));
-    assert_eq!(fx.ack, vec![3], "the commit supersedes the last stats");
-    let mut held = acks(&fx);
-    held.sort();
-    assert_eq!(
-        held,
-        vec![1, 5],
-        "register and commit acked after the final write"
+    let fx = s.commit(6, "a", 3, "08:00:20", stats(25));
+    assert!(
+        fx.ack.is_empty(),
+        "nothing superseded: the last stats were checkpointed"
     );
     assert_eq!(
         int(named(&fx, "loadtest_summary", "Aggregated"), "requests"),
@@ -55,7 +53,16 @@ fn register_snapshot_commit_and_ack_rule() {
     let event = one(&fx, "loadtest_event");
     assert_eq!(string(event, "status"), "committed");
     assert_eq!(float(event, "duration_s"), 20.0);
+    assert_eq!(
+        fx.completed.len(),
+        1,
+        "completed once the final record is written"
+    );
     assert_eq!(s.running(), 0);
+    let cp = s.checkpoint();
+    assert_eq!(cp.covers, vec![6], "the commit, with the run's tombstone");
+    assert_eq!(cp.records.len(), 1);
+    assert!(cp.records[0].state.is_none(), "a tombstone");
 }
 
 #[test]
@@ -64,19 +71,16 @@ fn two_nodes_sum_exactly_and_wait_for_each_other() {
     s.register(1, "a");
     let fx = s.register(2, "b");
     assert!(fx.writes.is_empty(), "second register writes nothing");
-    assert_eq!(
-        fx.ack,
-        vec![2],
-        "a joining node's register is acked at once"
+    assert!(
+        fx.ack.is_empty(),
+        "a joining node changes the run: held until a checkpoint"
     );
     let fx = s.commit(3, "a", 1, "08:00:30", stats(30));
     assert!(fx.writes.is_empty(), "waits for node b");
     let fx = s.commit(4, "b", 1, "08:00:31", stats(12));
     let aggregated = named(&fx, "loadtest_summary", "Aggregated");
     assert_eq!(int(aggregated, "requests"), 42);
-    let mut held = acks(&fx);
-    held.sort();
-    assert_eq!(held, vec![1, 3, 4]);
+    assert_eq!(s.covered(), vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -87,8 +91,8 @@ fn repeated_registers_are_acked_at_once() {
         let fx = s.register(delivery, "a");
         assert_eq!(fx.ack, vec![delivery], "a flood of registers holds nothing");
     }
-    let fx = s.commit(1000, "a", 1, "08:00:01", stats(3));
-    assert_eq!(acks(&fx), vec![1, 1000]);
+    s.commit(1000, "a", 1, "08:00:01", stats(3));
+    assert_eq!(s.covered(), vec![1, 1000]);
 }
 
 #[test]
@@ -98,10 +102,10 @@ fn final_acks_put_registers_first() {
     s.stats(2, "a", 1, stats(3));
     s.commit(3, "a", 2, "08:00:09", stats(5));
     let joined = s.register(4, "b");
-    assert_eq!(joined.ack, vec![4]);
-    let fx = s.commit(5, "b", 1, "08:00:09", stats(7));
+    assert!(joined.ack.is_empty());
+    s.commit(5, "b", 1, "08:00:09", stats(7));
     // A writer dying halfway through these acks leaves no register behind.
-    assert_eq!(acks(&fx), vec![1, 3, 5]);
+    assert_eq!(s.covered(), vec![1, 4, 3, 5]);
 }
 
 #[test]
@@ -157,7 +161,7 @@ fn redelivery_in_another_order_rebuilds_the_same_run() {
         fx.writes[1].points, first.writes[0].points,
         "same final points as in order"
     );
-    assert_eq!(acks(&fx), vec![9, 8]);
+    assert_eq!(s.covered(), vec![9, 8]);
     assert_eq!(s.running(), 0);
 }
 
@@ -195,4 +199,19 @@ fn messages_delivered_twice_add_no_points() {
             .all(|p| tag(p, "target_host") == "http://t"),
         "no point under empty tags: {all:#?}"
     );
+}
+
+/// The running set carries the id of the API key that registered the run (the API counts a
+/// key's running runs with it); a joining node's register does not change it.
+#[test]
+fn the_running_set_carries_the_registering_key_id() {
+    let mut s = Scenario::new();
+    let env = protocol::Envelope::new(s.id, "a", 0, String::new(), Body::Registered(info(None)))
+        .with_key_id("00aa11bb22cc33dd");
+    s.lc.handle(1, env, super::scenario::t("08:00:01"));
+    s.register(2, "b");
+    let set = s.lc.running();
+    assert_eq!(set.events.len(), 1);
+    assert_eq!(set.events[0].key_id.as_deref(), Some("00aa11bb22cc33dd"));
+    assert_eq!(set.events[0].nodes, 2);
 }

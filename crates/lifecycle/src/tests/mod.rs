@@ -2,6 +2,7 @@
 //! the assertions read the returned points as values.
 
 mod acks;
+mod checkpoint;
 mod completed;
 mod measurements;
 mod scenario;

@@ -1,7 +1,9 @@
 //! A small scenario builder for the lifecycle's tests, and readers for the points it returns.
 //!
 //! Every time is on 2026-11-29, written `"08:00:15.2"`. Every message belongs to the same run
-//! ([`Scenario::id`]), so two scenarios fed the same messages must write the same points.
+//! ([`Scenario::id`]), so two scenarios fed the same messages must write the same points. After
+//! each message or tick the scenario writes the outboxes (as the writer does), unless the sink is
+//! down ([`Scenario::outage`]).
 
 use chrono::{DateTime, Utc};
 use protocol::{
@@ -9,7 +11,7 @@ use protocol::{
 };
 use uuid::Uuid;
 
-use crate::{DeliveryId, Effects, FieldValue, Lifecycle, LifecycleSettings, Point};
+use crate::{Checkpoint, DeliveryId, Effects, FieldValue, Lifecycle, LifecycleSettings, Point};
 
 /// `"08:00:15.2"` on the test day.
 pub(super) fn t(time: &str) -> DateTime<Utc> {
@@ -28,8 +30,12 @@ pub(super) struct Scenario {
     pub(super) lc: Lifecycle,
     pub(super) id: Uuid,
     /// Wall-clock time of the messages fed (not their `sentAt`).
-    now: DateTime<Utc>,
+    pub(super) now: DateTime<Utc>,
     expected_nodes: Option<u32>,
+    /// The sink is down: outboxes are not written.
+    down: bool,
+    /// Every line written, in order.
+    pub(super) written: Vec<String>,
 }
 
 impl Scenario {
@@ -44,7 +50,56 @@ impl Scenario {
             id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef),
             now: t("08:00:01"),
             expected_nodes: None,
+            down: false,
+            written: Vec::new(),
         }
+    }
+
+    /// A scenario whose lifecycle is restored from `records` (as a writer taking over does),
+    /// with the clock at `time`.
+    pub(super) fn restored(
+        settings: LifecycleSettings,
+        records: Vec<crate::Record>,
+        time: &str,
+    ) -> Self {
+        let mut s = Self::with(settings);
+        s.lc.restore(records);
+        s.clock(time);
+        s
+    }
+
+    /// The sink goes down (`true`) or comes back (`false`; the outboxes are written then, and
+    /// what that returns).
+    pub(super) fn outage(&mut self, down: bool) -> Effects {
+        self.down = down;
+        let mut fx = Effects::default();
+        self.write_outboxes(&mut fx);
+        fx
+    }
+
+    /// Writes every outbox unless the sink is down; `event.completed` messages go in `fx`.
+    fn write_outboxes(&mut self, fx: &mut Effects) {
+        while !self.down {
+            let batch = self.lc.batch(usize::MAX);
+            if batch.is_empty() {
+                return;
+            }
+            for part in &batch.parts {
+                let lines = String::from_utf8_lossy(&part.lines);
+                self.written.extend(lines.lines().map(str::to_string));
+                fx.merge(self.lc.written(part));
+            }
+        }
+    }
+
+    /// A checkpoint at the wall clock.
+    pub(super) fn checkpoint(&mut self) -> Checkpoint {
+        self.lc.checkpoint(self.now)
+    }
+
+    /// The deliveries a checkpoint at the wall clock covers.
+    pub(super) fn covered(&mut self) -> Vec<DeliveryId> {
+        self.checkpoint().covers
     }
 
     /// Registers say `expectedNodes: n`.
@@ -73,9 +128,12 @@ impl Scenario {
             seq,
             sent_at: t(sent_at),
             token: String::new(),
+            key_id: None,
             body,
         };
-        self.lc.handle(tag, env, self.now)
+        let mut fx = self.lc.handle(tag, env, self.now);
+        self.write_outboxes(&mut fx);
+        fx
     }
 
     /// `node` registers the run (seq 0).
@@ -107,9 +165,12 @@ impl Scenario {
         self.send(tag, node, seq, sent_at, commit(stats, Vec::new()))
     }
 
-    /// A clock tick at `time`.
+    /// A clock tick at `time` (the wall clock moves there).
     pub(super) fn tick(&mut self, time: &str) -> Effects {
-        self.lc.tick(t(time))
+        self.now = t(time);
+        let mut fx = self.lc.tick(self.now);
+        self.write_outboxes(&mut fx);
+        fx
     }
 
     /// Runs listed as running.
@@ -202,11 +263,6 @@ pub(super) fn named<'a>(fx: &'a Effects, measurement: &str, value: &str) -> &'a 
         "one {measurement} named {value}: {found:#?}"
     );
     found[0]
-}
-
-/// Deliveries acked after the writes, in order.
-pub(super) fn acks(fx: &Effects) -> Vec<DeliveryId> {
-    fx.writes.iter().flat_map(|w| w.acks.clone()).collect()
 }
 
 pub(super) fn int(p: &Point, key: &str) -> i64 {

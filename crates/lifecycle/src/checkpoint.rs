@@ -1,0 +1,212 @@
+//! Run state as values: checkpoints, restore, and the outcome of writes.
+//!
+//! The edge writes a [`Checkpoint`]'s records somewhere durable that a standby writer can read
+//! (the writer service: a RabbitMQ stream), and acks [`Checkpoint::covers`] once every record is
+//! confirmed. A new writer feeds the latest record of each run to [`Lifecycle::restore`].
+//!
+//! The outbox (see [`Batch`]) is written by the edge: [`Lifecycle::batch`] takes the points of
+//! every run, [`Lifecycle::written`] or [`Lifecycle::rejected`] reports what became of them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::effects::{DeliveryId, Effects};
+use crate::machine::{Finished, Lifecycle};
+use crate::pending::{Batch, BatchPart, PendingKind};
+use crate::run::Run;
+
+/// One run's folded state, as a checkpoint carries it: its register, each node's latest
+/// cumulative stats, sequence number, commit time and threshold verdicts, the run's first commit
+/// and last message times, the previous snapshot (interval rates are differences from it), the
+/// request names kept apart from `(other)`, its outbox (points computed and not written yet,
+/// encoded as line protocol), and, when finalizing, its `event.completed` payload. Serialized
+/// with serde (camelCase JSON fields); opaque otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunState(pub(crate) Run);
+
+impl RunState {
+    /// Points waiting in the run's outbox.
+    pub fn pending_points(&self) -> usize {
+        self.0.pending.iter().map(|p| p.points).sum()
+    }
+
+    /// Whether the run's final record is computed (it waits in the outbox to be written).
+    pub fn finalizing(&self) -> bool {
+        self.0.finalizing()
+    }
+}
+
+/// A checkpoint record: a run's state at `at`, or its tombstone (`state: None`) once its final
+/// record is written or the run is dropped. The latest record of a run wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The run.
+    pub event_id: Uuid,
+    /// When the record was taken (the checkpointing writer's clock).
+    pub at: DateTime<Utc>,
+    /// The run's state; `None` for a tombstone.
+    pub state: Option<RunState>,
+}
+
+/// What [`Lifecycle::checkpoint`] returns.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// Records of the runs that changed since the last checkpoint, were not checkpointed for
+    /// `checkpoint_refresh`, or ended (tombstones).
+    pub records: Vec<Record>,
+    /// Deliveries whose effect the records carry: ack them once every record is confirmed
+    /// durable (registers first).
+    pub covers: Vec<DeliveryId>,
+    /// Every run held has a record taken at or after this time (a restore reads from there).
+    pub low_water: DateTime<Utc>,
+}
+
+impl Lifecycle {
+    /// Records of the runs that changed since the last checkpoint or were not checkpointed for
+    /// `checkpoint_refresh`, and tombstones of the runs that ended; the deliveries they cover.
+    /// The runs count as checkpointed from now: if the records cannot be made durable, the
+    /// caller must drop this lifecycle (its broker session ends, the deliveries come back).
+    pub fn checkpoint(&mut self, now: DateTime<Utc>) -> Checkpoint {
+        let mut cp = Checkpoint {
+            low_water: now,
+            ..Checkpoint::default()
+        };
+        let mut rest = Vec::new();
+        for f in self.finished.drain(..) {
+            cp.records.push(Record {
+                event_id: f.id,
+                at: now,
+                state: None,
+            });
+            cp.covers.extend(f.registers);
+            rest.extend(f.rest);
+        }
+        let refresh = self.settings.checkpoint_refresh;
+        for (id, run) in &mut self.runs {
+            let due = run
+                .checkpointed_at
+                .is_none_or(|t| (now - t).to_std().is_ok_and(|age| age >= refresh));
+            if run.dirty || due {
+                let (registers, others) = run.take_deliveries();
+                cp.covers.extend(registers);
+                rest.extend(others);
+                run.dirty = false;
+                run.checkpointed_at = Some(now);
+                cp.records.push(Record {
+                    event_id: *id,
+                    at: now,
+                    state: Some(RunState(run.clone())),
+                });
+            }
+            if let Some(t) = run.checkpointed_at {
+                cp.low_water = cp.low_water.min(t);
+            }
+        }
+        cp.covers.extend(rest);
+        cp
+    }
+
+    /// Restores runs from checkpoint records, in order (a later record of a run replaces an
+    /// earlier one; a tombstone removes it). Restored runs hold no delivery: the broker
+    /// redelivers what was not acked, and the usual rules fold it in again. Returns the runs held
+    /// afterwards.
+    pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) -> usize {
+        for r in records {
+            match r.state {
+                Some(RunState(mut run)) => {
+                    run.dirty = false;
+                    run.checkpointed_at = Some(r.at);
+                    self.runs.insert(r.event_id, run);
+                }
+                None => {
+                    self.runs.remove(&r.event_id);
+                }
+            }
+        }
+        self.runs.len()
+    }
+
+    /// The points of every run's outbox, oldest first per run, up to about `max_bytes` of line
+    /// protocol (at least one run's). Empty when nothing waits.
+    pub fn batch(&self, max_bytes: usize) -> Batch {
+        let mut ids: Vec<&Uuid> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.pending.is_empty())
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let mut batch = Batch::default();
+        let mut bytes = 0;
+        for id in ids {
+            if bytes >= max_bytes && !batch.parts.is_empty() {
+                break;
+            }
+            if let Some(part) = self.runs.get(id).and_then(|r| r.batch_part(*id)) {
+                bytes += part.lines.len();
+                batch.parts.push(part);
+            }
+        }
+        batch
+    }
+
+    /// `part` was written: its points leave the run's outbox. A finalizing run whose outbox is
+    /// now empty ends: its `event.completed` message is in the result, and its tombstone and
+    /// remaining deliveries go with the next checkpoint.
+    pub fn written(&mut self, part: &BatchPart) -> Effects {
+        let Some(run) = self.runs.get_mut(&part.event_id) else {
+            return Effects::default();
+        };
+        run.remove_items(part);
+        if run.finalizing() && run.pending.is_empty() {
+            return self.finish(part.event_id);
+        }
+        Effects::default()
+    }
+
+    /// `part` was rejected for good (the points are bad data): its points leave the run's
+    /// outbox. When it carried the final record the run is dropped (its tombstone goes with the
+    /// next checkpoint) and the deliveries it still held are returned, registers first, for the
+    /// caller to dead-letter; otherwise the run goes on and nothing is returned.
+    pub fn rejected(&mut self, part: &BatchPart) -> Vec<DeliveryId> {
+        let Some(run) = self.runs.get_mut(&part.event_id) else {
+            return Vec::new();
+        };
+        let final_record = run
+            .pending
+            .iter()
+            .any(|p| p.kind == PendingKind::Final && part.items.contains(&p.seq));
+        run.remove_items(part);
+        if !final_record {
+            return Vec::new();
+        }
+        let Some(mut run) = self.runs.remove(&part.event_id) else {
+            return Vec::new();
+        };
+        let (mut held, rest) = run.take_deliveries();
+        held.extend(rest);
+        self.finished.push(Finished {
+            id: part.event_id,
+            registers: Vec::new(),
+            rest: Vec::new(),
+        });
+        held
+    }
+
+    /// Snapshots waiting in outboxes, over all runs.
+    pub fn pending_snapshots(&self) -> usize {
+        self.runs
+            .values()
+            .flat_map(|r| &r.pending)
+            .filter(|p| p.kind == PendingKind::Snapshot)
+            .count()
+    }
+
+    /// Runs held (running, orphans and finalizing).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+}

@@ -1,0 +1,411 @@
+//! The active writer (the leader): one `tokio::select!` over shutdown, deliveries, the write in
+//! flight, the snapshot tick, the checkpoint and the status.
+//!
+//! - A delivery is validated (invalid ones and bad tokens are dead-lettered with the reason),
+//!   held, and fed to the lifecycle; what the lifecycle says is superseded is acked at once.
+//! - The runs' outboxes are written beside the loop, one batch at a time ([`crate::outbox`]):
+//!   while InfluxDB is down the write retries with backoff and the loop goes on consuming and
+//!   checkpointing; the points wait in the outboxes (bounded) and are written later with their
+//!   own timestamps. Points rejected for good are dropped; when a run's final record is
+//!   rejected, the deliveries the run still holds are dead-lettered with the reason.
+//! - Every snapshot interval (once the tick's write is done, or 2 s after the tick), and as soon
+//!   as `checkpoint.after_deliveries` deliveries are unacked, the changed runs are checkpointed
+//!   to the stream; once the broker confirms the records, the deliveries they cover are acked.
+//!   A run whose final record is written is checkpointed at once (its tombstone), then its
+//!   deliveries are acked.
+//! - `event.completed` and the dead letters go through the kit's confirming [`Publisher`], the
+//!   running set to the status fanout.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kit::amqp::{Message, Publisher};
+use lapin::options::BasicAckOptions;
+use lapin::types::{AMQPValue, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use lifecycle::{DeliveryId, Effects, Lifecycle};
+use protocol::{routing, verify_event_token, Envelope};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::Worker;
+use crate::outbox::{self, WriteOutcome, MAX_BATCH_BYTES};
+use crate::state::StateStream;
+
+/// After a tick, the checkpoint waits this long at most for the tick's write (so the records
+/// usually carry no written-meanwhile points).
+const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(2);
+
+/// A delivery held until the lifecycle says it may be acked.
+struct Held {
+    data: Vec<u8>,
+    routing_key: String,
+    properties: BasicProperties,
+}
+
+/// The leader's state for one broker session.
+pub(crate) struct Active<'a> {
+    worker: &'a Worker,
+    consume: Channel,
+    publisher: &'a Publisher,
+    stream: StateStream,
+    lifecycle: Lifecycle,
+    /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see
+    /// [`Active::ack`]).
+    held: HashMap<DeliveryId, Held>,
+    /// Unacked deliveries that trigger a checkpoint.
+    threshold: usize,
+    shutdown: &'a CancellationToken,
+}
+
+/// Waits for the write in flight; never resolves when there is none.
+async fn written(inflight: &mut Option<BoxFuture<'_, WriteOutcome>>) -> WriteOutcome {
+    match inflight {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `at`; never resolves when it is `None`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<'a> Active<'a> {
+    pub(crate) fn new(
+        worker: &'a Worker,
+        consume: Channel,
+        publisher: &'a Publisher,
+        stream: StateStream,
+        lifecycle: Lifecycle,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        Self {
+            worker,
+            consume,
+            publisher,
+            stream,
+            lifecycle,
+            held: HashMap::new(),
+            threshold: worker.checkpoint.threshold(worker.amqp.prefetch),
+            shutdown,
+        }
+    }
+
+    /// Consumes until shutdown (`Ok`, after a last checkpoint) or a broker error.
+    pub(crate) async fn run(mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
+        let interval = self.worker.lifecycle.snapshot_interval;
+        // Status is refreshed more often than snapshots so `isrunning` stays fresh.
+        let status_every = interval.min(Duration::from_secs(5));
+        let mut next_tick = next_aligned(interval);
+        let mut next_status = Instant::now() + status_every;
+        let mut checkpoint_at: Option<Instant> = None;
+        self.publish_status().await;
+        // Restored outboxes (points of an outage, or of a writer that died) go out at once.
+        let mut inflight = self.start_write();
+        let shutdown = self.shutdown;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                d = consumer.next() => {
+                    let delivery = match d {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => return Err(anyhow::Error::new(e).context("consuming")),
+                        None => anyhow::bail!("the broker cancelled the consumer"),
+                    };
+                    self.on_delivery(delivery).await?;
+                    if self.held.len() >= self.threshold {
+                        self.checkpoint().await?;
+                    }
+                    if inflight.is_none() {
+                        inflight = self.start_write();
+                    }
+                }
+                outcome = written(&mut inflight) => {
+                    let ended = self.on_written(outcome).await?;
+                    if ended || checkpoint_at.is_some() {
+                        checkpoint_at = None;
+                        self.checkpoint().await?;
+                    }
+                    // Replaces the write just done.
+                    inflight = self.start_write();
+                }
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = next_aligned(interval);
+                    // Take in what has already arrived before snapshotting: the prefetched
+                    // backlog may hold commits sent before this tick, and a snapshot from older
+                    // stats would land after the run's end.
+                    self.drain_ready(consumer).await?;
+                    let fx = self.lifecycle.tick(Utc::now());
+                    self.apply(fx).await?;
+                    if inflight.is_none() {
+                        inflight = self.start_write();
+                    }
+                    if inflight.is_none() {
+                        self.checkpoint().await?;
+                    } else {
+                        checkpoint_at = Some(Instant::now() + CHECKPOINT_AFTER_TICK);
+                    }
+                    metrics::gauge!("loadtest_writer_pending_snapshots")
+                        .set(self.lifecycle.pending_snapshots() as f64);
+                    self.publish_status().await;
+                }
+                _ = until(checkpoint_at) => {
+                    checkpoint_at = None;
+                    self.checkpoint().await?;
+                }
+                _ = tokio::time::sleep_until(next_status) => {
+                    next_status = Instant::now() + status_every;
+                    self.publish_status().await;
+                }
+            }
+        }
+        // Shutdown: a write in flight was cancelled (its points stay in the outboxes); what is
+        // folded in is checkpointed, so the next writer has it without waiting for redeliveries.
+        drop(inflight);
+        match tokio::time::timeout(Duration::from_secs(5), self.checkpoint()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "last checkpoint failed"),
+            Err(_) => tracing::warn!("last checkpoint timed out"),
+        }
+        Ok(())
+    }
+
+    /// The write of every outbox, when there is something to write.
+    fn start_write(&self) -> Option<BoxFuture<'a, WriteOutcome>> {
+        let batch = self.lifecycle.batch(MAX_BATCH_BYTES);
+        if batch.is_empty() {
+            return None;
+        }
+        let (sink, cancel) = (&self.worker.sink, self.shutdown);
+        Some(outbox::write_batch(sink, batch, cancel).boxed())
+    }
+
+    /// Applies a write's outcome. Returns whether a run ended (its tombstone is due).
+    async fn on_written(&mut self, outcome: WriteOutcome) -> anyhow::Result<bool> {
+        let mut ended = false;
+        for part in &outcome.written {
+            metrics::counter!("loadtest_writer_points_written_total").increment(part.points as u64);
+            tracing::debug!(event_id = %part.event_id, points = part.points, "points written");
+            let fx = self.lifecycle.written(part);
+            ended |= !fx.completed.is_empty();
+            self.apply(fx).await?;
+        }
+        for (part, reason) in &outcome.rejected {
+            tracing::error!(event_id = %part.event_id, error = %reason, final_record = part.final_record, "points rejected; dropping them");
+            metrics::counter!("loadtest_writer_points_rejected_total")
+                .increment(part.points as u64);
+            let reason = format!("InfluxDB rejected the points: {reason}");
+            for tag in self.lifecycle.rejected(part) {
+                self.dead_letter(tag, &reason).await?;
+            }
+            ended |= part.final_record;
+        }
+        Ok(ended)
+    }
+
+    /// Checkpoints the changed runs (and tombstones), then acks what the records cover.
+    async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let cp = self.lifecycle.checkpoint(Utc::now());
+        let bytes = self.stream.publish(&cp).await?;
+        metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
+        metrics::counter!("loadtest_writer_checkpoint_records_total")
+            .increment(cp.records.len() as u64);
+        metrics::counter!("loadtest_writer_checkpoint_bytes_total").increment(bytes as u64);
+        tracing::debug!(
+            records = cp.records.len(),
+            bytes,
+            covers = cp.covers.len(),
+            "checkpointed"
+        );
+        for tag in cp.covers {
+            self.ack(tag).await?;
+        }
+        self.count_unacked();
+        Ok(())
+    }
+
+    fn count_unacked(&self) {
+        metrics::gauge!("loadtest_writer_unacked_deliveries").set(self.held.len() as f64);
+    }
+
+    /// Handles the deliveries already buffered, without waiting for more (bounded by the prefetch).
+    async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
+        for _ in 0..self.worker.amqp.prefetch.max(1) {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => self.on_delivery(d).await?,
+                Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
+                Some(None) => anyhow::bail!("the broker cancelled the consumer"),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_delivery(&mut self, d: lapin::message::Delivery) -> anyhow::Result<()> {
+        let tag = d.delivery_tag;
+        let envelope = match Envelope::from_json(&d.data) {
+            Ok(env) => env,
+            Err(e) => {
+                metrics::counter!("loadtest_writer_messages_total", "kind" => "unknown", "outcome" => "invalid").increment(1);
+                tracing::warn!(delivery_tag = tag, error = %e, "invalid message; dead-lettering");
+                return self
+                    .dead_letter_raw(
+                        tag,
+                        &d.data,
+                        d.routing_key.as_str(),
+                        &d.properties,
+                        &format!("invalid message: {e}"),
+                    )
+                    .await;
+            }
+        };
+        if let Some(secret) = &self.worker.token_secret {
+            if !verify_event_token(
+                secret.expose_secret().as_bytes(),
+                &envelope.event_id,
+                &envelope.token,
+            ) {
+                metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "bad_token").increment(1);
+                tracing::warn!(delivery_tag = tag, event_id = %envelope.event_id, "bad event token; dead-lettering");
+                return self
+                    .dead_letter_raw(
+                        tag,
+                        &d.data,
+                        d.routing_key.as_str(),
+                        &d.properties,
+                        "bad event token",
+                    )
+                    .await;
+            }
+        }
+        self.held.insert(
+            tag,
+            Held {
+                data: d.data,
+                routing_key: d.routing_key.to_string(),
+                properties: d.properties,
+            },
+        );
+        metrics::counter!("loadtest_writer_messages_total", "kind" => envelope.body.kind(), "outcome" => "accepted").increment(1);
+        let fx = self.lifecycle.handle(tag, envelope, Utc::now());
+        self.apply(fx).await?;
+        self.count_unacked();
+        Ok(())
+    }
+
+    /// Acks what is superseded, counts dropped snapshots, publishes `event.completed` and the
+    /// status. (The points computed are in the outboxes: [`Active::start_write`].)
+    async fn apply(&mut self, fx: Effects) -> anyhow::Result<()> {
+        for tag in fx.ack {
+            self.ack(tag).await?;
+        }
+        if fx.dropped_snapshots > 0 {
+            metrics::counter!("loadtest_writer_snapshots_dropped_total")
+                .increment(fx.dropped_snapshots);
+        }
+        for env in fx.completed {
+            // Not mandatory: no queue is bound to event.completed until a notifier runs.
+            let body = env.to_json();
+            self.publisher
+                .send(Message::new(routing::COMPLETED, &body).not_mandatory())
+                .await
+                .context("publishing event.completed")?;
+        }
+        if fx.running_changed {
+            self.publish_status().await;
+        }
+        Ok(())
+    }
+
+    /// Acks a held delivery. A tag that is not held any more was settled already: acking it
+    /// twice would be a channel error (PRECONDITION_FAILED) that ends the session.
+    async fn ack(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
+        if self.held.remove(&tag).is_none() {
+            return Ok(());
+        }
+        self.ack_raw(tag).await
+    }
+
+    async fn ack_raw(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
+        self.consume
+            .basic_ack(tag, BasicAckOptions::default())
+            .await
+            .context("acking")
+    }
+
+    async fn dead_letter(&mut self, tag: DeliveryId, reason: &str) -> anyhow::Result<()> {
+        let Some(h) = self.held.remove(&tag) else {
+            return Ok(());
+        };
+        self.dead_letter_raw(tag, &h.data, &h.routing_key, &h.properties, reason)
+            .await
+    }
+
+    async fn dead_letter_raw(
+        &mut self,
+        tag: DeliveryId,
+        data: &[u8],
+        routing_key: &str,
+        props: &BasicProperties,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(
+            ShortString::from(routing::DEATH_REASON_HEADER),
+            AMQPValue::LongString(LongString::from(reason.to_string())),
+        );
+        headers.insert(
+            ShortString::from("x-loadtest-routing-key"),
+            AMQPValue::LongString(LongString::from(routing_key.to_string())),
+        );
+        // The original properties (message id, producer) travel with it; redrive restores them.
+        let dlx = self.worker.amqp.dlx();
+        let message = Message::new(routing_key, data)
+            .exchange(&dlx)
+            .properties(props.clone())
+            .headers(headers);
+        self.publisher
+            .send(message)
+            .await
+            .context("dead-lettering")?;
+        metrics::counter!("loadtest_writer_dead_lettered_total").increment(1);
+        self.ack_raw(tag).await
+    }
+
+    /// Publishes the running set to the status fanout (only the leader does: a standing-by
+    /// writer would publish an empty set).
+    async fn publish_status(&self) {
+        let running = self.lifecycle.running();
+        metrics::gauge!("loadtest_writer_runs_running").set(running.running as f64);
+        let body = match serde_json::to_vec(&running) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        // Best effort, transient, not mandatory: a status nobody listens to is fine, and the
+        // next tick sends a fresh one. Bounded so a slow broker cannot stall the consumer long.
+        let exchange = self.worker.amqp.status_exchange();
+        let message = Message::new("", &body)
+            .exchange(&exchange)
+            .transient()
+            .not_mandatory();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher.send(message)).await;
+    }
+}
+
+/// The instant of the next wall-clock multiple of `interval`.
+fn next_aligned(interval: Duration) -> Instant {
+    let now = Utc::now();
+    let next = protocol::time::align_down(now, interval) + interval.as_nanos() as i64;
+    let wait = (next - protocol::time::unix_nanos(now)).max(0) as u64;
+    // A few ms late so the aligned timestamp is the one just reached.
+    Instant::now() + Duration::from_nanos(wait) + Duration::from_millis(5)
+}

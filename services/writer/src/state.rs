@@ -1,0 +1,482 @@
+//! The writer's run state outside the process: the leader lock and the checkpoint stream.
+//!
+//! - **Leader lock**: the exclusive queue `<exchange>.writer.lock`. The connection that declares
+//!   it holds it; another connection's declare fails with `RESOURCE_LOCKED`; the broker deletes
+//!   it when the holding connection closes (a crash included). Only the holder consumes, restores
+//!   and checkpoints, so each run's state lives in one process.
+//! - **Checkpoint stream** `<exchange>.writer.state` (a RabbitMQ stream, replicated by the
+//!   broker, retention `x-max-age`), fed through the fanout exchange of the same name. Messages
+//!   are JSON ([`StreamMessage`]), deflated (`content-encoding: deflate`: stats and line
+//!   protocol shrink several times, which keeps records under the broker's maximum message
+//!   size): each run's [`Record`] (its state, or a tombstone when the run ended), and after each
+//!   checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
+//!   record at or after it). They are published on a confirm-mode channel of
+//!   the lock's connection: a writer that lost the lock cannot publish any more.
+//! - **Restore**: the new leader publishes a `marker`, reads the stream from a recent timestamp
+//!   (`x-stream-offset`) up to its marker, keeps the latest record of each run, and reads again
+//!   from further back when the last `cycle` says a run's latest record is older than where it
+//!   started (from the beginning when it finds no `cycle` at all).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kit::amqp::AmqpSettings;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lifecycle::{Checkpoint, Record};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::settings::CheckpointSettings;
+
+/// The AMQP `type` property of the stream's messages.
+pub const STATE_SCHEMA: &str = "loadtest.writer-state.v1";
+
+/// How far a writer's clock and the broker's may differ: stream offsets are by the broker's
+/// clock, records carry the writer's.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+/// How long reading the stream back may go without a message before the restore gives up.
+const READ_IDLE: Duration = Duration::from_secs(15);
+
+/// The `content-encoding` of the stream's messages.
+const DEFLATE: &str = "deflate";
+
+/// `json` deflated.
+fn deflate(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(json)?;
+    e.finish()
+}
+
+/// A stream message's JSON: inflated when its `content-encoding` says `deflate`.
+fn json_of(d: &lapin::message::Delivery) -> std::io::Result<Vec<u8>> {
+    if d.properties
+        .content_encoding()
+        .as_ref()
+        .is_some_and(|e| e.as_str() == DEFLATE)
+    {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(&d.data[..]).read_to_end(&mut out)?;
+        Ok(out)
+    } else {
+        Ok(d.data.clone())
+    }
+}
+
+/// A message of the checkpoint stream (JSON, tagged by `kind`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum StreamMessage {
+    /// A run's state, or its tombstone (`"state": null`).
+    Run(Box<Record>),
+    /// The end of a checkpoint: every run the writer held then has a record taken at or after
+    /// `lowWater`.
+    Cycle {
+        /// When the checkpoint was taken.
+        at: DateTime<Utc>,
+        /// The low-water mark.
+        #[serde(rename = "lowWater")]
+        low_water: DateTime<Utc>,
+    },
+    /// Published by a writer before it reads the stream back: where its reading ends.
+    Marker {
+        /// The marker's id.
+        id: Uuid,
+        /// When it was published.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Declares the checkpoint stream and its fanout exchange (same name), bound together.
+/// Idempotent; a stream that exists keeps its arguments (an inequivalent one is an error that
+/// names them: change them with a policy).
+pub async fn declare_stream(
+    ch: &Channel,
+    amqp: &AmqpSettings,
+    s: &CheckpointSettings,
+) -> anyhow::Result<()> {
+    let name = s.stream_name(amqp);
+    ch.exchange_declare(
+        &name,
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .with_context(|| format!("declaring exchange {name}"))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    args.insert(
+        "x-max-age".into(),
+        AMQPValue::LongString(format!("{}s", s.max_age_s.max(1)).into()),
+    );
+    args.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongLongInt(i64::try_from(s.max_segment_size_bytes).unwrap_or(i64::MAX)),
+    );
+    ch.queue_declare(
+        &name,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .with_context(|| format!("declaring stream {name}"))?;
+    ch.queue_bind(
+        &name,
+        &name,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .with_context(|| format!("binding stream {name}"))?;
+    Ok(())
+}
+
+/// Whether `e` is the broker's `RESOURCE_LOCKED` (another connection holds an exclusive queue).
+fn is_locked(e: &lapin::Error) -> bool {
+    matches!(e, lapin::Error::ProtocolError(p) if p.get_id() == 405)
+}
+
+/// Takes the leader lock on `conn`, trying every `retry` while another writer holds it;
+/// `standing_by` is called once when it is held by another. Returns the channel that declared
+/// it (keep it open) or `None` on shutdown.
+///
+/// # Errors
+///
+/// A broker error other than `RESOURCE_LOCKED` (the connection is gone, a permission).
+pub async fn take_lock(
+    conn: &Connection,
+    name: &str,
+    retry: Duration,
+    shutdown: &CancellationToken,
+    mut standing_by: impl FnMut(),
+) -> anyhow::Result<Option<Channel>> {
+    let mut told = false;
+    loop {
+        let ch = conn.create_channel().await?;
+        let declared = ch
+            .queue_declare(
+                name,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(_) => return Ok(Some(ch)),
+            Err(e) if is_locked(&e) => {
+                if !told {
+                    told = true;
+                    standing_by();
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("declaring {name}"))),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+/// What a restore read back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The latest record of each run (tombstones included).
+    pub records: Vec<Record>,
+    /// Stream messages read (over every pass).
+    pub messages: usize,
+    /// Messages that could not be parsed (logged, skipped).
+    pub skipped: usize,
+    /// Passes over the stream (1 normally).
+    pub passes: usize,
+}
+
+/// Where a read of the stream starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Offset {
+    First,
+    At(DateTime<Utc>),
+}
+
+/// Publishing checkpoints to, and reading them back from, the stream.
+pub struct StateStream {
+    channel: Channel,
+    name: String,
+    writer_id: Uuid,
+    confirm_timeout: Duration,
+}
+
+impl StateStream {
+    /// A confirm-mode channel on `conn` (the lock's connection) to stream `name`.
+    ///
+    /// # Errors
+    ///
+    /// The broker's.
+    pub async fn open(
+        conn: &Connection,
+        name: String,
+        writer_id: Uuid,
+        confirm_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            name,
+            writer_id,
+            confirm_timeout,
+        })
+    }
+
+    /// Publishes the checkpoint's records, then its `cycle` message, deflated, and waits for every
+    /// confirm (at most the confirm timeout). Returns the bytes published (deflated).
+    ///
+    /// # Errors
+    ///
+    /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
+    /// covered deliveries must not be acked (end the session: the broker redelivers them).
+    pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
+        let mut bodies = Vec::with_capacity(cp.records.len() + 1);
+        for r in &cp.records {
+            let json = serde_json::to_vec(&RunRef(r)).context("serializing a record")?;
+            bodies.push(deflate(&json)?);
+        }
+        bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
+            at: Utc::now(),
+            low_water: cp.low_water,
+        })?)?);
+        let bytes = bodies.iter().map(Vec::len).sum();
+        tokio::time::timeout(self.confirm_timeout, self.send_all(&bodies))
+            .await
+            .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))??;
+        Ok(bytes)
+    }
+
+    async fn send_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
+        let mut confirms = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            confirms.push(
+                self.channel
+                    .basic_publish(
+                        &self.name,
+                        "",
+                        BasicPublishOptions::default(),
+                        body,
+                        self.properties(),
+                    )
+                    .await
+                    .context("publishing a checkpoint")?,
+            );
+        }
+        for c in confirms {
+            if c.await.context("checkpoint confirm")?.is_nack() {
+                bail!("the broker nacked a checkpoint record");
+            }
+        }
+        Ok(())
+    }
+
+    fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-loadtest-writer".into(),
+            AMQPValue::LongString(LongString::from(self.writer_id.to_string())),
+        );
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_content_encoding(DEFLATE.into())
+            .with_type(STATE_SCHEMA.into())
+            .with_message_id(Uuid::new_v4().to_string().into())
+            .with_timestamp(Utc::now().timestamp().max(0) as u64)
+            .with_headers(headers)
+    }
+
+    /// Reads the runs' latest records back (see the module docs), starting `window` before now.
+    ///
+    /// # Errors
+    ///
+    /// The broker's, or the stream going quiet before the marker shows up.
+    pub async fn restore(&self, conn: &Connection, window: Duration) -> anyhow::Result<Restored> {
+        let marker = Uuid::new_v4();
+        let body = deflate(&serde_json::to_vec(&StreamMessage::Marker {
+            id: marker,
+            at: Utc::now(),
+        })?)?;
+        tokio::time::timeout(self.confirm_timeout, self.send_all(&[body]))
+            .await
+            .map_err(|_| anyhow::anyhow!("marker confirm timed out"))??;
+        let mut start = Offset::At(Utc::now() - window);
+        let mut out = Restored::default();
+        loop {
+            out.passes += 1;
+            let (latest, low_water) = self.read(conn, start, marker, &mut out).await?;
+            let again = match (low_water, start) {
+                (None, Offset::First) => None,
+                // No checkpoint in the window: no writer was active for a while; from the start.
+                (None, Offset::At(_)) => Some(Offset::First),
+                (Some(lw), Offset::At(s)) if lw - CLOCK_SKEW < s => {
+                    Some(Offset::At(lw - CLOCK_SKEW))
+                }
+                (Some(_), _) => None,
+            };
+            match again {
+                Some(o) => start = o,
+                None => {
+                    out.records = latest.into_values().collect();
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    /// One pass: from `start` up to `marker`; the latest record per run and the last low-water
+    /// mark.
+    async fn read(
+        &self,
+        conn: &Connection,
+        start: Offset,
+        marker: Uuid,
+        out: &mut Restored,
+    ) -> anyhow::Result<(HashMap<Uuid, Record>, Option<DateTime<Utc>>)> {
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(1000, BasicQosOptions::default()).await?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            match start {
+                Offset::First => AMQPValue::LongString("first".into()),
+                Offset::At(t) => AMQPValue::Timestamp(t.timestamp().max(0) as u64),
+            },
+        );
+        let mut consumer = ch
+            .basic_consume(&self.name, "", BasicConsumeOptions::default(), args)
+            .await
+            .with_context(|| format!("reading stream {}", self.name))?;
+        let mut latest = HashMap::new();
+        let mut low_water = None;
+        loop {
+            let d = match tokio::time::timeout(READ_IDLE, consumer.next()).await {
+                Ok(Some(d)) => d?,
+                Ok(None) => bail!("the broker cancelled the stream consumer"),
+                Err(_) => bail!(
+                    "no message from stream {} for {READ_IDLE:?} before the restore marker",
+                    self.name
+                ),
+            };
+            ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
+                .await?;
+            out.messages += 1;
+            let parsed = json_of(&d)
+                .map_err(anyhow::Error::from)
+                .and_then(|json| Ok(serde_json::from_slice::<StreamMessage>(&json)?));
+            match parsed {
+                Ok(StreamMessage::Run(r)) => {
+                    latest.insert(r.event_id, *r);
+                }
+                Ok(StreamMessage::Cycle { low_water: lw, .. }) => low_water = Some(lw),
+                Ok(StreamMessage::Marker { id, .. }) if id == marker => break,
+                Ok(StreamMessage::Marker { .. }) => {}
+                Err(e) => {
+                    out.skipped += 1;
+                    tracing::error!(error = %e, "unreadable checkpoint record skipped");
+                }
+            }
+        }
+        let _ = ch.close(200, "restored").await;
+        Ok((latest, low_water))
+    }
+}
+
+/// Serializes a record as [`StreamMessage::Run`] without cloning it.
+struct RunRef<'a>(&'a Record);
+
+impl Serialize for RunRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Tagged<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            record: &'a Record,
+        }
+        Tagged {
+            kind: "run",
+            record: self.0,
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let cycle = StreamMessage::Cycle {
+            at: Utc::now(),
+            low_water: Utc::now(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&cycle).expect("json")).expect("parse");
+        assert_eq!(v["kind"], "cycle");
+        assert!(v["lowWater"].is_string());
+        let r = Record {
+            event_id: Uuid::nil(),
+            at: Utc::now(),
+            state: None,
+        };
+        let bytes = serde_json::to_vec(&RunRef(&r)).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
+        assert_eq!(v["kind"], "run");
+        assert!(v["state"].is_null(), "a tombstone: {v}");
+        match serde_json::from_slice::<StreamMessage>(&bytes).expect("parse") {
+            StreamMessage::Run(back) => assert_eq!(back.event_id, Uuid::nil()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deflate_round_trips_and_shrinks_repetitive_json() {
+        let json = serde_json::to_vec(&vec![r#"{"GET":"/items","response_times":{"10":3}}"#; 200])
+            .expect("json");
+        let small = deflate(&json).expect("deflate");
+        assert!(
+            small.len() * 10 < json.len(),
+            "{} → {}",
+            json.len(),
+            small.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::DeflateDecoder::new(&small[..])
+            .read_to_end(&mut back)
+            .expect("inflate");
+        assert_eq!(back, json);
+    }
+}
