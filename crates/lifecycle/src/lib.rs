@@ -55,7 +55,7 @@ mod tests;
 pub use checkpoint::{Checkpoint, Record, RunState};
 pub use effects::{DeliveryId, Effects, FinalStatus, Write};
 pub use embedded::Embedded;
-pub use line_protocol::encode;
+pub use line_protocol::{encode, Backslashes};
 pub use machine::Lifecycle;
 pub use pending::{Batch, BatchPart};
 pub use point::{FieldValue, Point};

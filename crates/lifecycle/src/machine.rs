@@ -302,6 +302,7 @@ impl Lifecycle {
         Bound {
             snapshots: self.settings.max_pending_snapshots_per_run,
             bytes: self.settings.max_pending_bytes_per_run,
+            dialect: self.settings.backslashes,
         }
     }
 

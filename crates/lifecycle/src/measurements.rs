@@ -192,12 +192,23 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
                 .float("response_time_max", clamp(hi as f64));
         }
         for (field, pct) in SNAPSHOT_PERCENTILES {
-            let v = protocol::stats::histogram_percentile(&hist, pct) as f64;
-            p = p.float(field, clamp(v));
+            // Only percentiles somebody measured: the interval's histogram, or, for an entry
+            // sent without one (Locust's web stats) whose interval is the whole run, the
+            // percentiles its producer reported. Never the minimum of an empty histogram.
+            let v = if !hist.is_empty() {
+                Some(clamp(protocol::stats::histogram_percentile(&hist, pct) as f64))
+            } else if prev.is_none_or(|p| p.num_requests == 0) {
+                now.measured_percentile(pct)
+            } else {
+                None
+            };
+            if let Some(v) = v {
+                p = p.float(field, v);
+            }
         }
     }
-    if now.num_requests > 0 {
-        p = p.float("response_time_p95_total", now.percentile(0.95));
+    if let Some(v) = now.measured_percentile(0.95) {
+        p = p.float("response_time_p95_total", v);
     }
     p
 }
@@ -213,9 +224,9 @@ pub(crate) struct Summary {
     /// `rps` and `fail_per_s`, over the time from the first to the last request; `None` when
     /// that time is unknown or zero.
     pub(crate) rates: Option<(f64, f64)>,
-    /// `response_time_min`, `response_time_max` and [`SUMMARY_PERCENTILES`] in order; `None`
-    /// without requests.
-    times: Option<(f64, f64, [f64; SUMMARY_PERCENTILES.len()])>,
+    /// `response_time_min`, `response_time_max` and [`SUMMARY_PERCENTILES`] in order (each
+    /// `None` when nobody measured it); `None` without requests.
+    times: Option<(f64, f64, [Option<f64>; SUMMARY_PERCENTILES.len()])>,
 }
 
 impl Summary {
@@ -237,7 +248,7 @@ impl Summary {
             (
                 entry.min_response_time.unwrap_or_default(),
                 entry.max_response_time,
-                SUMMARY_PERCENTILES.map(|(_, pct)| entry.percentile(pct)),
+                SUMMARY_PERCENTILES.map(|(_, pct)| entry.measured_percentile(pct)),
             )
         });
         Self {
@@ -250,13 +261,14 @@ impl Summary {
         }
     }
 
-    /// The percentile written as `field` (`response_time_p95`), when there were requests.
+    /// The percentile written as `field` (`response_time_p95`), when there were requests and
+    /// somebody measured it.
     pub(crate) fn percentile(&self, field: &str) -> Option<f64> {
         let (_, _, values) = self.times.as_ref()?;
         SUMMARY_PERCENTILES
             .iter()
             .position(|(f, _)| *f == field)
-            .map(|i| values[i])
+            .and_then(|i| values[i])
     }
 
     /// The `loadtest_summary` point of these figures for (`method`, `name`) of run `id`.
@@ -277,7 +289,9 @@ impl Summary {
                 .float("response_time_min", *min)
                 .float("response_time_max", *max);
             for ((field, _), value) in SUMMARY_PERCENTILES.iter().zip(percentiles) {
-                p = p.float(field, *value);
+                if let Some(v) = value {
+                    p = p.float(field, *v);
+                }
             }
         }
         p

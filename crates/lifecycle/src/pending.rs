@@ -13,15 +13,17 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::effects::{Effects, Write};
-use crate::line_protocol::encode;
+use crate::line_protocol::{encode, Backslashes};
 use crate::point::Point;
 use crate::run::Run;
 
-/// How many snapshots, and how many bytes of them, an outbox keeps.
+/// How many snapshots, and how many bytes of them, an outbox keeps, and the sink's dialect its
+/// line protocol is encoded in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bound {
     pub(crate) snapshots: usize,
     pub(crate) bytes: usize,
+    pub(crate) dialect: Backslashes,
 }
 
 /// What an outbox item carries.
@@ -109,7 +111,7 @@ impl Run {
         fx: &mut Effects,
     ) {
         let mut lines = Vec::new();
-        let count = encode(&points, &mut lines);
+        let count = encode(&points, bound.dialect, &mut lines);
         if count > 0 {
             self.pending.push_back(Pending {
                 seq: self.next_pending,

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::line_protocol::Backslashes;
+
 /// Lifecycle settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleSettings {
@@ -26,6 +28,10 @@ pub struct LifecycleSettings {
     /// An unchanged run is checkpointed again after this long (default 60 s), so a restore
     /// finds every running run in the last `checkpoint_refresh` of the checkpoints.
     pub checkpoint_refresh: Duration,
+    /// How the sink reads backslashes in tag values (default [`Backslashes::Literal`]: InfluxDB
+    /// 1.x and 2.x, and the line-protocol file).
+    #[serde(default)]
+    pub backslashes: Backslashes,
 }
 
 impl Default for LifecycleSettings {
@@ -38,6 +44,7 @@ impl Default for LifecycleSettings {
             max_pending_snapshots_per_run: 120,
             max_pending_bytes_per_run: 8 * 1024 * 1024,
             checkpoint_refresh: Duration::from_secs(60),
+            backslashes: Backslashes::Literal,
         }
     }
 }

@@ -411,6 +411,33 @@ pub struct WebRow {
     /// Mean body size, bytes.
     #[serde(default)]
     pub avg_content_length: f64,
+    /// Median response time, ms, as Locust computed it (`null` before the first request).
+    #[serde(default)]
+    pub median_response_time: Option<f64>,
+    /// The other columns; Locust's percentiles among them are `response_time_percentile_0.95`
+    /// and `response_time_percentile_0.99` (one per fraction Locust's
+    /// `PERCENTILES_TO_STATISTICS` names), ms.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl WebRow {
+    /// The percentiles Locust reported for this row, ms, by fraction as text (`"0.5"` for the
+    /// median, `"0.95"` for `response_time_percentile_0.95`); `null`s are left out.
+    pub fn reported_percentiles(&self) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(m) = self.median_response_time {
+            out.insert("0.5".to_string(), m);
+        }
+        for (k, v) in &self.other {
+            if let (Some(fraction), Some(ms)) =
+                (k.strip_prefix("response_time_percentile_"), v.as_f64())
+            {
+                out.insert(fraction.to_string(), ms);
+            }
+        }
+        out
+    }
 }
 
 /// Answer to a stats post or a commit (202).

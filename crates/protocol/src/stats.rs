@@ -17,6 +17,8 @@ use crate::ValidationError;
 
 /// Longest accepted request name, in characters.
 pub const MAX_NAME_LEN: usize = 1_000;
+/// Most reported percentiles one entry may carry (Locust's web rows carry 2 or 3).
+pub const MAX_REPORTED_PERCENTILES: usize = 32;
 /// Longest accepted HTTP method, in characters.
 pub const MAX_METHOD_LEN: usize = 32;
 /// Most entries (and most errors) accepted in one stats payload.
@@ -129,6 +131,14 @@ pub struct StatsEntry {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
     pub last_request_timestamp: Option<f64>,
+    /// Percentiles the producer computed itself and sent instead of a histogram, ms, by
+    /// fraction written as text (`"0.5"`, `"0.95"`, `"0.99"`): Locust's web `/stats/requests`
+    /// rows carry `median_response_time` and `response_time_percentile_0.95`/`_0.99` but no
+    /// `response_times`. Used only while `response_times` is empty (see
+    /// [`StatsEntry::measured_percentile`]); they cannot be combined, so merging two entries
+    /// that both have requests drops them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reported_percentiles: BTreeMap<String, f64>,
 }
 
 impl StatsEntry {
@@ -146,6 +156,7 @@ impl StatsEntry {
             response_times: BTreeMap::new(),
             start_time,
             last_request_timestamp: None,
+            reported_percentiles: BTreeMap::new(),
         }
     }
 
@@ -176,6 +187,13 @@ impl StatsEntry {
     /// Adds `other` into `self`: counts and histograms add, min/max/start/last combine. Merging is
     /// exact, associative and commutative, so nodes and intervals combine in any order.
     pub fn merge(&mut self, other: &StatsEntry) {
+        // Reported percentiles describe one producer's requests only: they survive a merge only
+        // when one side has no requests at all.
+        if self.num_requests == 0 && self.response_times.is_empty() {
+            self.reported_percentiles = other.reported_percentiles.clone();
+        } else if other.num_requests > 0 || !other.response_times.is_empty() {
+            self.reported_percentiles.clear();
+        }
         self.num_requests = self.num_requests.saturating_add(other.num_requests);
         self.num_failures = self.num_failures.saturating_add(other.num_failures);
         // Saturate like the counts: finite inputs never merge into an infinite total.
@@ -221,6 +239,26 @@ impl StatsEntry {
         clamp_to(raw, self.min_response_time, self.max_response_time)
     }
 
+    /// The percentile for `percent` (a fraction) that somebody measured, ms: from the histogram
+    /// when there is one ([`StatsEntry::percentile`]), else the one the producer reported for
+    /// exactly that fraction, clamped to `[min, max]`; `None` when neither exists or there were
+    /// no requests, so nobody stores a percentile made up from the minimum.
+    pub fn measured_percentile(&self, percent: f64) -> Option<f64> {
+        if self.num_requests == 0 {
+            return None;
+        }
+        if !self.response_times.is_empty() {
+            return Some(self.percentile(percent));
+        }
+        self.reported_percentiles
+            .iter()
+            .find(|(k, _)| {
+                k.parse::<f64>()
+                    .is_ok_and(|f| (f - percent).abs() < 1e-9)
+            })
+            .map(|(_, v)| clamp_to(*v, self.min_response_time, self.max_response_time))
+    }
+
     /// The (method, name) key of this entry.
     pub fn key(&self) -> (String, String) {
         (self.method.clone(), self.name.clone())
@@ -257,6 +295,30 @@ impl StatsEntry {
                     ));
                 }
             }
+        }
+        for (fraction, v) in &self.reported_percentiles {
+            let field = format!("{path}.reported_percentiles.{fraction}");
+            if !fraction
+                .parse::<f64>()
+                .is_ok_and(|f| (0.0..=1.0).contains(&f))
+            {
+                return Err(ValidationError::new(
+                    field,
+                    "key must be a fraction between 0 and 1",
+                ));
+            }
+            if !v.is_finite() || *v < 0.0 {
+                return Err(ValidationError::new(
+                    field,
+                    "must be a finite, non-negative number",
+                ));
+            }
+        }
+        if self.reported_percentiles.len() > MAX_REPORTED_PERCENTILES {
+            return Err(ValidationError::new(
+                format!("{path}.reported_percentiles"),
+                format!("more than {MAX_REPORTED_PERCENTILES} percentiles"),
+            ));
         }
         Ok(())
     }
@@ -325,7 +387,7 @@ impl StatsPayload {
         let (entries, total_rows) = split_total_rows(entries);
         if entries.is_empty() {
             // Only Locust's total row was sent: it is the total, with no endpoints.
-            if let Some(mut total) = total_rows.into_iter().next() {
+            if let Some(mut total) = total_rows.first().cloned() {
                 total.method.clear();
                 return Self {
                     user_count,
@@ -345,6 +407,16 @@ impl StatsPayload {
             StatsEntry::new("", AGGREGATED, if start.is_finite() { start } else { 0.0 });
         for e in &entries {
             total.merge(e);
+        }
+        // Without histograms the merge has no percentiles; Locust's own total row has them
+        // when it counts the same requests.
+        if total.response_times.is_empty() && total.reported_percentiles.is_empty() {
+            if let Some(row) = total_rows
+                .iter()
+                .find(|r| r.num_requests == total.num_requests)
+            {
+                total.reported_percentiles = row.reported_percentiles.clone();
+            }
         }
         Self {
             user_count,

@@ -241,9 +241,10 @@ pub struct Commit {
     pub thresholds: Vec<protocol::ThresholdVerdict>,
 }
 
-/// A row of Locust's web `/stats/requests` JSON as a stats entry (without a histogram: its
-/// percentiles are unknown and the summary reports min/avg/max only).
+/// A row of Locust's web `/stats/requests` JSON as a stats entry: no histogram, so its
+/// percentiles are the ones Locust reported (median, 95th, 99th) and no others.
 fn web_entry(r: WebRow) -> StatsEntry {
+    let reported_percentiles = r.reported_percentiles();
     StatsEntry {
         name: r.name,
         method: r.method.unwrap_or_default(),
@@ -256,6 +257,7 @@ fn web_entry(r: WebRow) -> StatsEntry {
         response_times: Default::default(),
         start_time: 0.0,
         last_request_timestamp: None,
+        reported_percentiles,
     }
 }
 

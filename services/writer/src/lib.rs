@@ -74,6 +74,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     let mut lifecycle = settings.lifecycle.to_settings()?;
     lifecycle.checkpoint_refresh = settings.checkpoint.refresh()?;
+    lifecycle.backslashes = settings.sink.backslashes;
     let worker = consumer::Worker {
         lifecycle,
         checkpoint: settings.checkpoint.clone(),

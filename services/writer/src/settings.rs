@@ -10,7 +10,7 @@ use kit::settings::{Env, Spec};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use lifecycle::LifecycleSettings;
+use lifecycle::{Backslashes, LifecycleSettings};
 
 /// All settings of `loadtest-writer`.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +187,10 @@ pub struct SinkSettings {
     pub password: Option<SecretString>,
     /// Output file (file sink).
     pub path: PathBuf,
+    /// How the store reads a backslash in a tag value (a request name): `literal` (default;
+    /// InfluxDB 1.x and 2.x, and the file, which is imported into them) or `escaped`
+    /// (VictoriaMetrics, InfluxDB 3). See `lifecycle::Backslashes`.
+    pub backslashes: Backslashes,
 }
 
 /// Which sink the writer writes to (`sink.kind`). Any other value fails to load, naming the
@@ -268,6 +272,7 @@ org = "loadtest"
 bucket = "loadtest"
 database = "loadtest"
 path = "loadtest-results.lp"
+backslashes = "literal"
 
 [auth]
 verify_tokens = true
