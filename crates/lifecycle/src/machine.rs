@@ -134,6 +134,12 @@ impl Lifecycle {
                 }
                 node.registers.push(delivery);
                 run.dirty = true;
+                // The run starts when its register was sent, on the clock of whoever sent the
+                // message (the API's, for clients of the API), not at the client's `startedAt`:
+                // a client clock an hour off would move the event point and add an hour to
+                // `duration_s` (which ends at the last commit's `sentAt`, on the same clock).
+                let mut info = info;
+                info.started_at = env.sent_at;
                 let point = measurements::running_event_point(event_id, &info);
                 let ts = point.timestamp;
                 run.info = Some(info);

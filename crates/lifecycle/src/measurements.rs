@@ -121,9 +121,17 @@ pub(crate) fn snapshot_points(s: &SnapshotInput<'_>, ts: i64, until: i64) -> Vec
         Some(t) if t > 0.0 => t,
         _ => fallback_ns as f64 / 1e9,
     };
+    // Both ends of an interval are on the nodes' own clock (`start_time`,
+    // `last_request_timestamp`), never one on the writer's: a node whose clock is an hour off
+    // would otherwise get an interval an hour long (or negative). The writer's clock (`ts`,
+    // `p.timestamp`) is only the fallback when a node sent no time stamps at all.
     let (prev_time, prev_total) = match s.previous {
-        Some(p) => (data_time(&p.total, p.timestamp), Some(&p.total)),
-        None => (start_ns.min(ts) as f64 / 1e9, None),
+        Some(p) if p.total.last_request_timestamp.is_some_and(|t| t > 0.0) => {
+            (data_time(&p.total, p.timestamp), Some(&p.total))
+        }
+        // No request before: the interval's requests came after the node started counting.
+        Some(p) => (start_ns as f64 / 1e9, Some(&p.total)),
+        None => (start_ns as f64 / 1e9, None),
     };
     let dt = data_time(&merged.total, until.min(ts)) - prev_time;
     let mut points = Vec::with_capacity(merged.by_name.len() + 1);
@@ -196,7 +204,9 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
             // sent without one (Locust's web stats) whose interval is the whole run, the
             // percentiles its producer reported. Never the minimum of an empty histogram.
             let v = if !hist.is_empty() {
-                Some(clamp(protocol::stats::histogram_percentile(&hist, pct) as f64))
+                Some(clamp(
+                    protocol::stats::histogram_percentile(&hist, pct) as f64
+                ))
             } else if prev.is_none_or(|p| p.num_requests == 0) {
                 now.measured_percentile(pct)
             } else {

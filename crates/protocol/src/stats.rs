@@ -252,10 +252,7 @@ impl StatsEntry {
         }
         self.reported_percentiles
             .iter()
-            .find(|(k, _)| {
-                k.parse::<f64>()
-                    .is_ok_and(|f| (f - percent).abs() < 1e-9)
-            })
+            .find(|(k, _)| k.parse::<f64>().is_ok_and(|f| (f - percent).abs() < 1e-9))
             .map(|(_, v)| clamp_to(*v, self.min_response_time, self.max_response_time))
     }
 
