@@ -141,6 +141,7 @@ impl Lifecycle {
                 let mut info = info;
                 info.started_at = env.sent_at;
                 let point = measurements::running_event_point(event_id, &info);
+                tracing::info!(event_id = %event_id, node_id = %env.node_id, target_host = %info.target_host, tool = %info.tool, "run registered");
                 let ts = point.timestamp;
                 run.info = Some(info);
                 run.key_id = env.key_id.clone();
@@ -255,7 +256,6 @@ impl Lifecycle {
             fx.merge(self.finalize(id, FinalStatus::Committed, now));
         }
         for id in to_expire {
-            tracing::warn!(event_id = %id, "run expired: no message within expire_after");
             fx.merge(self.finalize(id, FinalStatus::Expired, now));
         }
         for id in to_drop {
@@ -408,6 +408,17 @@ impl Lifecycle {
                 points.extend(measurements::threshold_points(id, &run.nodes, final_ts));
             }
         }
+        let (requests, failures) = aggregated
+            .as_ref()
+            .map_or((0, 0), |a| (a.requests, a.failures));
+        match status {
+            FinalStatus::Committed => {
+                tracing::info!(event_id = %id, requests, failures, duration_s, nodes, "run committed");
+            }
+            FinalStatus::Expired => {
+                tracing::info!(event_id = %id, requests, failures, duration_s, nodes, "run expired: no message within expire_after");
+            }
+        }
         points.push(measurements::final_event_point(
             id, &info, status, duration_s,
         ));
@@ -449,6 +460,7 @@ impl Lifecycle {
             rest,
         });
         if let Some(completed) = run.completed {
+            tracing::info!(event_id = %id, status = %completed.status, "final record written");
             fx.completed.push(Envelope::new(
                 id,
                 "writer",

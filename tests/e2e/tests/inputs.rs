@@ -266,7 +266,7 @@ async fn locust_web_stats_keep_the_percentiles_locust_reported() -> anyhow::Resu
     let stack = Stack::new("webpct");
     let db = stack.db();
     influx_create_db(&db).await?;
-    let _writer = stack.start_v1_writer("writer-webpct", &db, 2)?;
+    let mut writer = stack.start_v1_writer("writer-webpct", &db, 2)?;
     let (_api, api) = stack.start_api()?;
     let client = reqwest::Client::new();
     let (uuid, token) = register(&client, &api, &stack.api_key, chrono::Utc::now()).await?;
@@ -306,6 +306,22 @@ async fn locust_web_stats_keep_the_percentiles_locust_reported() -> anyhow::Resu
         &format!("SELECT response_time_p90, response_time_p95 FROM loadtest_snapshot WHERE event_id = '{uuid}'"),
     )
     .await?;
+    // Issue 17 item 7: one info line each when the run is registered, committed (with its
+    // requests, failures and duration) and its final record written.
+    let written = writer.wait_for_line("final record written", Duration::from_secs(10))?;
+    assert!(written.contains(&uuid), "{written}");
+    let log = writer.output();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what) && l.contains(&uuid))
+            .unwrap_or_else(|| panic!("no {what:?} line for {uuid} in:\n{log}"))
+            .to_string()
+    };
+    let _ = line("run registered");
+    let committed = line("run committed");
+    for field in ["\"requests\":10", "\"failures\":0", "duration_s", "INFO"] {
+        assert!(committed.contains(field), "{field} not in {committed}");
+    }
     for s in &snapshots {
         assert!(s["response_time_p90"].is_null(), "{s:?}");
         assert!(
