@@ -17,7 +17,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::Mutex;
 
 /// How long the publisher waits to open its connection and channel before it reports
@@ -26,12 +26,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Broker settings, the `[amqp]` section of every service's settings. Missing keys take the
 /// defaults documented on each field.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     /// AMQP URI (`amqp://user:pass@host:5672/%2f`; default the local broker as guest); a
     /// `heartbeat` query is added when missing (see [`with_heartbeat`]). A secret: it may carry
     /// a password (see [`redact`]).
+    #[serde(serialize_with = "serialize_redacted")]
     pub url: SecretString,
     /// The topic exchange (default `loadtest`). Every other name derives from it (see
     /// [`AmqpSettings::queue`] and the methods after it), so one setting isolates a whole
@@ -49,6 +50,11 @@ pub struct AmqpSettings {
     pub delivery_limit: u32,
     /// `x-expires` of the consumers' queues, ms (for tests; unset in production).
     pub queue_expires_ms: Option<u64>,
+}
+
+/// Serializes a URL with its password hidden ([`redact`]), for `--help`'s defaults.
+fn serialize_redacted<S: Serializer>(url: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact(url.expose_secret()))
 }
 
 impl Default for AmqpSettings {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use config::{ConfigError, FileFormat, Map, Source, Value, ValueKind};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
 
 /// Prefix of the environment variables read, followed by `__` (`LOADTEST__SECTION__KEY`).
 pub const ENV_PREFIX: &str = "LOADTEST";
@@ -146,6 +147,89 @@ pub fn load<T: DeserializeOwned>(
             message,
         }
     })
+}
+
+/// What a secret is shown as in [`help`]: never its value.
+const SECRET: &str = "(secret)";
+
+/// Serializes a secret as `(secret)` (for [`help`]; the value is never written).
+pub fn serialize_secret<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(SECRET)
+}
+
+/// Serializes an optional secret as `(secret)` or nothing (for [`help`]).
+pub fn serialize_opt_secret<S: Serializer>(
+    v: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str(SECRET),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serializes a list of secrets as one `(secret)` each (for [`help`]).
+pub fn serialize_secrets<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|_| SECRET))
+}
+
+/// Every setting of `T`, one line each: its TOML key, its environment variable and its default,
+/// generated from `T` loaded from `spec.defaults` alone and serialized (so a setting added to
+/// `T` is listed without being written twice; secrets show as `(secret)`, settings without a
+/// default as `unset`). For `--help`.
+pub fn help<T: DeserializeOwned + Serialize>(spec: &Spec<'_>) -> String {
+    let value = load::<T>(spec, None, &Env::Vars(Vec::new()))
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::to_value(t).map_err(|e| e.to_string()));
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => return format!("(the defaults do not load: {e})"),
+    };
+    let mut rows = Vec::new();
+    walk(&value, String::new(), &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "Settings: TOML key (in --config FILE), environment variable (wins over the file), \
+         default. Each is described in the commented example file, config/*.example.toml.\n"
+    );
+    for (key, default) in rows {
+        let env = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
+        let list = if spec.list_keys.contains(&key.as_str()) {
+            " (comma-separated)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  {key:<width$}  {env}{list} = {default}\n"));
+    }
+    out
+}
+
+/// Collects (dotted key, default as text) for every leaf of `v`.
+fn walk(v: &serde_json::Value, key: String, rows: &mut Vec<(String, String)>) {
+    use serde_json::Value as J;
+    match v {
+        J::Object(map) => {
+            for (k, child) in map {
+                let key = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                walk(child, key, rows);
+            }
+        }
+        J::Null => rows.push((key, "unset".to_string())),
+        J::String(s) if s.is_empty() => rows.push((key, "\"\"".to_string())),
+        J::String(s) => rows.push((key, s.clone())),
+        J::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect();
+            rows.push((key, format!("[{}]", items.join(","))));
+        }
+        other => rows.push((key, other.to_string())),
+    }
 }
 
 /// The environment layer: `LOADTEST__A__B_C=v` → key `a.b_c`, value the string `v` (an array of

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// The load-test results REST API: registers runs, takes stats and commits from load generators,
 /// authorises and validates them, and publishes them to RabbitMQ with publisher confirms.
@@ -24,7 +24,15 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `--help` ends with every setting, its environment variable and its default, generated
+    // from the settings type.
+    let matches = Cli::command()
+        .after_help(loadtest_api::settings::Settings::help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let mut settings = match loadtest_api::settings::Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kit::amqp::AmqpSettings;
 use kit::settings::{secret_from, Env, Spec};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The defaults, the lowest layer (`[amqp]` defaults are [`AmqpSettings`]'s).
 const DEFAULTS: &str = r#"
@@ -40,7 +40,7 @@ const SPEC: Spec<'static> = Spec {
 };
 
 /// All settings of `loadtest-api`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// HTTP listener.
@@ -54,7 +54,7 @@ pub struct Settings {
 }
 
 /// HTTP listener settings: what one connection or one request may hold, and for how long.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address (default `127.0.0.1:8080`; port 0 picks a free port).
@@ -92,17 +92,19 @@ impl HttpSettings {
 }
 
 /// Authentication settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Require an API key for register and event tokens for stats/commit (default true).
     pub enabled: bool,
     /// Accepted API keys (comma-separated in the environment).
     #[serde(default)]
+    #[serde(serialize_with = "kit::settings::serialize_secrets")]
     pub api_keys: Vec<SecretString>,
     /// A file of API keys, one per line (`#` comments allowed).
     pub api_keys_file: Option<PathBuf>,
     /// HMAC secret for event tokens, shared with the writer.
+    #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub token_secret: Option<SecretString>,
     /// File holding the secret.
     pub token_secret_file: Option<PathBuf>,
@@ -125,6 +127,11 @@ pub struct AuthSettings {
 }
 
 impl Settings {
+    /// Every setting with its environment variable and default, for `--help`.
+    pub fn help() -> String {
+        kit::settings::help::<Settings>(&SPEC)
+    }
+
     /// Loads defaults, then `file`, then the process's `LOADTEST__…` environment variables.
     /// Errors name the key to fix.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {

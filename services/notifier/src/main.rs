@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Posts a Slack message for every finished load-test run.
 ///
@@ -33,7 +33,15 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `--help` ends with every setting, its environment variable and its default, generated
+    // from the settings type.
+    let matches = Cli::command()
+        .after_help(loadtest_notifier::settings::Settings::help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let settings = match loadtest_notifier::settings::Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

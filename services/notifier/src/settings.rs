@@ -9,10 +9,10 @@ use std::time::Duration;
 use kit::amqp::AmqpSettings;
 use kit::settings::{secret_from, Env, Spec};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// All settings of `loadtest-notifier`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Broker connection and names: the queue is `<exchange>.notify.slack`, dead letters go to
@@ -33,11 +33,12 @@ pub struct Settings {
 }
 
 /// The Slack incoming webhook (`[slack]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackSettings {
     /// The incoming webhook URL (`https://hooks.slack.com/services/…`), a secret. Without it
     /// (nor `webhook_url_file`) notifications are off.
+    #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub webhook_url: Option<SecretString>,
     /// A file holding the webhook URL (trailing newline trimmed), if not given inline.
     pub webhook_url_file: Option<PathBuf>,
@@ -102,7 +103,7 @@ impl SlackSettings {
 }
 
 /// The dashboard (`[dashboard]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DashboardSettings {
     /// Base URL of the Grafana that has the load-test dashboard (uid `loadtest-run`), e.g.
@@ -121,7 +122,7 @@ impl DashboardSettings {
 }
 
 /// Metrics endpoint settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// Address of `GET /metrics` and `GET /healthz` (default `127.0.0.1:9465`; empty disables
@@ -138,7 +139,7 @@ impl Default for MetricsSettings {
 }
 
 /// Log format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
@@ -168,6 +169,11 @@ const SPEC: Spec<'static> = Spec {
 };
 
 impl Settings {
+    /// Every setting with its environment variable and default, for `--help`.
+    pub fn help() -> String {
+        kit::settings::help::<Settings>(&SPEC)
+    }
+
     /// Loads defaults, then `file` if given, then the process's `LOADTEST__…` environment
     /// variables, and checks them. Errors name the key to fix.
     ///

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Consumes load-test messages from RabbitMQ (queue `<exchange>.writer`) and writes a snapshot
 /// of every running run each snapshot interval, and the final record on commit, to InfluxDB.
@@ -34,7 +34,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `--help` ends with every setting, its environment variable and its default, generated
+    // from the settings type.
+    let matches = Cli::command()
+        .after_help(loadtest_writer::settings::Settings::help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let settings = match loadtest_writer::settings::Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

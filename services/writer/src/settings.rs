@@ -8,12 +8,12 @@ use std::time::Duration;
 use kit::amqp::AmqpSettings;
 use kit::settings::{Env, Spec};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use lifecycle::{Backslashes, LifecycleSettings};
 
 /// All settings of `loadtest-writer`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch,
@@ -36,7 +36,7 @@ pub struct Settings {
 }
 
 /// Metrics endpoint settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// Address of `GET /metrics` (default `127.0.0.1:9464`; empty disables it; port 0 picks a
@@ -53,7 +53,7 @@ impl Default for MetricsSettings {
 }
 
 /// Lifecycle timings, in seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// Snapshot interval, s (default 15).
@@ -98,7 +98,7 @@ impl LifecycleConfig {
 }
 
 /// The checkpoint stream and the leader lock (see [`crate::state`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSettings {
     /// The checkpoint stream, and the fanout exchange bound to it (default empty:
@@ -162,7 +162,7 @@ fn positive(key: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 /// Which sink, and its settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     /// `v2` (InfluxDB API v2, default), `v1` (InfluxDB API v1) or `file` (line protocol).
@@ -174,6 +174,7 @@ pub struct SinkSettings {
     /// Bucket (v2).
     pub bucket: String,
     /// API token (v2).
+    #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub token: Option<SecretString>,
     /// File holding the token (v2), if not given inline.
     pub token_file: Option<PathBuf>,
@@ -184,6 +185,7 @@ pub struct SinkSettings {
     /// Basic-auth user (v1), optional.
     pub username: Option<String>,
     /// Basic-auth password (v1), optional.
+    #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub password: Option<SecretString>,
     /// Output file (file sink).
     pub path: PathBuf,
@@ -195,8 +197,8 @@ pub struct SinkSettings {
 
 /// Which sink the writer writes to (`sink.kind`). Any other value fails to load, naming the
 /// allowed ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", rename_all = "lowercase")]
 pub enum SinkKind {
     /// InfluxDB API v2 (InfluxDB 2.x, 3.x, Cloud, 1.8+, v2-compatible stores): `v2`.
     V2,
@@ -224,10 +226,11 @@ impl TryFrom<String> for SinkKind {
 }
 
 /// Event-token verification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// HMAC secret shared with the API (event tokens are `HMAC-SHA256(secret, uuid)`).
+    #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub token_secret: Option<SecretString>,
     /// File holding the secret, if not given inline.
     pub token_secret_file: Option<PathBuf>,
@@ -236,7 +239,7 @@ pub struct AuthSettings {
 }
 
 /// Log format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
@@ -289,6 +292,11 @@ const SPEC: Spec<'static> = Spec {
 };
 
 impl Settings {
+    /// Every setting with its environment variable and default, for `--help`.
+    pub fn help() -> String {
+        kit::settings::help::<Settings>(&SPEC)
+    }
+
     /// Loads defaults, then `file` if given, then the process's `LOADTEST__…` environment
     /// variables, and checks them. Errors name the key to fix.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -382,6 +390,24 @@ mod tests {
             assert_eq!(s.sink.token.expect("set").expose_secret(), secret);
             assert_eq!(s.amqp.prefetch, 42, "numbers still parse");
         }
+    }
+
+    /// Issue 17 item 8: `--help` lists every setting with its variable and default, secrets
+    /// never shown.
+    #[test]
+    fn help_lists_every_setting_with_its_variable_and_default() {
+        let help = Settings::help();
+        for line in [
+            "LOADTEST__SINK__BACKSLASHES = literal",
+            "LOADTEST__SINK__KIND = v2",
+            "LOADTEST__AUTH__TOKEN_SECRET = unset",
+            "LOADTEST__AMQP__URL = amqp://guest:***@127.0.0.1:5672/%2f",
+            "LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S = 15.0",
+            "LOADTEST__CHECKPOINT__LOCK_RETRY_S = 1.0",
+        ] {
+            assert!(help.contains(line), "{line} missing from:\n{help}");
+        }
+        assert!(!help.contains("guest:guest"), "{help}");
     }
 
     #[test]
