@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Functions that install (Debian packages, PyPI) and start the services the tests use, each
-# idempotent: a service already answering is left alone.
+# Functions that install (Debian packages; PyPI packages into a virtual environment under
+# $LOADTEST_CI_DIR) and start the services the tests use, each idempotent: a service already
+# answering is left alone. Installing Debian packages needs root (apt-get).
 # Services: RabbitMQ 127.0.0.1:5672, InfluxDB 1.x 127.0.0.1:8086, VictoriaMetrics 127.0.0.1:8428.
 
 LOADTEST_CI_DIR=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}
@@ -63,19 +64,39 @@ ensure_victoriametrics() {
   wait_for 60 "VictoriaMetrics (127.0.0.1:8428)" curl -sf http://127.0.0.1:8428/health
 }
 
+# The tests' Python packages (Locust, the editable plugin, schemathesis) live in their own virtual
+# environment, never in the system Python; the tests find its tools through LOADTEST_PYTHON_BIN
+# (exported here), else in $LOADTEST_CI_DIR/test-venv/bin, else on PATH.
+TEST_VENV=$LOADTEST_CI_DIR/test-venv
+export LOADTEST_PYTHON_BIN=$TEST_VENV/bin
+
+ensure_test_venv() {
+  if [ ! -x "$TEST_VENV/bin/python" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv -h >/dev/null 2>&1 || apt_install python3-venv
+    log "python3 -m venv $TEST_VENV"
+    python3 -m venv "$TEST_VENV"
+  fi
+}
+
+# venv_pip_pin PACKAGE VERSION: installs PACKAGE==VERSION into the test venv unless it is there.
+venv_pip_pin() {
+  if [ "$("$TEST_VENV/bin/python" -m pip show "$1" 2>/dev/null | awk '/^Version:/{print $2}')" != "$2" ]; then
+    log "pip install $1==$2 (into $TEST_VENV)"
+    "$TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check "$1==$2"
+  fi
+}
+
 ensure_locust() {
   # Real Locust for the plugin's end-to-end test (tests/e2e/tests/locust.rs), pinned; keep the pin
   # in sync with LOCUST_PIN there. The plugin itself is installed editable from clients/locust.
   local pin=2.32.4
   if [ -d clients/locust ]; then
-    if [ "$(python3 -c 'import locust; print(locust.__version__)' 2>/dev/null)" != "$pin" ]; then
-      log "pip install locust==$pin"
-      PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "locust==$pin"
-    fi
+    ensure_test_venv
+    venv_pip_pin locust "$pin"
     # Always: an editable install points at one checkout, and CI runs in a fresh clone.
-    log "pip install -e ./clients/locust"
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q -e ./clients/locust
-    command -v locust >/dev/null || log "WARNING: locust is not on PATH; the tests use python3 -m locust"
+    log "pip install -e ./clients/locust (into $TEST_VENV)"
+    "$TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check -e ./clients/locust
   fi
 }
 
@@ -88,11 +109,8 @@ ensure_chromium() {
 
 ensure_schemathesis() {
   # schemathesis, pinned, for the API contract test (tests/e2e/tests/api_contract.rs).
-  local pin=4.32.5
-  if [ "$(python3 -m pip show schemathesis 2>/dev/null | awk '/^Version:/{print $2}')" != "$pin" ]; then
-    log "pip install schemathesis==$pin"
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q "schemathesis==$pin"
-  fi
+  ensure_test_venv
+  venv_pip_pin schemathesis 4.32.5
 }
 
 ensure_docker() {

@@ -1,5 +1,9 @@
 """Example locustfile recorded in the load-test pipeline.
 
+Against the demo target that ``loadgen target`` serves (``/``, ``/api/items``, ``/api/slow``;
+start it with ``loadgen target --listen 127.0.0.1:8000``), every request succeeds and Locust
+exits 0:
+
     pip install ./clients/locust
     locust -f clients/locust/example_locust.py --host=http://127.0.0.1:8000 --headless \
         -u 5 -r 10 -t 20s --only-summary --consumer-host http://127.0.0.1:8080
@@ -13,7 +17,7 @@ import locust_consumer  # noqa: F401  (registers the --consumer-* options and ho
 
 
 class WebsiteUser(HttpUser):
-    """Browses the home page and the items; one endpoint fails on purpose (HTTP 500)."""
+    """Browses the home page, the items and a slow page of the demo target."""
 
     wait_time = between(0.05, 0.2)
 
@@ -23,8 +27,8 @@ class WebsiteUser(HttpUser):
 
     @task(2)
     def items(self) -> None:
-        self.client.get("/items")
+        self.client.get("/api/items")
 
     @task(1)
-    def broken(self) -> None:
-        self.client.get("/fail")
+    def slow(self) -> None:
+        self.client.get("/api/slow")

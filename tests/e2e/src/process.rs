@@ -254,3 +254,26 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Where the Python tool `tool` (`locust`, `schemathesis`, `python`) the tests run is:
+/// `$LOADTEST_PYTHON_BIN/<tool>`, else `${LOADTEST_CI_DIR:-/tmp/loadtest-ci}/test-venv/bin/<tool>`
+/// (the virtual environment `.ci/services.sh` installs them into), else `<tool>` on PATH
+/// (`python3` for `python`).
+pub fn python_tool(tool: &str) -> PathBuf {
+    let dirs = [
+        std::env::var_os("LOADTEST_PYTHON_BIN").map(PathBuf::from),
+        Some(
+            std::env::var_os("LOADTEST_CI_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp/loadtest-ci"))
+                .join("test-venv/bin"),
+        ),
+    ];
+    for dir in dirs.into_iter().flatten() {
+        let p = dir.join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from(if tool == "python" { "python3" } else { tool })
+}

@@ -355,7 +355,7 @@ async fn schemathesis_all_checks_pass() -> anyhow::Result<()> {
     let r = start("schema").await?;
     let config =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis/schemathesis.toml");
-    let out = tokio::process::Command::new("schemathesis")
+    let out = tokio::process::Command::new(python_tool("schemathesis"))
         .arg("--config-file")
         .arg(&config)
         .args([
@@ -375,7 +375,7 @@ async fn schemathesis_all_checks_pass() -> anyhow::Result<()> {
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "running schemathesis ({e}); install it with `pip install schemathesis==4.32.5`"
+                "running schemathesis ({e}); install it with `source .ci/services.sh && ensure_schemathesis`"
             )
         })?;
     let text = format!(

@@ -2,9 +2,12 @@
 //! → RabbitMQ → loadtest-writer → InfluxDB 1.x, against a local counting target.
 //!
 //! Needs RabbitMQ on 127.0.0.1:5672, InfluxDB 1.x on 127.0.0.1:8086 and Locust with the plugin
-//! (`python3 -m pip install locust==2.32.4 -e ./clients/locust`); `bash .ci/run` provides all
-//! three. The locustfile is the plugin's own `clients/locust/example_locust.py` (`/` and `/items`
-//! answer 200, `/fail` answers 500), run from its folder exactly as a user would.
+//! (`bash .ci/run` installs `locust==2.32.4` and `-e ./clients/locust` into the virtual
+//! environment `$LOADTEST_CI_DIR/test-venv`, found as [`python_tool`] says); it provides all
+//! three. The locustfile is `tests/e2e/locust/failing_locust.py` (`/` and `/items` answer 200,
+//! `/fail` answers 500, so every run has failures to record), run from the plugin's folder as a
+//! user would; the README's quick start, the plugin's `example_locust.py` against
+//! `loadgen target`, must run green (exit 0).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -23,19 +26,35 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `clients/locust`: the locustfile's folder, where the tests run Locust.
+/// `clients/locust`: the plugin's folder, where the tests run Locust.
 fn plugin_dir() -> PathBuf {
     repo_root().join("clients/locust")
 }
 
-/// How to run Locust: `locust` on PATH, else `python3 -m locust`; panics with the install
-/// command when neither works.
+/// The tests' locustfile, with an endpoint that fails (see the module docs).
+fn failing_locustfile() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("locust/failing_locust.py")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// How to run Locust: [`python_tool`]`("locust")` (the CI's virtual environment, else PATH),
+/// else `python3 -m locust`; panics with the install command when neither works.
 fn locust_program() -> &'static [String] {
     static PROGRAM: OnceLock<Vec<String>> = OnceLock::new();
     PROGRAM.get_or_init(|| {
-        let candidates: [&[&str]; 2] = [&["locust"], &["python3", "-m", "locust"]];
+        let locust = python_tool("locust").to_string_lossy().into_owned();
+        let python = python_tool("python").to_string_lossy().into_owned();
+        let candidates: [Vec<String>; 2] = [
+            vec![locust],
+            vec![python, "-m".to_string(), "locust".to_string()],
+        ];
         for c in candidates {
-            let ok = Command::new(c[0])
+            let ok = Command::new(&c[0])
                 .args(&c[1..])
                 .arg("--version")
                 .stdout(Stdio::null())
@@ -44,12 +63,13 @@ fn locust_program() -> &'static [String] {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if ok {
-                return c.iter().map(|s| s.to_string()).collect();
+                return c;
             }
         }
         panic!(
-            "Locust is not installed (neither `locust` nor `python3 -m locust` runs); install it with \
-             `python3 -m pip install locust=={LOCUST_PIN} -e ./clients/locust` (or run `bash .ci/run`)"
+            "Locust is not installed (neither `locust` nor `python3 -m locust` runs, in \
+             $LOADTEST_PYTHON_BIN, the CI's virtual environment or on PATH); install locust=={LOCUST_PIN} and the plugin \
+             with `source .ci/services.sh && ensure_locust` (or `bash .ci/run`)"
         );
     })
 }
@@ -350,7 +370,7 @@ async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::
     let port = free_port()?.to_string();
     let mut args = vec![
         "-f",
-        "example_locust.py",
+        failing_locustfile(),
         "--host",
         &target.url,
         "--headless",
@@ -395,7 +415,7 @@ async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::
                 &format!("{test}-worker{i}"),
                 &[
                     "-f",
-                    "example_locust.py",
+                    failing_locustfile(),
                     "--worker",
                     "--master-host",
                     "127.0.0.1",
@@ -462,6 +482,59 @@ async fn locust_processes_equal_csv_exactly() -> anyhow::Result<()> {
     distributed_run_equals_csv("locust-procs", true).await
 }
 
+/// Issue 17 item 6: the README's Locust quick start as written (`loadgen target` on port 8000's
+/// stand-in, the plugin's `example_locust.py`, `-u 5 -r 10 -t 20s --only-summary
+/// --consumer-host`) runs green: no failure, exit code 0, the run committed with Locust's counts.
+/// On main two of the example's three endpoints answered 404 and Locust exited 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readme_quick_start_runs_green_against_loadgen_target() -> anyhow::Result<()> {
+    let p = start_pipeline("locust-readme").await?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut target = Proc::start(
+        "loadgen-target",
+        "loadgen",
+        &["target", "--listen", &listen],
+        &[],
+    )?;
+    target.wait_for_line(&listen, Duration::from_secs(30))?;
+    let host = format!("--host=http://{listen}");
+    let locust = Locust::start(
+        "locust-readme",
+        &[
+            "-f",
+            "example_locust.py",
+            &host,
+            "--headless",
+            "-u",
+            "5",
+            "-r",
+            "10",
+            "-t",
+            "20s",
+            "--only-summary",
+            "--consumer-host",
+            &p.api,
+            "--consumer-api-key",
+            &p.stack.api_key,
+        ],
+        &[],
+    )?;
+    let (status, out) = locust.wait(Duration::from_secs(90)).await?;
+    assert_eq!(status.code(), Some(0), "locust exit code:\n{out}");
+    let uuid = registered_uuid(&out).unwrap_or_else(|| panic!("no registered run in:\n{out}"));
+    let printed = read_printed_summary(&out);
+    let total = printed[&(String::new(), "Aggregated".to_string())];
+    assert!(total.0 > 100 && total.1 == 0, "{printed:?}\n{out}");
+    assert_eq!(
+        printed.len(),
+        4,
+        "/, /api/items, /api/slow, Aggregated: {printed:?}"
+    );
+    let summary = summary_counts(&p.db, &uuid).await?;
+    assert_eq!(summary, printed, "loadtest_summary vs Locust's summary");
+    Ok(())
+}
+
 /// The original command shape (`-u 5 -r 10 -t 20s --only-summary --consumer-host`, the API key
 /// from the environment) ends in InfluxDB with Locust's own counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -473,7 +546,7 @@ async fn locust_original_command_shape_lands_in_influxdb() -> anyhow::Result<()>
         "locust-orig",
         &[
             "-f",
-            "example_locust.py",
+            failing_locustfile(),
             &host,
             "--headless",
             "-u",
@@ -542,7 +615,7 @@ async fn locust_runs_on_with_one_warning_when_the_api_is_down() -> anyhow::Resul
         "locust-api-down",
         &[
             "-f",
-            "example_locust.py",
+            failing_locustfile(),
             &host,
             "--headless",
             "-u",
@@ -594,7 +667,7 @@ async fn locust_consumer_required_stops_when_the_api_is_down() -> anyhow::Result
         "locust-required",
         &[
             "-f",
-            "example_locust.py",
+            failing_locustfile(),
             &host,
             "--headless",
             "-u",
@@ -633,13 +706,14 @@ async fn locust_consumer_required_stops_when_the_api_is_down() -> anyhow::Result
 /// The plugin's Python unit tests (payloads, retries, options), no network needed.
 #[test]
 fn locust_plugin_python_unit_tests() {
-    // Locust is installed for python3 (the same pip); checks it is there, with the install hint.
+    // The Python that has Locust (the CI's virtual environment); checks it is there, with the
+    // install hint.
     locust_program();
-    let out = Command::new("python3")
+    let out = Command::new(python_tool("python"))
         .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
         .current_dir(plugin_dir())
         .output()
-        .expect("running python3 -m unittest");
+        .expect("running python -m unittest");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
