@@ -1,4 +1,4 @@
-//! The points of each measurement (see the data model in the design brief): pure functions from
+//! The points of each measurement (data model: `docs/architecture.md`): pure functions from
 //! a run's state to [`Point`]s.
 //!
 //! | measurement | tags | fields |
