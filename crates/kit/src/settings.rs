@@ -188,9 +188,9 @@ pub fn help<T: DeserializeOwned + Serialize>(spec: &Spec<'_>) -> String {
     let mut rows = Vec::new();
     walk(&value, String::new(), &mut rows);
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut out = format!(
+    let mut out = String::from(
         "Settings: TOML key (in --config FILE), environment variable (wins over the file), \
-         default. Each is described in the commented example file, config/*.example.toml.\n"
+         default. Each is described in the commented example file, config/*.example.toml.\n",
     );
     for (key, default) in rows {
         let env = format!("{ENV_PREFIX}__{}", key.to_uppercase().replace('.', "__"));
