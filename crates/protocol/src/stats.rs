@@ -137,7 +137,10 @@ pub struct StatsEntry {
     /// `response_times`. Used only while `response_times` is empty (see
     /// [`StatsEntry::measured_percentile`]); they cannot be combined, so merging two entries
     /// that both have requests drops them.
+    /// Not in the OpenAPI document: clients of the API send Locust's web rows for this, and the
+    /// API fills it in from them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub reported_percentiles: BTreeMap<String, f64>,
 }
 
@@ -571,6 +574,38 @@ mod tests {
             e.validate("p").expect_err("negative").field,
             "p.total_response_time"
         );
+    }
+
+    /// Issue 17 item 2: without a histogram only the percentiles a producer reported exist,
+    /// clamped like the others; none survives merging two producers' requests.
+    #[test]
+    fn reported_percentiles_are_the_only_ones_without_a_histogram() {
+        let mut e = StatsEntry::new("GET", "/", 1.0);
+        e.num_requests = 10;
+        e.min_response_time = Some(3.0);
+        e.max_response_time = 130.0;
+        e.reported_percentiles = [("0.5", 12.0), ("0.95", 40.0), ("0.99", 120.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(e.measured_percentile(0.5), Some(12.0));
+        assert_eq!(e.measured_percentile(0.95), Some(40.0));
+        assert_eq!(e.measured_percentile(0.99), Some(120.0));
+        assert_eq!(e.measured_percentile(0.9), None, "nobody measured p90");
+        let mut total = StatsEntry::new("", AGGREGATED, 0.0);
+        total.merge(&e);
+        assert_eq!(total.measured_percentile(0.95), Some(40.0), "one producer");
+        total.merge(&e);
+        assert_eq!(total.measured_percentile(0.95), None, "two producers");
+        let mut logged = StatsEntry::new("GET", "/", 1.0);
+        logged.log(10.0, 1, false, 2.0);
+        assert_eq!(
+            logged.measured_percentile(0.9),
+            Some(10.0),
+            "from the histogram"
+        );
+        e.reported_percentiles.insert("1.5".into(), 1.0);
+        assert!(e.validate("entries[0]").is_err());
     }
 
     #[test]
