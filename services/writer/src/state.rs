@@ -222,6 +222,7 @@ enum Offset {
 }
 
 /// Publishing checkpoints to, and reading them back from, the stream.
+#[derive(Debug)]
 pub struct StateStream {
     channel: Channel,
     name: String,
