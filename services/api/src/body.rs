@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::settings::HttpSettings;
 
 /// Reads request bodies within the limits of [`HttpSettings`].
+#[derive(Debug)]
 pub struct Bodies {
     limit: usize,
     timeout: Duration,

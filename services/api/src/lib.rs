@@ -45,6 +45,7 @@ use crate::settings::{Secrets, Settings};
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(30);
 
 /// Shared state of the handlers.
+#[derive(Debug)]
 pub struct AppState {
     /// Publisher with confirms.
     pub publisher: Arc<Publisher>,

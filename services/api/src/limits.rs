@@ -33,6 +33,17 @@ struct Rate<K: Hash + Eq + Clone> {
     setting: &'static str,
 }
 
+impl<K: Hash + Eq + Clone> std::fmt::Debug for Rate<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The limiter's per-key state is not worth printing.
+        f.debug_struct("Rate")
+            .field("per_second", &self.per_second)
+            .field("burst", &self.burst)
+            .field("setting", &self.setting)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Hash + Eq + Clone> Rate<K> {
     /// `None` when `per_second` is 0 (no limit).
     fn new(per_second: u32, burst: u32, setting: &'static str) -> Option<Self> {
@@ -72,6 +83,7 @@ pub enum Admission {
 
 /// The limits of [`AuthSettings`]: per-key register rate, per-run event rate, per-key running
 /// runs.
+#[derive(Debug)]
 pub struct Limits {
     register: Option<Rate<String>>,
     events: Option<Rate<Uuid>>,

@@ -72,6 +72,7 @@ impl Modify for Security {
     )),
     modifiers(&Security, &Limits)
 )]
+#[derive(Debug)]
 pub struct ApiDoc;
 
 /// An RFC 3339 timestamp as the API parses it: a calendar-valid date in InfluxDB's range (years

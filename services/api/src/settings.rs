@@ -182,7 +182,7 @@ impl Settings {
 }
 
 /// The resolved secrets: API keys and the token secret.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Secrets {
     /// Accepted API keys.
     pub api_keys: Vec<SecretString>,
@@ -249,13 +249,12 @@ mod tests {
         assert_eq!(s.http.body_limit, 1024 * 1024);
         assert!(s.auth.enabled);
         let err = Secrets::resolve(&s.auth)
-            .err()
-            .expect("no secret")
+            .expect_err("no secret")
             .to_string();
         assert!(err.contains("LOADTEST__AUTH__TOKEN_SECRET"), "{err}");
         let mut auth = s.auth.clone();
         auth.token_secret = Some(SecretString::from("s".to_string()));
-        let err = Secrets::resolve(&auth).err().expect("no keys").to_string();
+        let err = Secrets::resolve(&auth).expect_err("no keys").to_string();
         assert!(err.contains("LOADTEST__AUTH__API_KEYS"), "{err}");
         auth.api_keys = vec![SecretString::from("k".to_string())];
         assert!(Secrets::resolve(&auth).is_ok());

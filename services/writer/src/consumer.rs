@@ -108,6 +108,7 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<
 }
 
 /// What the writer needs.
+#[derive(Debug)]
 pub struct Worker {
     /// Broker settings.
     pub amqp: AmqpSettings,

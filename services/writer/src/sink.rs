@@ -35,6 +35,7 @@ fn error_from_status(status: u16, body: String, retry_after: Option<Duration>) -
 }
 
 /// InfluxDB API v2 through the `influxdb2` crate (`/api/v2/write`, precision ns).
+#[derive(Debug)]
 pub struct InfluxV2Sink {
     client: influxdb2::Client,
     org: String,
@@ -96,6 +97,16 @@ pub struct InfluxV1Sink {
     retention_policy: Option<String>,
     username: Option<String>,
     password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for InfluxV1Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry credentials: not printed.
+        f.debug_struct("InfluxV1Sink")
+            .field("database", &self.database)
+            .field("retention_policy", &self.retention_policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InfluxV1Sink {
@@ -164,6 +175,7 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 /// One of the sinks, chosen by configuration.
+#[derive(Debug)]
 pub enum AnySink {
     /// InfluxDB API v2.
     V2(InfluxV2Sink),

@@ -24,10 +24,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kit::amqp::AmqpSettings;
+use kit::amqp::{publish_confirmed, AmqpSettings, Message};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -222,6 +222,7 @@ enum Offset {
 }
 
 /// Publishing checkpoints to, and reading them back from, the stream.
+#[derive(Debug)]
 pub struct StateStream {
     channel: Channel,
     name: String,
@@ -278,27 +279,17 @@ impl StateStream {
     }
 
     async fn send_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            confirms.push(
-                self.channel
-                    .basic_publish(
-                        &self.name,
-                        "",
-                        BasicPublishOptions::default(),
-                        body,
-                        self.properties(),
-                    )
-                    .await
-                    .context("publishing a checkpoint")?,
-            );
-        }
-        for c in confirms {
-            if c.await.context("checkpoint confirm")?.is_nack() {
-                bail!("the broker nacked a checkpoint record");
-            }
-        }
-        Ok(())
+        let messages: Vec<Message<'_>> = bodies
+            .iter()
+            .map(|body| {
+                Message::new("", body)
+                    .properties(self.properties())
+                    .not_mandatory()
+            })
+            .collect();
+        publish_confirmed(&self.channel, &self.name, "loadtest-writer", &messages)
+            .await
+            .context("publishing a checkpoint")
     }
 
     fn properties(&self) -> BasicProperties {

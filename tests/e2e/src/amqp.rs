@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::nodes::RabbitNode;
 
@@ -17,66 +17,29 @@ pub async fn amqp_connect(url: &str) -> anyhow::Result<lapin::Connection> {
         .context("connecting to RabbitMQ (start it with `rabbitmq-server -detached`)")
 }
 
-/// Publishes `body` (persistent, JSON) to `exchange` with `routing_key` and waits for the
-/// broker's confirm; a nack is an error.
-pub async fn amqp_publish(
-    conn: &lapin::Connection,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-) -> anyhow::Result<()> {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let props = lapin::BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(uuid::Uuid::new_v4().to_string().into());
-    let confirm = ch
-        .basic_publish(
-            exchange,
-            routing_key,
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?
-        .await?;
-    let _ = ch.close(200, "published").await;
-    if confirm.is_nack() {
-        bail!("the broker nacked the publish to {exchange}");
-    }
-    Ok(())
+/// Publishes `body` (persistent, JSON, not `mandatory`) to `exchange` with `routing_key` on the
+/// shared broker, through the services' own confirming publisher, and waits for the confirm; a
+/// nack is an error.
+pub async fn amqp_publish(exchange: &str, routing_key: &str, body: &[u8]) -> anyhow::Result<()> {
+    amqp_publish_all(exchange, &[(routing_key.to_string(), body.to_vec())]).await
 }
 
-/// Publishes every `(routing key, body)` of `messages` (persistent, JSON) to `exchange` on one
-/// confirm-mode channel, then waits for every confirm; a nack is an error.
+/// Publishes every `(routing key, body)` of `messages` (persistent, JSON, not `mandatory`) to
+/// `exchange`, back to back on one confirm-mode channel, then waits for every confirm; a nack is
+/// an error.
 pub async fn amqp_publish_all(
-    conn: &lapin::Connection,
     exchange: &str,
     messages: &[(String, Vec<u8>)],
 ) -> anyhow::Result<()> {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut confirms = Vec::with_capacity(messages.len());
-    for (key, body) in messages {
-        let props = lapin::BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_message_id(uuid::Uuid::new_v4().to_string().into());
-        confirms.push(
-            ch.basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
-                .await?,
-        );
-    }
-    for c in confirms {
-        if c.await?.is_nack() {
-            bail!("the broker nacked a publish to {exchange}");
-        }
-    }
-    let _ = ch.close(200, "published").await;
-    Ok(())
+    use kit::amqp::{AmqpSettings, Message, Publisher};
+    let publisher = Publisher::new(&AmqpSettings::new(AMQP_URL, exchange), "loadtest-e2e");
+    let batch: Vec<Message<'_>> = messages
+        .iter()
+        .map(|(key, body)| Message::new(key, body).not_mandatory())
+        .collect();
+    let sent = publisher.send_all(&batch).await;
+    publisher.close().await;
+    sent.with_context(|| format!("publishing {} message(s) to {exchange}", messages.len()))
 }
 
 /// A dead-lettered message: its body and the writer's `x-loadtest-dead-reason` header.

@@ -48,6 +48,7 @@ pub fn registered_run(output: &str) -> Option<String> {
 }
 
 /// A load generator run through the API: the process, and its uuid once registered.
+#[derive(Debug)]
 pub struct LoadgenRun {
     /// The `loadgen` process.
     pub proc: Proc,

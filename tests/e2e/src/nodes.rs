@@ -13,6 +13,7 @@ use crate::wait::eventually;
 
 /// A private RabbitMQ node (own name, port and data folder) a test may stop and start; halted
 /// and removed on drop.
+#[derive(Debug)]
 pub struct RabbitNode {
     /// Node name (`name@localhost`).
     pub node: String,
@@ -160,6 +161,7 @@ impl Drop for RabbitNode {
 
 /// A private InfluxDB 1.x (`influxd` with its own ports and data folder) a test may kill and
 /// start again; killed and removed on drop.
+#[derive(Debug)]
 pub struct InfluxNode {
     /// Base URL.
     pub url: String,

@@ -111,6 +111,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A child process killed on drop, with its output in a log file.
+#[derive(Debug)]
 pub struct Proc {
     /// The child.
     pub child: Child,

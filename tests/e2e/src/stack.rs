@@ -9,6 +9,7 @@ use crate::influx::INFLUX;
 use crate::process::Proc;
 
 /// Settings shared by the API and writer of one test: a unique exchange and token secret.
+#[derive(Debug)]
 pub struct Stack {
     /// Exchange (queues derive from it).
     pub exchange: String,

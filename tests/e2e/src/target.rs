@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An HTTP target on 127.0.0.1:0 that counts the requests it answers.
+#[derive(Debug)]
 pub struct Target {
     /// Base URL.
     pub url: String,

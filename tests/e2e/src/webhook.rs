@@ -67,6 +67,7 @@ struct State {
 }
 
 /// The stand-in webhook, on 127.0.0.1:0 in the test process.
+#[derive(Debug)]
 pub struct FakeSlack {
     /// The webhook URL to configure (its path is a secret, as Slack's are).
     pub url: String,

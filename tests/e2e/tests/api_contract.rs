@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use kit::amqp::{AmqpSettings, Message, Publisher};
+use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use loadtest_e2e::*;
 use serde_json::{json, Value};
 
@@ -143,25 +144,15 @@ async fn keys_tokens_and_idempotent_register() -> anyhow::Result<()> {
     )
     .await?;
     let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let mut env: Value = serde_json::from_str(STATS)?;
     env["eventId"] = b_id.into();
     env["token"] = a_tok.into();
     env["nodeId"] = "intruder".into();
-    let confirm = ch
-        .basic_publish(
-            &r.stack.exchange,
-            "event.stats",
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            env.to_string().as_bytes(),
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
+    let publisher = Publisher::new(&AmqpSettings::new(AMQP_URL, &r.stack.exchange), "e2e");
+    publisher
+        .publish("event.stats", env.to_string().as_bytes())
         .await?;
-    assert!(confirm.is_ack());
+    publisher.close().await;
     let dead_queue = format!("{}.dead", r.stack.exchange);
     let dead = eventually(
         Duration::from_secs(15),
@@ -577,13 +568,8 @@ async fn redrive_moves_dead_letters_back() -> anyhow::Result<()> {
             thresholds: Vec::new(),
         }),
     );
-    let conn = Connection::connect(
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ConnectionProperties::default(),
-    )
-    .await?;
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let publisher = Publisher::new(&AmqpSettings::new(AMQP_URL, &r.stack.exchange), "e2e");
+    let dlx = format!("{}.dlx", r.stack.exchange);
     for (env, key) in [
         (&register, "event.registered"),
         (&commit, "event.committed"),
@@ -597,20 +583,17 @@ async fn redrive_moves_dead_letters_back() -> anyhow::Result<()> {
             "x-loadtest-routing-key".into(),
             AMQPValue::LongString(key.into()),
         );
-        let c = ch
-            .basic_publish(
-                &format!("{}.dlx", r.stack.exchange),
-                key,
-                BasicPublishOptions::default(),
-                &env.to_json(),
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_headers(headers),
+        let body = env.to_json();
+        publisher
+            .send(
+                Message::new(key, &body)
+                    .exchange(&dlx)
+                    .headers(headers)
+                    .not_mandatory(),
             )
-            .await?
             .await?;
-        assert!(c.is_ack());
     }
+    publisher.close().await;
     let out = tokio::process::Command::new(bin_dir().join("loadtest-writer"))
         .arg("redrive")
         .env("LOADTEST__AMQP__EXCHANGE", &r.stack.exchange)

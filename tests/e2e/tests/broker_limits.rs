@@ -13,11 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use loadtest_e2e::*;
 use serde_json::Value;
 
@@ -41,24 +39,27 @@ async fn connect(node: &RabbitNode, (user, password): (&str, &str)) -> anyhow::R
     .await?)
 }
 
-/// Publishes `body` with `key` to the `loadtest` exchange on a new channel and waits for the
-/// confirm: `Ok(true)` acked, `Ok(false)` nacked, `Err` refused (the channel was closed).
-async fn publish(conn: &Connection, key: &str, body: &[u8]) -> anyhow::Result<bool> {
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let confirm = ch
-        .basic_publish(
-            "loadtest",
-            key,
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?;
-    let c = tokio::time::timeout(Duration::from_secs(10), confirm).await??;
-    // A refused publish closes the channel asynchronously: a round trip makes it visible.
-    ch.basic_qos(1, Default::default()).await?;
-    Ok(c.is_ack())
+/// Publishes `body` with `key` to the `loadtest` exchange as `user`, through the services' own
+/// confirming publisher (its own connection, closed after): `Ok(true)` confirmed, `Ok(false)`
+/// nacked, `Err` refused (the broker closed the channel; the error carries its reply text).
+async fn publish(
+    node: &RabbitNode,
+    (user, password): (&str, &str),
+    key: &str,
+    body: &[u8],
+) -> anyhow::Result<bool> {
+    use kit::amqp::{AmqpSettings, Message, PublishError, Publisher};
+    let settings = AmqpSettings::new(&node.url_as(user, password, "loadtest"), "loadtest");
+    let publisher = Publisher::new(&settings, "broker-limits");
+    let sent = publisher
+        .send(Message::new(key, body).not_mandatory())
+        .await;
+    publisher.close().await;
+    match sent {
+        Ok(()) => Ok(true),
+        Err(PublishError::Nacked) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn queue_messages(node: &RabbitNode, queue: &str) -> anyhow::Result<u64> {
@@ -210,29 +211,18 @@ async fn broker_limits_and_least_privilege() -> anyhow::Result<()> {
     // Least privilege: the loadgen user publishes stats and commits (loadgen --amqp-url sends
     // both), and may neither register nor consume; the writer may not register either.
     let loadgen = connect(&node, LOADGEN).await?;
-    assert!(publish(&loadgen, "event.stats", b"{}").await?);
-    assert!(publish(&loadgen, "event.committed", b"{}").await?);
-    let err = refused(publish(&loadgen, "event.registered", b"{}").await);
+    assert!(publish(&node, LOADGEN, "event.stats", b"{}").await?);
+    assert!(publish(&node, LOADGEN, "event.committed", b"{}").await?);
+    let err = refused(publish(&node, LOADGEN, "event.registered", b"{}").await);
     assert!(err.contains("ACCESS_REFUSED"), "{err}");
-    let ch = loadgen.create_channel().await?;
-    let consumed = ch
-        .basic_consume(
-            "loadtest.writer",
-            "",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    let err = consumed.err().map(|e| e.to_string()).unwrap_or_default();
+    let err = consume_error(&loadgen, "loadtest.writer").await?;
     assert!(err.contains("ACCESS_REFUSED"), "consume: {err:?}");
-    let writer_conn = connect(&node, WRITER).await?;
-    let err = refused(publish(&writer_conn, "event.registered", b"{}").await);
+    let err = refused(publish(&node, WRITER, "event.registered", b"{}").await);
     assert!(err.contains("ACCESS_REFUSED"), "{err}");
-    drop(writer_conn);
     // The notifier may not publish to `loadtest` at all, nor read the writer's queue or the
     // dead letters.
     let notifier_conn = connect(&node, NOTIFIER).await?;
-    let err = refused(publish(&notifier_conn, "event.completed", b"{}").await);
+    let err = refused(publish(&node, NOTIFIER, "event.completed", b"{}").await);
     assert!(err.contains("ACCESS_REFUSED"), "notifier publishing: {err}");
     for queue in ["loadtest.writer", "loadtest.dead"] {
         let err = consume_error(&notifier_conn, queue).await?;
@@ -251,7 +241,7 @@ async fn broker_limits_and_least_privilege() -> anyhow::Result<()> {
     })
     .await?;
     let huge = vec![b' '; 50 * 1024 * 1024];
-    let huge_err = refused(publish(&loadgen, "event.stats", &huge).await);
+    let huge_err = refused(publish(&node, LOADGEN, "event.stats", &huge).await);
     assert!(
         huge_err.contains("PRECONDITION_FAILED")
             && huge_err.contains("larger than configured max size"),

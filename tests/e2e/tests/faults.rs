@@ -245,12 +245,12 @@ async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
     let once = uuid::Uuid::new_v4();
     let twice = uuid::Uuid::new_v4();
     for (key, body) in run_messages(&stack, once, t0) {
-        amqp_publish(&conn, &stack.exchange, &key, &body).await?;
+        amqp_publish(&stack.exchange, &key, &body).await?;
     }
     let msgs = run_messages(&stack, twice, t0);
     for (key, body) in &msgs {
-        amqp_publish(&conn, &stack.exchange, key, body).await?;
-        amqp_publish(&conn, &stack.exchange, key, body).await?;
+        amqp_publish(&stack.exchange, key, body).await?;
+        amqp_publish(&stack.exchange, key, body).await?;
     }
     for id in [once, twice] {
         wait_status(
@@ -264,7 +264,7 @@ async fn redelivered_messages_add_no_points() -> anyhow::Result<()> {
     }
     // The whole run once more, after its final record was written.
     for (key, body) in &msgs {
-        amqp_publish(&conn, &stack.exchange, key, body).await?;
+        amqp_publish(&stack.exchange, key, body).await?;
     }
     // Everything is settled (duplicates acked, leftovers dropped after expire_after) ...
     let queue = format!("{}.writer", stack.exchange);
@@ -482,13 +482,13 @@ async fn poison_messages_are_dead_lettered_with_their_reason() -> anyhow::Result
         ("event.registered", serde_json::to_vec(&bad_token)?),
     ];
     for (key, body) in &poison {
-        amqp_publish(&conn, ex, key, body).await?;
+        amqp_publish(ex, key, body).await?;
     }
     let conflict_msgs = run_messages(&stack, conflicting, t2001);
     // Register and commit back to back: both are still held (not yet covered by a checkpoint)
     // when the final record is rejected, so both are dead-lettered.
     let conflict = [conflict_msgs[0].clone(), conflict_msgs[3].clone()];
-    amqp_publish_all(&conn, ex, &conflict).await?;
+    amqp_publish_all(ex, &conflict).await?;
 
     let dead_queue = format!("{ex}.dead");
     eventually(Duration::from_secs(30), "5 dead letters", || async {
@@ -593,13 +593,13 @@ async fn unacked_deliveries_stay_bounded_with_1000_runs() -> anyhow::Result<()> 
         .iter()
         .map(|id| message(id, 0, Body::Registered(run_info(t0))))
         .collect();
-    amqp_publish_all(&conn, &stack.exchange, &registers).await?;
+    amqp_publish_all(&stack.exchange, &registers).await?;
     for seq in 1..=3 {
         let stats_round: Vec<_> = ids
             .iter()
             .map(|id| message(id, seq, Body::Stats(stats(start, 10 * seq))))
             .collect();
-        amqp_publish_all(&conn, &stack.exchange, &stats_round).await?;
+        amqp_publish_all(&stack.exchange, &stats_round).await?;
     }
     let published = Instant::now();
     // Everything taken in, and held by the writer only until its next checkpoint.
@@ -655,7 +655,7 @@ async fn unacked_deliveries_stay_bounded_with_1000_runs() -> anyhow::Result<()> 
             message(id, 4, body)
         })
         .collect();
-    amqp_publish_all(&conn, &stack.exchange, &commits).await?;
+    amqp_publish_all(&stack.exchange, &commits).await?;
     let q = "SELECT count(status) FROM loadtest_event WHERE status = 'committed'";
     eventually(Duration::from_secs(120), "1,000 committed runs", || {
         let db = db.clone();

@@ -460,7 +460,7 @@ async fn rate_limited_post_is_retried_after_retry_after() -> anyhow::Result<()> 
     let conn = amqp_connect(AMQP_URL).await?;
     let run = uuid::Uuid::new_v4();
     let body = completed(run);
-    amqp_publish(&conn, &stack.exchange, "event.completed", &body).await?;
+    amqp_publish(&stack.exchange, "event.completed", &body).await?;
 
     let posts = slack.wait_posts(2, Duration::from_secs(30)).await?;
     assert_eq!((posts[0].status, posts[1].status), (429, 200));
@@ -506,7 +506,7 @@ async fn failing_webhook_is_dead_lettered_at_the_delivery_limit() -> anyhow::Res
     let mut notifier = stack.start_notifier(&slack.url, &env)?;
     let conn = amqp_connect(AMQP_URL).await?;
     let body = completed(uuid::Uuid::new_v4());
-    amqp_publish(&conn, &stack.exchange, "event.completed", &body).await?;
+    amqp_publish(&stack.exchange, "event.completed", &body).await?;
 
     let dead = one_dead_letter(&conn, &stack).await?;
     assert_eq!(dead.body, body, "the message as published");
@@ -542,7 +542,7 @@ async fn refused_message_is_dead_lettered_at_once() -> anyhow::Result<()> {
     let notifier = stack.start_notifier(&slack.url, &fast())?;
     let conn = amqp_connect(AMQP_URL).await?;
     let body = completed(uuid::Uuid::new_v4());
-    amqp_publish(&conn, &stack.exchange, "event.completed", &body).await?;
+    amqp_publish(&stack.exchange, "event.completed", &body).await?;
     let dead = one_dead_letter(&conn, &stack).await?;
     assert_eq!(
         dead.reason.as_deref(),
@@ -564,7 +564,7 @@ async fn redrive_posts_a_dead_letter_again() -> anyhow::Result<()> {
     let notifier = stack.start_notifier(&slack.url, &fast())?;
     let conn = amqp_connect(AMQP_URL).await?;
     let run = uuid::Uuid::new_v4();
-    amqp_publish(&conn, &stack.exchange, "event.completed", &completed(run)).await?;
+    amqp_publish(&stack.exchange, "event.completed", &completed(run)).await?;
     let dead_queue = format!("{}.dead", stack.exchange);
     eventually(Duration::from_secs(30), "the dead letter", || async {
         Ok((amqp_ready(&conn, &dead_queue).await? == 1).then_some(()))
@@ -609,7 +609,6 @@ async fn unreachable_webhook_is_never_shown() -> anyhow::Result<()> {
     let notifier = stack.start_notifier(&url, &env)?;
     let conn = amqp_connect(AMQP_URL).await?;
     amqp_publish(
-        &conn,
         &stack.exchange,
         "event.completed",
         &completed(uuid::Uuid::new_v4()),

@@ -16,7 +16,7 @@ use kit::backoff::Backoff;
 use protocol::Envelope;
 use tokio::time::Instant;
 
-pub use kit::amqp::redact;
+pub(crate) use kit::amqp::redact;
 
 /// How long a publisher confirm may take.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A confirm-mode publisher to the pipeline's topic exchange, retrying within a budget.
 #[derive(Debug)]
-pub struct AmqpPublisher {
+pub(crate) struct AmqpPublisher {
     publisher: Publisher,
     retry_budget: Duration,
 }
@@ -37,7 +37,7 @@ pub struct AmqpPublisher {
 impl AmqpPublisher {
     /// A publisher to `exchange` at `url` (`amqp://user:pass@host:5672/%2f`); connects now,
     /// so a wrong URL fails before the load starts.
-    pub async fn connect(url: &str, exchange: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &str, exchange: &str) -> anyhow::Result<Self> {
         let settings = AmqpSettings {
             heartbeat_s: HEARTBEAT_S,
             confirm_timeout_ms: CONFIRM_TIMEOUT.as_millis() as u64,
@@ -56,7 +56,7 @@ impl AmqpPublisher {
 
     /// Publishes `env` with its routing key and waits for the confirm, reconnecting and
     /// retrying (0.5 s doubling to 5 s, with jitter) for up to the retry budget (60 s).
-    pub async fn publish(&mut self, env: &Envelope) -> anyhow::Result<()> {
+    pub(crate) async fn publish(&mut self, env: &Envelope) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         let body = env.to_json();
@@ -81,7 +81,7 @@ impl AmqpPublisher {
     }
 
     /// Closes the connection.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.publisher.close().await;
     }
 }

@@ -22,7 +22,7 @@ use super::publishing::{Receipt, Sink};
 const STANDALONE_SECRET: &[u8] = b"standalone";
 
 /// An in-process pipeline for one run.
-pub struct Standalone {
+pub(crate) struct Standalone {
     embedded: Embedded<FileSink>,
     event_id: Uuid,
     node_id: String,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Standalone {
 impl Standalone {
     /// Opens (appends to) `output`, creates the lifecycle with `interval` between snapshots and
     /// registers the run described by `info` under a new random event id.
-    pub async fn start(
+    pub(crate) async fn start(
         info: RunInfo,
         node_id: &str,
         output: &Path,
@@ -87,24 +87,24 @@ impl Standalone {
     }
 
     /// The run's event id.
-    pub fn event_id(&self) -> Uuid {
+    pub(crate) fn event_id(&self) -> Uuid {
         self.event_id
     }
 
     /// The line-protocol file.
-    pub fn output(&self) -> &Path {
+    pub(crate) fn output(&self) -> &Path {
         &self.output
     }
 
     /// Time from now until the next wall-clock multiple of the snapshot interval (since the
     /// Unix epoch); always more than zero.
-    pub fn until_next_snapshot(&self) -> Duration {
+    pub(crate) fn until_next_snapshot(&self) -> Duration {
         until_next_multiple(Utc::now(), self.interval)
     }
 
     /// Feeds the cumulative `payload` as the next stats message, then ticks the lifecycle,
     /// which writes the snapshot.
-    pub async fn snapshot(&mut self, payload: StatsPayload) -> anyhow::Result<()> {
+    pub(crate) async fn snapshot(&mut self, payload: StatsPayload) -> anyhow::Result<()> {
         self.seq += 1;
         let env = Envelope::new(
             self.event_id,
@@ -126,7 +126,7 @@ impl Standalone {
 
     /// Commits the run with its final stats and the `--threshold` verdicts; the lifecycle writes
     /// the final record (with a `loadtest_threshold` point per verdict).
-    pub async fn commit(
+    pub(crate) async fn commit(
         mut self,
         payload: StatsPayload,
         thresholds: Vec<ThresholdVerdict>,
@@ -153,7 +153,7 @@ impl Standalone {
 
 /// Time from `now` until the next multiple of `interval` since the Unix epoch (strictly after
 /// `now`).
-pub fn until_next_multiple(now: chrono::DateTime<Utc>, interval: Duration) -> Duration {
+pub(crate) fn until_next_multiple(now: chrono::DateTime<Utc>, interval: Duration) -> Duration {
     let now_ns = protocol::time::unix_nanos(now);
     let next = protocol::time::align_down(now, interval).saturating_add(
         i64::try_from(interval.as_nanos())
