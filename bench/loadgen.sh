@@ -56,10 +56,14 @@ if [ -z "$OHA" ]; then
   cargo install oha --locked
   OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 fi
-if ! python3 -c 'import locust' 2>/dev/null; then
-  log "pip install locust==$LOCUST_VERSION"
-  python3 -m pip install -q "locust==$LOCUST_VERSION"
+# Locust in a virtual environment under $LOADTEST_CI_DIR, never in the system Python.
+LOCUST_VENV=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}/bench-venv
+if [ "$("$LOCUST_VENV/bin/python" -m pip show locust 2>/dev/null | awk '/^Version:/{print $2}')" != "$LOCUST_VERSION" ]; then
+  [ -x "$LOCUST_VENV/bin/python" ] || python3 -m venv "$LOCUST_VENV"
+  log "pip install locust==$LOCUST_VERSION (into $LOCUST_VENV)"
+  "$LOCUST_VENV/bin/python" -m pip install -q --disable-pip-version-check "locust==$LOCUST_VERSION"
 fi
+export PATH="$LOCUST_VENV/bin:$PATH"
 log "cargo build --release (loadgen, loadtest-api, loadtest-writer)"
 cargo build --release -q -p loadgen -p loadtest-api -p loadtest-writer
 BIN=target/release
