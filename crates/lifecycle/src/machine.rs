@@ -173,7 +173,7 @@ impl Lifecycle {
                 } else {
                     fx.ack.extend(node.stats_delivery.replace(delivery));
                     node.seq = env.seq;
-                    node.stats = Some(payload);
+                    node.keep(payload, env.sent_at);
                     run.dirty = true;
                 }
                 fx.running_changed = node_is_new && run.info.is_some();
@@ -186,7 +186,7 @@ impl Lifecycle {
                 // stats message, whatever its seq.
                 fx.ack.extend(node.stats_delivery.take());
                 node.seq = node.seq.max(env.seq);
-                node.stats = Some(commit.stats);
+                node.keep(commit.stats, env.sent_at);
                 node.thresholds = commit.thresholds;
                 node.committed_at = Some(match node.committed_at {
                     Some(t) => t.max(env.sent_at),

@@ -36,6 +36,42 @@ pub(crate) struct NodeState {
     /// The threshold verdicts of the node's commit.
     #[serde(default)]
     pub(crate) thresholds: Vec<ThresholdVerdict>,
+    /// How far the node's clock is behind the sender's, s: the `sentAt` of the first of its
+    /// stats that had a request (the API's clock, for clients of the API) minus that stats'
+    /// `last_request_timestamp` (the node's clock). Added to the node's time stamps when the
+    /// nodes are merged, so nodes whose clocks disagree line up on one clock; the node's own
+    /// intervals do not change. `None` until the node sent a request time.
+    #[serde(default)]
+    pub(crate) clock_offset_s: Option<f64>,
+}
+
+impl NodeState {
+    /// Keeps `stats` as the node's latest, and measures its clock offset from the first stats
+    /// with a request time, sent at `sent_at` (see [`NodeState::clock_offset_s`]).
+    pub(crate) fn keep(&mut self, stats: StatsPayload, sent_at: DateTime<Utc>) {
+        if self.clock_offset_s.is_none() {
+            if let Some(last) = stats.total.last_request_timestamp.filter(|t| *t > 0.0) {
+                let sent = sent_at.timestamp_micros() as f64 / 1e6;
+                self.clock_offset_s = Some(sent - last);
+            }
+        }
+        self.stats = Some(stats);
+    }
+}
+
+/// `e` with its time stamps moved by `offset_s` seconds (see [`NodeState::clock_offset_s`]).
+fn on_common_clock(e: &StatsEntry, offset_s: f64) -> std::borrow::Cow<'_, StatsEntry> {
+    if offset_s == 0.0 {
+        return std::borrow::Cow::Borrowed(e);
+    }
+    let mut moved = e.clone();
+    if moved.start_time > 0.0 {
+        moved.start_time = (moved.start_time + offset_s).max(f64::MIN_POSITIVE);
+    }
+    moved.last_request_timestamp = moved
+        .last_request_timestamp
+        .map(|t| (t + offset_s).max(f64::MIN_POSITIVE));
+    std::borrow::Cow::Owned(moved)
 }
 
 /// What the last snapshot wrote: interval rates and response times are differences from it.
@@ -223,8 +259,9 @@ impl Run {
         let mut overflowed = false;
         for node in self.nodes.values() {
             let Some(stats) = &node.stats else { continue };
+            let offset = node.clock_offset_s.unwrap_or(0.0);
             merged.user_count = merged.user_count.saturating_add(stats.user_count);
-            merged.total.merge(&stats.total);
+            merged.total.merge(&on_common_clock(&stats.total, offset));
             for entry in &stats.entries {
                 let mut key = entry.key();
                 if !self.names.contains(&key) {
@@ -239,7 +276,7 @@ impl Run {
                     .by_name
                     .entry(key.clone())
                     .or_insert_with(|| StatsEntry::new(key.0.clone(), key.1.clone(), 0.0))
-                    .merge(entry);
+                    .merge(&on_common_clock(entry, offset));
             }
             for e in &stats.errors {
                 let name = if self.names.contains(&(e.method.clone(), e.name.clone())) {

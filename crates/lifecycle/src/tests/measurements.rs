@@ -214,3 +214,53 @@ fn event_point_carries_a_label_for_run_selectors() {
     let event = one(&fx, "loadtest_event");
     assert!(string(event, "label").contains(" · committed · "));
 }
+
+/// `n` requests spread evenly over the first `last` seconds of a node whose clock reads
+/// 08:00:00 + `skew_s` at the writer's 08:00:00.
+fn skewed_stats(n: u64, last: f64, skew_s: f64) -> protocol::StatsPayload {
+    let start = super::scenario::t("08:00:00").timestamp() as f64 + skew_s;
+    let mut e = StatsEntry::new("GET", "/", start);
+    for i in 0..n {
+        e.log(10.0, 1, false, start + last * (i + 1) as f64 / n as f64);
+    }
+    payload(vec![e], vec![], 1)
+}
+
+/// Issue 17 item 5: two nodes of one run, one clock an hour ahead and one an hour behind, each
+/// 10 requests/s: every rate is 20/s and the duration is the run's, as with agreeing clocks.
+#[test]
+fn nodes_with_skewed_clocks_change_no_rate_or_duration() {
+    let mut s = Scenario::new();
+    s.clock("08:00:00");
+    s.register(1, "a");
+    s.register(2, "b");
+    s.send(
+        3,
+        "a",
+        1,
+        "08:00:10",
+        Body::Stats(skewed_stats(100, 10.0, 3600.0)),
+    );
+    s.send(
+        4,
+        "b",
+        1,
+        "08:00:10",
+        Body::Stats(skewed_stats(100, 10.0, -3600.0)),
+    );
+    let fx = s.tick("08:00:15");
+    let rps = float(one(&fx, "loadtest_snapshot"), "rps");
+    assert!((rps - 20.0).abs() < 0.5, "snapshot rps {rps}");
+    s.commit(5, "a", 2, "08:00:20", skewed_stats(200, 20.0, 3600.0));
+    let fx = s.commit(6, "b", 2, "08:00:20", skewed_stats(200, 20.0, -3600.0));
+    let snapshot = float(one(&fx, "loadtest_snapshot"), "rps");
+    assert!(
+        (snapshot - 20.0).abs() < 0.5,
+        "final snapshot rps {snapshot}"
+    );
+    let summary = float(named(&fx, "loadtest_summary", "Aggregated"), "rps");
+    assert!((summary - 20.0).abs() < 0.5, "summary rps {summary}");
+    let event = of(&fx, "loadtest_event");
+    let duration = float(event.last().expect("final event"), "duration_s");
+    assert_eq!(duration, 20.0);
+}
