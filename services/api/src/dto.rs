@@ -381,6 +381,33 @@ mod tests {
         assert_eq!(c.stats.user_count, 3);
     }
 
+    /// Issue 17 item 2: Locust's web rows keep the median, p95 and p99 Locust reported (for the
+    /// endpoint and, from its own row, the total), and no other percentile exists for them.
+    #[test]
+    fn locust_web_rows_keep_the_percentiles_locust_reported() {
+        let row = |method: &str, name: &str| {
+            format!(
+                r#"{{"method":{method},"name":"{name}","num_requests":10,"num_failures":0,
+                "avg_response_time":25.0,"min_response_time":3,"max_response_time":130,
+                "avg_content_length":100.0,"median_response_time":12,
+                "response_time_percentile_0.95":40,"response_time_percentile_0.99":120}}"#
+            )
+        };
+        let body = format!(
+            r#"{{"uuid":"0b6f8d4e-2f7a-4c1e-9a55-3f1f2c7d9e10","measurement":{{"fields":
+            {{"requestStats":{{"stats":[{},{}],"errors":[]}}}}}}}}"#,
+            row(r#""GET""#, "/"),
+            row("null", "Aggregated")
+        );
+        let c = parse_commit(body.as_bytes()).expect("parses");
+        for e in [&c.stats.entries[0], &c.stats.total] {
+            assert_eq!(e.measured_percentile(0.5), Some(12.0), "{e:?}");
+            assert_eq!(e.measured_percentile(0.95), Some(40.0), "{e:?}");
+            assert_eq!(e.measured_percentile(0.99), Some(120.0), "{e:?}");
+            assert_eq!(e.measured_percentile(0.9), None, "{e:?}");
+        }
+    }
+
     /// Issue 17 item 3: Locust's total row in a list `requestStats` is the total, not an
     /// endpoint (it doubled the stored Aggregated count).
     #[test]
