@@ -234,6 +234,8 @@ impl Compose {
             "RABBITMQ_AMQP_PUBLISH=127.0.0.1:".into(),
             "RABBITMQ_MANAGEMENT_PUBLISH=127.0.0.1:".into(),
             "INFLUXDB_PUBLISH=127.0.0.1:".into(),
+            // docker-compose.ci.yml's store is VictoriaMetrics, which unescapes `\\`.
+            "SINK_BACKSLASHES=escaped".into(),
         ];
         std::fs::write(&env_file, env.join("\n") + "\n")?;
         Ok(Self {
