@@ -256,6 +256,7 @@ fn web_entry(r: WebRow) -> StatsEntry {
         response_times: Default::default(),
         start_time: 0.0,
         last_request_timestamp: None,
+        hdr_histogram: None,
     }
 }
 
