@@ -15,7 +15,7 @@ use std::io::Read as _;
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::de::{self, Deserializer as _};
+use serde::de;
 use serde::{Deserialize, Serialize};
 
 /// Significant digits of every latency histogram (values exact to 0.1 %). Histograms of other

@@ -444,6 +444,35 @@ pub struct StatsPayload {
     /// Errors by (method, name, error) (at most 10,000).
     #[serde(default)]
     pub errors: Vec<ErrorEntry>,
+    /// Our addition, optional: when the node's load stopped (its users stopped starting
+    /// requests, or its request budget was spent), Unix seconds. Sent in a node's final stats;
+    /// the end of its load window (see [`StatsPayload::load_window_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
+    pub stopped_at: Option<f64>,
+}
+
+/// Requests (or failures) per second: `count` ÷ `window_s`, the load window in seconds; 0 when
+/// the window is unknown or not positive. The one definition of a run's rates (see the README's
+/// data section).
+pub fn rate(count: u64, window_s: Option<f64>) -> f64 {
+    match window_s {
+        Some(w) if w > 0.0 && count > 0 => count as f64 / w.max(0.001),
+        _ => 0.0,
+    }
+}
+
+/// The load window of stats whose first user started at `start` (Unix s, as `start_time`),
+/// ending at `stopped_at` when the producer says when its load stopped, else at the last
+/// request (`last_request`, Unix s; Locust's own definition): seconds, `None` when unknown or
+/// not positive.
+pub fn load_window_s(
+    start: f64,
+    stopped_at: Option<f64>,
+    last_request: Option<f64>,
+) -> Option<f64> {
+    let end = stopped_at.or(last_request)?;
+    (start > 0.0 && end > start).then(|| end - start)
 }
 
 impl StatsPayload {
@@ -466,6 +495,7 @@ impl StatsPayload {
                     entries,
                     total,
                     errors,
+                    stopped_at: None,
                 };
             }
         }
@@ -485,7 +515,23 @@ impl StatsPayload {
             entries,
             total,
             errors,
+            stopped_at: None,
         }
+    }
+
+    /// This node's load window, s: from its first user's start (`total.start_time`) to
+    /// `stopped_at`, or to its last request when it did not say (see [`load_window_s`]).
+    pub fn load_window_s(&self) -> Option<f64> {
+        load_window_s(
+            self.total.start_time,
+            self.stopped_at,
+            self.total.last_request_timestamp,
+        )
+    }
+
+    /// Requests (or failures) per second over this node's load window (see [`rate`]).
+    pub fn rate(&self, count: u64) -> f64 {
+        rate(count, self.load_window_s())
     }
 
     /// The payload without Locust's total rows among its entries (see [`is_total_row`]):
@@ -508,6 +554,14 @@ impl StatsPayload {
             entry.validate(&format!("{path}.entries[{i}]"))?;
         }
         self.total.validate(&format!("{path}.total"))?;
+        if let Some(t) = self.stopped_at {
+            if !t.is_finite() || t < 0.0 {
+                return Err(ValidationError::new(
+                    format!("{path}.stoppedAt"),
+                    "must be a finite, non-negative number",
+                ));
+            }
+        }
         if self.errors.len() > MAX_ENTRIES {
             return Err(ValidationError::new(
                 format!("{path}.errors"),

@@ -300,7 +300,8 @@ impl TryFrom<CommitRequest> for Commit {
                 (entries, errors, c.user_count.unwrap_or(web.user_count))
             }
         };
-        let stats = StatsPayload::from_entries(entries, errors, users, "stopped");
+        let mut stats = StatsPayload::from_entries(entries, errors, users, "stopped");
+        stats.stopped_at = c.stopped_at;
         stats.validate(field)?;
         Ok(Commit {
             event_id: c.uuid,

@@ -45,8 +45,8 @@ impl Report<'_> {
                 e.min_response_time.unwrap_or(0.0),
                 e.max_response_time,
                 avg_content(e),
-                rps(e.num_requests, &self.stats.total),
-                rps(e.num_failures, &self.stats.total),
+                rps(e.num_requests, self.stats),
+                rps(e.num_failures, self.stats),
             );
         }
         tables.push_str("</tbody></table>\n<h2>Response time percentiles (ms)</h2>\n<table><thead><tr><th>Type</th><th>Name</th>");
