@@ -133,6 +133,8 @@ pub(crate) struct Merged {
     pub(crate) by_name: BTreeMap<(String, String), StatsEntry>,
     /// Occurrences by (method, name, error).
     pub(crate) errors: BTreeMap<(String, String, String), u64>,
+    /// The run's load window, s (see [`Run::load_window_s`]); `None` when unknown.
+    pub(crate) window_s: Option<f64>,
 }
 
 impl Run {
@@ -211,6 +213,25 @@ impl Run {
         (registers, rest)
     }
 
+    /// The run's load window, s: from the first node's first user (the smallest `start_time`)
+    /// to the last node's stop (each node's `stoppedAt`, or its last request when it does not
+    /// send one, as Locust). Requests/s and `duration_s` are over this span; registering, API
+    /// retries and the wait for stragglers after the stop are outside it. `None` when unknown.
+    pub(crate) fn load_window_s(&self) -> Option<f64> {
+        let stats = || self.nodes.values().filter_map(|n| n.stats.as_ref());
+        let start = stats()
+            .map(|s| s.total.start_time)
+            .filter(|t| *t > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let end = stats()
+            .filter_map(|s| s.stopped_at.or(s.total.last_request_timestamp))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if !start.is_finite() || !end.is_finite() {
+            return None;
+        }
+        protocol::stats::load_window_s(start, Some(end), None)
+    }
+
     /// Merges the nodes' latest stats, folding names beyond `max_names` into [`OTHER_NAME`]
     /// (the first `max_names` pairs seen keep their names for the rest of the run).
     pub(crate) fn merged(&mut self, id: Uuid, max_names: usize) -> Merged {
@@ -219,6 +240,7 @@ impl Run {
             total: StatsEntry::new("", AGGREGATED, 0.0),
             by_name: BTreeMap::new(),
             errors: BTreeMap::new(),
+            window_s: self.load_window_s(),
         };
         let mut overflowed = false;
         for node in self.nodes.values() {
