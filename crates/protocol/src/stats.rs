@@ -472,7 +472,7 @@ pub fn load_window_s(
     last_request: Option<f64>,
 ) -> Option<f64> {
     let end = stopped_at.or(last_request)?;
-    (start > 0.0 && end > start).then(|| end - start)
+    (start > 0.0 && end > start).then_some(end - start)
 }
 
 impl StatsPayload {
