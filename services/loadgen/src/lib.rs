@@ -276,9 +276,13 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         stopped.unwrap_or_else(|| (stats::unix_now(), Instant::now()));
     stop.cancel();
     abort.cancel();
-    let elapsed = stopped_instant.saturating_duration_since(started);
     let mut final_stats = stats.snapshot(report.users_started, "stopped");
     final_stats.stopped_at = Some(stopped_at);
+    // The load window as every rate has it (one clock: the stats' Unix times).
+    let elapsed = final_stats
+        .load_window_s()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or_else(|| stopped_instant.saturating_duration_since(started));
     recorder.record(stopped_at, elapsed, &final_stats);
     if report.requests_cancelled > 0 {
         eprintln!(
@@ -321,6 +325,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         },
         target_host: ctx.target_host.clone(),
         started_at: client::rfc3339(ctx.started_at),
+        // Run time = the load window, s (requests/s = requests ÷ this).
         elapsed_s: elapsed.as_secs_f64(),
         users: opts.users,
         spawn_rate: opts.spawn_rate,

@@ -27,7 +27,7 @@ pub(crate) struct RunMeta {
     pub(crate) target_host: String,
     /// When the run started, RFC 3339.
     pub(crate) started_at: String,
-    /// Run time, s.
+    /// The load window (first user started → load stopped), s: requests/s are requests ÷ this.
     pub(crate) elapsed_s: f64,
     /// Users (closed model) or connections (open model).
     pub(crate) users: u64,
@@ -111,13 +111,10 @@ pub(crate) fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// A response time as Locust's CSV shows it: whole ms when integral, else two decimals.
+/// A response time in the CSV and HTML files: ms to the µs, as stored (`105.023`, `132`), so
+/// the files show the very numbers InfluxDB gets.
 pub(crate) fn fmt_ms(v: f64) -> String {
-    if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+    format!("{}", protocol::stats::round_to_us(v))
 }
 
 #[cfg(test)]
