@@ -16,7 +16,8 @@ const TEMPLATE: &str = include_str!("report.html");
 impl Report<'_> {
     /// The `--html` page: tables rendered here, charts drawn in the browser from the embedded
     /// JSON. After drawing, the page checks that each canvas has painted pixels and writes the
-    /// count into `data-charts-drawn` on `<body>` (and `#charts-status`).
+    /// count into `data-charts-drawn` and the points per chart into `data-chart-points` on
+    /// `<body>`, for tests: attributes, not text a user sees.
     pub(crate) fn html(&self) -> String {
         let data = self.json().to_string().replace("</", "<\\/");
         let m = self.meta;
