@@ -312,3 +312,26 @@ mod tests {
         assert!(LatencyHistogram::decode("").expect("empty").is_empty());
     }
 }
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// A wide histogram (200,000 values from 0.1 ms to ~5 s) stays about 10 KB on the wire: what
+    /// one endpoint adds to a stats message (the API's body limit is 1 MiB by default).
+    #[test]
+    fn wire_size_of_a_wide_histogram() {
+        let mut h = LatencyHistogram::new();
+        let mut x: u64 = 7;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // 0.1 ms .. ~5 s, log-spread.
+            let ms = 0.1 * (1.0 + (x % 10_000) as f64 / 10_000.0 * 15.6).exp2().min(50_000.0);
+            h.record_ms(ms);
+        }
+        let text = h.encode();
+        assert!(text.len() < 16 * 1024, "{} bytes", text.len());
+    }
+}
