@@ -328,7 +328,10 @@ mod size {
             x ^= x >> 7;
             x ^= x << 17;
             // 0.1 ms .. ~5 s, log-spread.
-            let ms = 0.1 * (1.0 + (x % 10_000) as f64 / 10_000.0 * 15.6).exp2().min(50_000.0);
+            let ms = 0.1
+                * (1.0 + (x % 10_000) as f64 / 10_000.0 * 15.6)
+                    .exp2()
+                    .min(50_000.0);
             h.record_ms(ms);
         }
         let text = h.encode();

@@ -279,3 +279,28 @@ fn event_point_carries_a_label_for_run_selectors() {
     let event = one(&fx, "loadtest_event");
     assert!(string(event, "label").contains(" · committed · "));
 }
+
+/// Stored milliseconds are rounded to whole µs before encoding: no float noise in the points.
+#[test]
+fn stored_milliseconds_carry_no_float_noise() {
+    let mut e = StatsEntry::new("GET", "/", 1_795_939_200.0);
+    e.log(0.1, 1, false, 1_795_939_201.0);
+    e.log(0.2, 1, false, 1_795_939_201.0);
+    assert_eq!(
+        e.avg_response_time(),
+        0.150_000_000_000_000_02,
+        "noise before"
+    );
+    let mut s = Scenario::new();
+    s.register(1, "a");
+    let fx = s.commit(2, "a", 1, "08:00:10", payload(vec![e], vec![], 1));
+    let summary = named(&fx, "loadtest_summary", "Aggregated");
+    assert_eq!(float(summary, "response_time_avg"), 0.15);
+    let mut buf = Vec::new();
+    crate::line_protocol::encode(&[summary.clone()], &mut buf);
+    let line = String::from_utf8_lossy(&buf);
+    assert!(line.contains("response_time_avg=0.15,"), "{line}");
+    let snapshot = of(&fx, "loadtest_snapshot");
+    let last = snapshot.last().expect("final snapshot");
+    assert_eq!(float(last, "response_time_avg"), 0.15);
+}
