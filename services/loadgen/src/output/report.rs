@@ -101,6 +101,7 @@ impl Report<'_> {
             "rps": rps(e.num_requests, self.stats),
             "failPerS": rps(e.num_failures, self.stats),
             "percentilesMs": self.percentile_map(e, total),
+            "percentileSource": e.percentile_source().as_str(),
             "locust": e,
         })
     }
