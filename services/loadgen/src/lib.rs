@@ -225,6 +225,8 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut history = tokio::time::interval_at(started + HISTORY_INTERVAL, HISTORY_INTERVAL);
     history.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut recorder = Recorder::default();
+    // Only the report files show the history; without them no snapshot a second is taken.
+    let wants_history = opts.json.is_some() || opts.csv.is_some() || opts.html.is_some();
     let mut printed: Option<StatsPayload> = None;
     // When the load stopped (Unix s, and as an instant): the end of the load window.
     let mut stopped: Option<(f64, Instant)> = None;
@@ -250,7 +252,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
                 abort.cancel();
                 abort_at = None;
             }
-            _ = history.tick(), if stopped.is_none() => {
+            _ = history.tick(), if stopped.is_none() && wants_history => {
                 let p = stats.snapshot(progress.users(), progress.state());
                 recorder.record(stats::unix_now(), started.elapsed(), &p);
             }
