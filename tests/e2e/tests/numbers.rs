@@ -243,8 +243,8 @@ fn console_aggregated(out: &str) -> (u64, u64, f64, Vec<String>) {
     let rps = cols[9].parse().unwrap_or(f64::NAN);
     let pct = out
         .lines()
-        .filter(|l| l.trim_start().starts_with("Aggregated") && !l.contains('|'))
-        .last()
+        .rev()
+        .find(|l| l.trim_start().starts_with("Aggregated") && !l.contains('|'))
         .unwrap_or_else(|| panic!("no Aggregated percentile row:\n{out}"));
     let cells: Vec<String> = pct
         .split_whitespace()

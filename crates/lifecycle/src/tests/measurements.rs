@@ -297,7 +297,7 @@ fn stored_milliseconds_carry_no_float_noise() {
     let summary = named(&fx, "loadtest_summary", "Aggregated");
     assert_eq!(float(summary, "response_time_avg"), 0.15);
     let mut buf = Vec::new();
-    crate::line_protocol::encode(&[summary.clone()], &mut buf);
+    crate::line_protocol::encode(std::slice::from_ref(summary), &mut buf);
     let line = String::from_utf8_lossy(&buf);
     assert!(line.contains("response_time_avg=0.15,"), "{line}");
     let snapshot = of(&fx, "loadtest_snapshot");
