@@ -50,12 +50,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# oha is optional: OHA=path, or oha on PATH; without it its rows are skipped
+# (INSTALL_OHA=1 installs it with `cargo install oha`, which takes a while).
 OHA=${OHA:-$(command -v oha || true)}
-if [ -z "$OHA" ]; then
+if [ -z "$OHA" ] && [ "${INSTALL_OHA:-0}" = 1 ]; then
   log "cargo install oha (takes a while)"
   cargo install oha --locked
   OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 fi
+[ -n "$OHA" ] || log "oha not found (set OHA=path or INSTALL_OHA=1): its rows are skipped"
 # Locust in a virtual environment under $LOADTEST_CI_DIR, never in the system Python.
 LOCUST_VENV=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}/bench-venv
 if [ "$("$LOCUST_VENV/bin/python" -m pip show locust 2>/dev/null | awk '/^Version:/{print $2}')" != "$LOCUST_VERSION" ]; then
@@ -213,7 +216,7 @@ taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null
 
 for r in $(seq "$ROUNDS"); do
   run_wrk "$r"
-  run_oha "$r"
+  [ -z "$OHA" ] || run_oha "$r"
   run_locust "$r"
   # ABBA order (publishing first in odd rounds, last in even ones), so a drift of the
   # machine's speed during the run does not favour either.
@@ -224,7 +227,7 @@ for r in $(seq "$ROUNDS"); do
     run_loadgen "$r" loadgen-nopub
     run_loadgen "$r" loadgen --consumer-host "$API" --api-key "$API_KEY"
   fi
-  run_oha_rate "$r"
+  [ -z "$OHA" ] || run_oha_rate "$r"
   run_loadgen_rate "$r"
 done
 

@@ -366,7 +366,10 @@ impl Lifecycle {
         };
         let ended_at = run.ended_at(now);
         let final_ts = align_up(ended_at, interval);
-        let duration_s = (ended_at - info.started_at).num_milliseconds().max(0) as f64 / 1e3;
+        // The load window when the stats tell it; else (no stats) register to end.
+        let duration_s = run
+            .load_window_s()
+            .unwrap_or_else(|| (ended_at - info.started_at).num_milliseconds().max(0) as f64 / 1e3);
         let nodes = run.nodes.len() as u32;
         let thresholds: Vec<NodeVerdict> = run
             .nodes

@@ -8,12 +8,17 @@
 //! | `loadtest_request` | `event_id`, `method`, `name` | [`interval_fields`] |
 //! | `loadtest_summary` | `event_id`, `method`, `name` (and `name="Aggregated"`) | totals, rates, percentiles |
 //! | `loadtest_error` | `event_id`, `method`, `name` | `error`, `occurrences` |
-//! | `loadtest_threshold` | `event_id`, `node_id`, `threshold` | `passed` (1/0), `actual`, `limit` |
+//! | `loadtest_threshold` | `event_id`, `node_id`, `threshold` | `passed` (1/0), `verdict` (`pass`, `fail`, `no data`), `actual`, `limit` |
 //!
-//! Times are in ms, rates per second, timestamps Unix ns.
+//! Times are in ms rounded to whole µs ([`round_to_us`]), rates per second, timestamps Unix ns.
+//! Every percentile is [`StatsEntry::percentile`] (or, for an interval,
+//! [`StatsEntry::interval_percentile`]): the merged HdrHistogram when every node sent one, else
+//! Locust's map, named by the `percentile_source` field (`hdr` or `locust`). Summary rates are
+//! over the run's load window ([`Merged::window_s`]), the span of `duration_s` too.
 
 use std::collections::BTreeMap;
 
+use protocol::stats::round_to_us;
 use protocol::time::unix_nanos;
 use protocol::{RunInfo, StatsEntry, AGGREGATED};
 use uuid::Uuid;
@@ -188,11 +193,11 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
         );
         let clamp = |v: f64| {
             let lo = now.min_response_time.unwrap_or(0.0);
-            v.max(lo).min(now.max_response_time.max(lo))
+            round_to_us(v.max(lo).min(now.max_response_time.max(lo)))
         };
         p = p.float(
             "response_time_avg",
-            (now.total_response_time - prev_rt).max(0.0) / d_req as f64,
+            round_to_us((now.total_response_time - prev_rt).max(0.0) / d_req as f64),
         );
         if let (Some(lo), Some(hi)) = min_max {
             p = p
@@ -200,13 +205,14 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
                 .float("response_time_max", clamp(hi as f64));
         }
         for (field, pct) in SNAPSHOT_PERCENTILES {
-            // Only percentiles somebody measured: the interval's histogram, or, for an entry
-            // sent without one (Locust's web stats) whose interval is the whole run, the
-            // percentiles its producer reported. Never the minimum of an empty histogram.
-            let v = if !hist.is_empty() {
-                Some(clamp(
-                    protocol::stats::histogram_percentile(&hist, pct) as f64
-                ))
+            // Only percentiles somebody measured: the interval's HdrHistogram or Locust map,
+            // or, for an entry sent without either (Locust's web stats) whose interval is the
+            // whole run, the percentiles its producer reported. Never the minimum of an empty
+            // histogram.
+            let measured = !now.response_times.is_empty()
+                || now.percentile_source() == protocol::stats::PercentileSource::Hdr;
+            let v = if measured {
+                now.interval_percentile(prev, pct)
             } else if prev.is_none_or(|p| p.num_requests == 0) {
                 now.measured_percentile(pct)
             } else {
@@ -218,7 +224,9 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
         }
     }
     if let Some(v) = now.measured_percentile(0.95) {
-        p = p.float("response_time_p95_total", v);
+        p = p
+            .float("response_time_p95_total", v)
+            .string("percentile_source", now.percentile_source().as_str());
     }
     p
 }
@@ -231,33 +239,28 @@ pub(crate) struct Summary {
     pub(crate) failures: u64,
     content_length: u64,
     avg: f64,
-    /// `rps` and `fail_per_s`, over the time from the first to the last request; `None` when
-    /// that time is unknown or zero.
+    /// `rps` and `fail_per_s`, over the run's load window; `None` when that is unknown.
     pub(crate) rates: Option<(f64, f64)>,
+    /// `hdr` or `locust`: where the percentiles come from.
+    source: &'static str,
     /// `response_time_min`, `response_time_max` and [`SUMMARY_PERCENTILES`] in order (each
     /// `None` when nobody measured it); `None` without requests.
     times: Option<(f64, f64, [Option<f64>; SUMMARY_PERCENTILES.len()])>,
 }
 
 impl Summary {
-    /// The figures of `entry`.
-    pub(crate) fn of(entry: &StatsEntry) -> Self {
-        let duration = match entry.last_request_timestamp {
-            Some(last) if last > entry.start_time && entry.start_time > 0.0 => {
-                last - entry.start_time
-            }
-            _ => 0.0,
-        };
-        let rates = (duration > 0.0).then(|| {
+    /// The figures of `entry`, its rates over the run's load window `window_s` (s).
+    pub(crate) fn of(entry: &StatsEntry, window_s: Option<f64>) -> Self {
+        let rates = window_s.filter(|w| *w > 0.0).map(|w| {
             (
-                entry.num_requests as f64 / duration,
-                entry.num_failures as f64 / duration,
+                protocol::stats::rate(entry.num_requests, Some(w)),
+                protocol::stats::rate(entry.num_failures, Some(w)),
             )
         });
         let times = (entry.num_requests > 0).then(|| {
             (
-                entry.min_response_time.unwrap_or_default(),
-                entry.max_response_time,
+                round_to_us(entry.min_response_time.unwrap_or_default()),
+                round_to_us(entry.max_response_time),
                 SUMMARY_PERCENTILES.map(|(_, pct)| entry.measured_percentile(pct)),
             )
         });
@@ -265,8 +268,9 @@ impl Summary {
             requests: entry.num_requests,
             failures: entry.num_failures,
             content_length: entry.total_content_length,
-            avg: entry.avg_response_time(),
+            avg: round_to_us(entry.avg_response_time()),
             rates,
+            source: entry.percentile_source().as_str(),
             times,
         }
     }
@@ -303,6 +307,7 @@ impl Summary {
                     p = p.float(field, *v);
                 }
             }
+            p = p.string("percentile_source", self.source);
         }
         p
     }
@@ -310,7 +315,7 @@ impl Summary {
 
 /// The figures of all requests of a run (its `name="Aggregated"` summary).
 pub(crate) fn aggregated(merged: &Merged) -> Summary {
-    Summary::of(&merged.total)
+    Summary::of(&merged.total, merged.window_s)
 }
 
 /// One `loadtest_summary` point per endpoint and one for `name="Aggregated"` (from `aggregated`,
@@ -326,7 +331,7 @@ pub(crate) fn summary_points(
     let mut points: Vec<Point> = merged
         .by_name
         .values()
-        .map(|e| Summary::of(e).point(&event, &e.method, &e.name, ts))
+        .map(|e| Summary::of(e, merged.window_s).point(&event, &e.method, &e.name, ts))
         .collect();
     points.push(aggregated.point(&event, &merged.total.method, AGGREGATED, ts));
     // Several errors of one endpoint share its tags: offset them by a nanosecond each so none
@@ -355,11 +360,18 @@ pub(crate) fn threshold_points(
     let mut points = Vec::new();
     for (node_id, node) in nodes {
         for t in &node.thresholds {
+            // A threshold nothing was measured against fails: verdict `no data`.
+            let (passed, verdict) = match t.actual {
+                None => (false, "no data"),
+                Some(_) if t.passed => (true, "pass"),
+                Some(_) => (false, "fail"),
+            };
             let mut p = Point::new("loadtest_threshold", ts)
                 .tag("event_id", event.clone())
                 .tag("node_id", node_id.clone())
                 .tag("threshold", t.threshold.clone())
-                .int("passed", i64::from(t.passed));
+                .int("passed", i64::from(passed))
+                .string("verdict", verdict);
             if let Some(a) = t.actual {
                 p = p.float("actual", a);
             }

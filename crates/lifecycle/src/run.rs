@@ -40,10 +40,17 @@ pub(crate) struct NodeState {
     /// stats that had a request (the API's clock, for clients of the API) minus that stats'
     /// `last_request_timestamp` (the node's clock). Added to the node's time stamps when the
     /// nodes are merged, so nodes whose clocks disagree line up on one clock; the node's own
-    /// intervals do not change. `None` until the node sent a request time.
+    /// intervals do not change. `None` until the node sent a request time; 0 when the measured
+    /// offset is within [`CLOCK_SKEW_TOLERANCE_S`].
     #[serde(default)]
     pub(crate) clock_offset_s: Option<f64>,
 }
+
+/// Measured clock offsets up to this many seconds either way count as 0. The measurement also
+/// holds the time from the node's last request to its stats' post (up to a stats interval, and
+/// broker or API delays), so a small offset is mostly that gap: moving synchronized nodes by it
+/// would misalign them. Skews beyond it (a clock an hour off) are corrected to within that gap.
+pub(crate) const CLOCK_SKEW_TOLERANCE_S: f64 = 30.0;
 
 impl NodeState {
     /// Keeps `stats` as the node's latest, and measures its clock offset from the first stats
@@ -52,7 +59,12 @@ impl NodeState {
         if self.clock_offset_s.is_none() {
             if let Some(last) = stats.total.last_request_timestamp.filter(|t| *t > 0.0) {
                 let sent = sent_at.timestamp_micros() as f64 / 1e6;
-                self.clock_offset_s = Some(sent - last);
+                let offset = sent - last;
+                self.clock_offset_s = Some(if offset.abs() <= CLOCK_SKEW_TOLERANCE_S {
+                    0.0
+                } else {
+                    offset
+                });
             }
         }
         self.stats = Some(stats);
@@ -169,6 +181,8 @@ pub(crate) struct Merged {
     pub(crate) by_name: BTreeMap<(String, String), StatsEntry>,
     /// Occurrences by (method, name, error).
     pub(crate) errors: BTreeMap<(String, String, String), u64>,
+    /// The run's load window, s (see [`Run::load_window_s`]); `None` when unknown.
+    pub(crate) window_s: Option<f64>,
 }
 
 impl Run {
@@ -247,6 +261,38 @@ impl Run {
         (registers, rest)
     }
 
+    /// The run's load window, s: from the first node's first user (the smallest `start_time`)
+    /// to the last node's stop (each node's `stoppedAt`, or its last request when it does not
+    /// send one, as Locust). Requests/s and `duration_s` are over this span; registering, API
+    /// retries and the wait for stragglers after the stop are outside it. `None` when unknown.
+    ///
+    /// Each node's time stamps are moved onto the common clock first
+    /// ([`NodeState::clock_offset_s`]), so nodes whose clocks disagree do not stretch it.
+    pub(crate) fn load_window_s(&self) -> Option<f64> {
+        let stats = || {
+            self.nodes.values().filter_map(|n| {
+                n.stats
+                    .as_ref()
+                    .map(|s| (s, n.clock_offset_s.unwrap_or(0.0)))
+            })
+        };
+        let start = stats()
+            .filter(|(s, _)| s.total.start_time > 0.0)
+            .map(|(s, offset)| s.total.start_time + offset)
+            .fold(f64::INFINITY, f64::min);
+        let end = stats()
+            .filter_map(|(s, offset)| {
+                s.stopped_at
+                    .or(s.total.last_request_timestamp)
+                    .map(|t| t + offset)
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        if !start.is_finite() || !end.is_finite() {
+            return None;
+        }
+        protocol::stats::load_window_s(start, Some(end), None)
+    }
+
     /// Merges the nodes' latest stats, folding names beyond `max_names` into [`OTHER_NAME`]
     /// (the first `max_names` pairs seen keep their names for the rest of the run).
     pub(crate) fn merged(&mut self, id: Uuid, max_names: usize) -> Merged {
@@ -255,6 +301,7 @@ impl Run {
             total: StatsEntry::new("", AGGREGATED, 0.0),
             by_name: BTreeMap::new(),
             errors: BTreeMap::new(),
+            window_s: self.load_window_s(),
         };
         let mut overflowed = false;
         for node in self.nodes.values() {

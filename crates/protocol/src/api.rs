@@ -178,6 +178,10 @@ pub struct StatsRequest {
     /// Errors.
     #[serde(default)]
     pub errors: Vec<ErrorEntry>,
+    /// When the node's load stopped, Unix seconds (see [`StatsPayload::stopped_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
+    pub stopped_at: Option<f64>,
 }
 
 impl StatsRequest {
@@ -191,6 +195,7 @@ impl StatsRequest {
             entries: payload.entries,
             total: payload.total,
             errors: payload.errors,
+            stopped_at: payload.stopped_at,
         }
     }
 
@@ -204,6 +209,7 @@ impl StatsRequest {
             entries: self.entries,
             total: self.total,
             errors: self.errors,
+            stopped_at: self.stopped_at,
         }
         .without_total_rows()
     }
@@ -265,6 +271,11 @@ pub struct CommitRequest {
     /// The load generator's threshold verdicts, written as `loadtest_threshold` points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Vec<ThresholdVerdict>>,
+    /// When the node's load stopped, Unix seconds: the end of its load window (see
+    /// [`StatsPayload::stopped_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
+    pub stopped_at: Option<f64>,
 }
 
 /// `measurement` of a commit body.

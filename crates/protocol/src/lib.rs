@@ -2,6 +2,7 @@
 //!
 //! - [`stats`]: Locust-compatible stats model (`StatsEntry`), Locust's histogram rounding,
 //!   exact merging and percentiles.
+//! - [`latency`]: the HdrHistogram an entry may carry, the source of its percentiles.
 //! - [`envelope`]: the versioned AMQP envelope (`loadtest.v1`) and its payloads, parsed from the
 //!   wire DTO with `TryFrom`.
 //! - [`api`]: the load-test API's HTTP bodies (register, stats, commit, problem+json), shared by
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod envelope;
+pub mod latency;
 pub mod lenient;
 pub mod stats;
 pub mod status;
@@ -21,7 +23,8 @@ pub use envelope::{
     routing, Body, CommitPayload, CompletedPayload, Envelope, NodeVerdict, Percentiles, RunInfo,
     ThresholdOp, ThresholdVerdict, WireEnvelope, SCHEMA,
 };
-pub use stats::{ErrorEntry, StatsEntry, StatsPayload, AGGREGATED};
+pub use latency::LatencyHistogram;
+pub use stats::{ErrorEntry, PercentileSource, StatsEntry, StatsPayload, AGGREGATED};
 pub use status::{RunningEvent, RunningSet};
 pub use token::{event_token, run_id_for_key, verify_event_token};
 

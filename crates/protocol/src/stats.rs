@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::latency::LatencyHistogram;
 use crate::ValidationError;
 
 /// Longest accepted request name, in characters.
@@ -142,6 +143,42 @@ pub struct StatsEntry {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub reported_percentiles: BTreeMap<String, f64>,
+    /// Our addition, optional: the same requests' response times in an HdrHistogram (µs, 3
+    /// significant digits), HdrHistogram's V2 compressed serialization in base64 (see
+    /// [`LatencyHistogram`]). When present, every percentile of the entry comes from it
+    /// ([`StatsEntry::percentile`]); Locust's `response_times` stays for compatibility.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub hdr_histogram: Option<LatencyHistogram>,
+}
+
+/// Where an entry's percentiles come from (the `percentile_source` of stored points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PercentileSource {
+    /// The merged HdrHistogram (µs, 3 significant digits): loadgen's runs.
+    Hdr,
+    /// Locust's rounded `response_times` map: Locust's runs, and any mix without HdrHistograms.
+    Locust,
+}
+
+impl PercentileSource {
+    /// `hdr` or `locust`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PercentileSource::Hdr => "hdr",
+            PercentileSource::Locust => "locust",
+        }
+    }
+}
+
+/// Rounds milliseconds to whole microseconds (3 decimals), so a stored or printed time carries
+/// no float noise (`12.345000000000001` becomes `12.345`).
+pub fn round_to_us(ms: f64) -> f64 {
+    if ms.is_finite() {
+        (ms * 1_000.0).round() / 1_000.0
+    } else {
+        ms
+    }
 }
 
 impl StatsEntry {
@@ -160,6 +197,15 @@ impl StatsEntry {
             start_time,
             last_request_timestamp: None,
             reported_percentiles: BTreeMap::new(),
+            hdr_histogram: None,
+        }
+    }
+
+    /// An empty entry that also records an HdrHistogram (see [`StatsEntry::hdr_histogram`]).
+    pub fn recording(method: impl Into<String>, name: impl Into<String>, start_time: f64) -> Self {
+        Self {
+            hdr_histogram: Some(LatencyHistogram::new()),
+            ..Self::new(method, name, start_time)
         }
     }
 
@@ -181,6 +227,9 @@ impl StatsEntry {
             .response_times
             .entry(round_response_time(response_time))
             .or_insert(0) += 1;
+        if let Some(h) = &mut self.hdr_histogram {
+            h.record_ms(response_time);
+        }
         self.last_request_timestamp = Some(match self.last_request_timestamp {
             Some(last) => last.max(now),
             None => now,
@@ -189,6 +238,10 @@ impl StatsEntry {
 
     /// Adds `other` into `self`: counts and histograms add, min/max/start/last combine. Merging is
     /// exact, associative and commutative, so nodes and intervals combine in any order.
+    ///
+    /// HdrHistograms add too; the merge keeps one only when every side that has requests has
+    /// one (a histogram of part of the requests would give wrong percentiles), so a mix with
+    /// Locust's entries falls back to Locust's map.
     pub fn merge(&mut self, other: &StatsEntry) {
         // Reported percentiles describe one producer's requests only: they survive a merge only
         // when one side has no requests at all.
@@ -197,6 +250,15 @@ impl StatsEntry {
         } else if other.num_requests > 0 || !other.response_times.is_empty() {
             self.reported_percentiles.clear();
         }
+        self.hdr_histogram = match (self.hdr_histogram.take(), &other.hdr_histogram) {
+            (Some(mut a), Some(b)) => {
+                a.add(b);
+                Some(a)
+            }
+            (Some(a), None) if other.num_requests == 0 => Some(a),
+            (None, Some(b)) if self.num_requests == 0 => Some(b.clone()),
+            _ => None,
+        };
         self.num_requests = self.num_requests.saturating_add(other.num_requests);
         self.num_failures = self.num_failures.saturating_add(other.num_failures);
         // Saturate like the counts: finite inputs never merge into an infinite total.
@@ -235,28 +297,87 @@ impl StatsEntry {
         }
     }
 
-    /// Percentile of the response time (ms) for `percent` (a fraction: 0.99 for p99), computed
-    /// as Locust does on the rounded histogram and clamped to `[min, max]`.
+    /// Percentile of the response time (ms, to the µs) for `percent` (a fraction: 0.99 for
+    /// p99): the one percentile function every output uses (console, files, thresholds,
+    /// stored points). From the HdrHistogram when the entry has one with values
+    /// (`value_at_quantile`), else as Locust does on the rounded histogram; either way clamped
+    /// to `[min, max]` (a bucket's upper edge can otherwise lie above the max) and rounded to
+    /// whole µs. 0 without requests.
     pub fn percentile(&self, percent: f64) -> f64 {
-        let raw = histogram_percentile(&self.response_times, percent) as f64;
-        clamp_to(raw, self.min_response_time, self.max_response_time)
+        let raw = match self
+            .hdr_histogram
+            .as_ref()
+            .and_then(|h| h.quantile_ms(percent))
+        {
+            Some(v) => v,
+            None => histogram_percentile(&self.response_times, percent) as f64,
+        };
+        round_to_us(clamp_to(
+            raw,
+            self.min_response_time,
+            self.max_response_time,
+        ))
     }
 
-    /// The percentile for `percent` (a fraction) that somebody measured, ms: from the histogram
-    /// when there is one ([`StatsEntry::percentile`]), else the one the producer reported for
+    /// The percentile of the requests since `earlier` (the same entry's previous cumulative
+    /// stats): a snapshot interval's. From the difference of the HdrHistograms when both have
+    /// one, else of Locust's maps; clamped to this entry's `[min, max]`, rounded to µs. `None`
+    /// when the interval had no requests.
+    pub fn interval_percentile(&self, earlier: Option<&StatsEntry>, percent: f64) -> Option<f64> {
+        let before = earlier.map_or(0, |e| e.num_requests);
+        if self.num_requests <= before {
+            return None;
+        }
+        let hdr = match (&self.hdr_histogram, earlier.map(|e| &e.hdr_histogram)) {
+            (Some(now), None) => now.quantile_ms(percent),
+            (Some(now), Some(Some(prev))) => now.since(prev).quantile_ms(percent),
+            _ => None,
+        };
+        let raw = match hdr {
+            Some(v) => v,
+            None => {
+                let mut hist = self.response_times.clone();
+                if let Some(prev) = earlier {
+                    for (bucket, count) in &prev.response_times {
+                        if let Some(c) = hist.get_mut(bucket) {
+                            *c = c.saturating_sub(*count);
+                        }
+                    }
+                    hist.retain(|_, c| *c > 0);
+                }
+                histogram_percentile(&hist, percent) as f64
+            }
+        };
+        Some(round_to_us(clamp_to(
+            raw,
+            self.min_response_time,
+            self.max_response_time,
+        )))
+    }
+
+    /// Where [`StatsEntry::percentile`] takes its values from.
+    pub fn percentile_source(&self) -> PercentileSource {
+        match &self.hdr_histogram {
+            Some(h) if !h.is_empty() => PercentileSource::Hdr,
+            _ => PercentileSource::Locust,
+        }
+    }
+
+    /// The percentile for `percent` (a fraction) that somebody measured, ms: from the
+    /// HdrHistogram or Locust's map when there is one ([`StatsEntry::percentile`]), else the one the producer reported for
     /// exactly that fraction, clamped to `[min, max]`; `None` when neither exists or there were
     /// no requests, so nobody stores a percentile made up from the minimum.
     pub fn measured_percentile(&self, percent: f64) -> Option<f64> {
         if self.num_requests == 0 {
             return None;
         }
-        if !self.response_times.is_empty() {
+        if !self.response_times.is_empty() || self.percentile_source() == PercentileSource::Hdr {
             return Some(self.percentile(percent));
         }
         self.reported_percentiles
             .iter()
             .find(|(k, _)| k.parse::<f64>().is_ok_and(|f| (f - percent).abs() < 1e-9))
-            .map(|(_, v)| clamp_to(*v, self.min_response_time, self.max_response_time))
+            .map(|(_, v)| round_to_us(clamp_to(*v, self.min_response_time, self.max_response_time)))
     }
 
     /// The (method, name) key of this entry.
@@ -286,6 +407,18 @@ impl StatsEntry {
             ("start_time", Some(self.start_time)),
             ("last_request_timestamp", self.last_request_timestamp),
         ];
+        if let Some(h) = &self.hdr_histogram {
+            if h.len() != self.num_requests {
+                return Err(ValidationError::new(
+                    format!("{path}.hdr_histogram"),
+                    format!(
+                        "holds {} values for {} requests; it must hold one per request",
+                        h.len(),
+                        self.num_requests
+                    ),
+                ));
+            }
+        }
         for (field, value) in finite_non_negative {
             if let Some(v) = value {
                 if !v.is_finite() || v < 0.0 {
@@ -373,6 +506,35 @@ pub struct StatsPayload {
     /// Errors by (method, name, error) (at most 10,000).
     #[serde(default)]
     pub errors: Vec<ErrorEntry>,
+    /// Our addition, optional: when the node's load stopped (its users stopped starting
+    /// requests, or its request budget was spent), Unix seconds. Sent in a node's final stats;
+    /// the end of its load window (see [`StatsPayload::load_window_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
+    pub stopped_at: Option<f64>,
+}
+
+/// Requests (or failures) per second: `count` ÷ `window_s`, the load window in seconds; 0 when
+/// the window is unknown or not positive. The one definition of a run's rates (see the README's
+/// data section).
+pub fn rate(count: u64, window_s: Option<f64>) -> f64 {
+    match window_s {
+        Some(w) if w > 0.0 && count > 0 => count as f64 / w.max(0.001),
+        _ => 0.0,
+    }
+}
+
+/// The load window of stats whose first user started at `start` (Unix s, as `start_time`),
+/// ending at `stopped_at` when the producer says when its load stopped, else at the last
+/// request (`last_request`, Unix s; Locust's own definition): seconds, `None` when unknown or
+/// not positive.
+pub fn load_window_s(
+    start: f64,
+    stopped_at: Option<f64>,
+    last_request: Option<f64>,
+) -> Option<f64> {
+    let end = stopped_at.or(last_request)?;
+    (start > 0.0 && end > start).then_some(end - start)
 }
 
 impl StatsPayload {
@@ -395,6 +557,7 @@ impl StatsPayload {
                     entries,
                     total,
                     errors,
+                    stopped_at: None,
                 };
             }
         }
@@ -424,7 +587,23 @@ impl StatsPayload {
             entries,
             total,
             errors,
+            stopped_at: None,
         }
+    }
+
+    /// This node's load window, s: from its first user's start (`total.start_time`) to
+    /// `stopped_at`, or to its last request when it did not say (see [`load_window_s`]).
+    pub fn load_window_s(&self) -> Option<f64> {
+        load_window_s(
+            self.total.start_time,
+            self.stopped_at,
+            self.total.last_request_timestamp,
+        )
+    }
+
+    /// Requests (or failures) per second over this node's load window (see [`rate`]).
+    pub fn rate(&self, count: u64) -> f64 {
+        rate(count, self.load_window_s())
     }
 
     /// The payload without Locust's total rows among its entries (see [`is_total_row`]):
@@ -447,6 +626,14 @@ impl StatsPayload {
             entry.validate(&format!("{path}.entries[{i}]"))?;
         }
         self.total.validate(&format!("{path}.total"))?;
+        if let Some(t) = self.stopped_at {
+            if !t.is_finite() || t < 0.0 {
+                return Err(ValidationError::new(
+                    format!("{path}.stoppedAt"),
+                    "must be a finite, non-negative number",
+                ));
+            }
+        }
         if self.errors.len() > MAX_ENTRIES {
             return Err(ValidationError::new(
                 format!("{path}.errors"),

@@ -258,6 +258,7 @@ fn web_entry(r: WebRow) -> StatsEntry {
         start_time: 0.0,
         last_request_timestamp: None,
         reported_percentiles,
+        hdr_histogram: None,
     }
 }
 
@@ -301,7 +302,8 @@ impl TryFrom<CommitRequest> for Commit {
                 (entries, errors, c.user_count.unwrap_or(web.user_count))
             }
         };
-        let stats = StatsPayload::from_entries(entries, errors, users, "stopped");
+        let mut stats = StatsPayload::from_entries(entries, errors, users, "stopped");
+        stats.stopped_at = c.stopped_at;
         stats.validate(field)?;
         Ok(Commit {
             event_id: c.uuid,

@@ -161,7 +161,8 @@ pub struct RunArgs {
     pub timeout: Duration,
 
     /// At the end of the test, how long in-flight requests may take to finish before they are
-    /// cancelled (cancelled requests are not counted, as in Locust).
+    /// cancelled (cancelled requests count as failures, "cancelled: in flight at the stop
+    /// timeout", so every request sent is counted).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 

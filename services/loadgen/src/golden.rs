@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::engine::stats::{Sample, Stats};
 use crate::output::history::Recorder;
-use crate::output::percentiles::Locust;
+use crate::output::percentiles::Recorded;
 use crate::output::{report, summary, thresholds};
 
 fn golden_dir() -> PathBuf {
@@ -119,8 +119,15 @@ fn outputs_are_byte_for_byte_unchanged() {
     }
     check("live.txt", &live);
 
-    let final_stats = stats.snapshot(5, "stopped");
-    let latencies = stats.latencies();
+    let mut final_stats = stats.snapshot(5, "stopped");
+    final_stats.stopped_at = Some(1_008.0);
+    let latencies = Recorded;
+    // The same stats as Locust would send them: no HdrHistograms.
+    let mut locust_stats = final_stats.clone();
+    locust_stats.total.hdr_histogram = None;
+    for e in &mut locust_stats.entries {
+        e.hdr_histogram = None;
+    }
 
     let thresholds: Vec<thresholds::Threshold> = [
         "p95<300ms",
@@ -140,7 +147,7 @@ fn outputs_are_byte_for_byte_unchanged() {
     .map(|t| thresholds::parse_threshold(t).expect("threshold"))
     .collect();
     let verdicts = thresholds::evaluate(&thresholds, &final_stats, &latencies);
-    let plain = thresholds::evaluate(&thresholds, &final_stats, &Locust);
+    let plain = thresholds::evaluate(&thresholds, &locust_stats, &Recorded);
     let mut thresholds_text = thresholds::render(&verdicts);
     thresholds_text.push_str(&thresholds::render(&plain));
     check("thresholds.txt", &thresholds_text);
@@ -158,7 +165,7 @@ fn outputs_are_byte_for_byte_unchanged() {
     }
     check(
         "summary-locust.txt",
-        &summary::render(&final_stats, &Locust),
+        &summary::render(&locust_stats, &Recorded),
     );
 
     let meta = report::RunMeta {

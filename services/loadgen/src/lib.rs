@@ -44,15 +44,21 @@ use uuid::Uuid;
 
 use cli::{fmt_duration, TOOL};
 pub use cli::{Args, Command, DemoArgs, RunArgs, TargetArgs};
+pub use engine::runner::CANCELLED_ERROR;
 use engine::runner::{self, LoadPlan, Progress};
 use engine::scenario::Scenario;
 use engine::stats::{self, Stats};
 use output::history::Recorder;
+use output::percentiles::Recorded;
 use output::report::{self, Report, RunMeta};
-pub use output::thresholds::{Metric, Op, Target, Threshold, Verdict};
+pub use output::thresholds::{Metric, Op, Outcome, Target, Threshold, Verdict};
 use output::{summary, thresholds};
 pub use sink::client;
 use sink::{Publishing, Receipt, RunContext};
+
+/// How often the report's history (`--json`, `--csv`, `--html`) takes a point: every second,
+/// as Locust's `stats_history` does.
+const HISTORY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a finished run produced.
 #[derive(Debug, Clone)]
@@ -68,9 +74,11 @@ pub struct RunOutcome {
     pub stats: StatsPayload,
     /// Users that were started.
     pub users_started: u64,
-    /// Requests in flight at the stop timeout, cancelled and not counted.
+    /// Requests in flight at the stop timeout, cancelled, and counted as failures of their own
+    /// kind ([`CANCELLED_ERROR`]).
     pub requests_cancelled: u64,
-    /// Wall time from the first user's start to the end of the last request.
+    /// The load window: from the first user's start to the load's stop (run time over, ctrl-c,
+    /// or the request budget spent). Requests/s everywhere are requests ÷ this.
     pub elapsed: Duration,
     /// The line-protocol file written (`--standalone`, `demo`).
     pub output: Option<PathBuf>,
@@ -178,13 +186,16 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         timeout: opts.timeout,
         threads: opts.threads,
     };
-    let stats = Arc::new(Stats::new(stats::unix_now()));
     let progress = Arc::new(Progress::default());
 
     // 1. Register where the results go; a failure here ends the run before any load. The sink
     //    then gets snapshots from its own task, off the users' path.
     let sink = sink::start(&opts, &ctx, &shutdown).await?;
     let uuid = sink.as_ref().map(|s| s.run_id());
+    // The load window starts here, with the first user (registering and its retries are
+    // before it): the stats' `start_time`, the start of every rate.
+    let stats = Arc::new(Stats::new(stats::unix_now()));
+    let started = Instant::now();
     let publishing = sink.map(|s| Publishing::start(s, Arc::clone(&stats), Arc::clone(&progress)));
 
     // 2. Start the users.
@@ -197,7 +208,6 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     );
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
-    let started = Instant::now();
     let mut runner = tokio::spawn(runner::run_users(
         plan,
         Arc::clone(&stats),
@@ -211,7 +221,15 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     let mut abort_at: Option<Instant> = None;
     let mut ticker = tokio::time::interval_at(started + opts.stats_interval, opts.stats_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The report's history: a point every second from the first second on, as Locust's.
+    let mut history = tokio::time::interval_at(started + HISTORY_INTERVAL, HISTORY_INTERVAL);
+    history.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut recorder = Recorder::default();
+    // Only the report files show the history; without them no snapshot a second is taken.
+    let wants_history = opts.json.is_some() || opts.csv.is_some() || opts.html.is_some();
+    let mut printed: Option<StatsPayload> = None;
+    // When the load stopped (Unix s, and as an instant): the end of the load window.
+    let mut stopped: Option<(f64, Instant)> = None;
     let report = loop {
         tokio::select! {
             joined = &mut runner => {
@@ -219,11 +237,13 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
             }
             _ = sleep_until_opt(deadline), if !stop.is_cancelled() => {
                 eprintln!("Run time {} reached, stopping users", fmt_duration(opts.run_time.unwrap_or_default()));
+                stopped.get_or_insert((stats::unix_now(), Instant::now()));
                 stop.cancel();
                 abort_at = Some(Instant::now() + opts.stop_timeout);
             }
             _ = shutdown.cancelled(), if !stop.is_cancelled() => {
                 eprintln!("Shutdown requested, stopping users (in-flight requests get {} to finish)", fmt_duration(opts.stop_timeout));
+                stopped.get_or_insert((stats::unix_now(), Instant::now()));
                 stop.cancel();
                 abort_at = Some(Instant::now() + opts.stop_timeout);
             }
@@ -232,36 +252,51 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
                 abort.cancel();
                 abort_at = None;
             }
-            _ = ticker.tick() => {
+            _ = history.tick(), if stopped.is_none() && wants_history => {
                 let p = stats.snapshot(progress.users(), progress.state());
+                recorder.record(stats::unix_now(), started.elapsed(), &p);
+            }
+            _ = ticker.tick() => {
                 if opts.quiet || opts.only_summary {
                     // Nothing while the test runs.
-                } else if opts.headless {
-                    eprint!("{}", summary::live_table(started.elapsed(), &p, recorder.previous(), opts.stats_interval));
                 } else {
-                    let before = recorder.previous().map_or(0, |q| q.total.num_requests);
-                    eprintln!("{}", summary::progress_line(started.elapsed(), &p, before, opts.stats_interval));
+                    let p = stats.snapshot(progress.users(), progress.state());
+                    if opts.headless {
+                        eprint!("{}", summary::live_table(started.elapsed(), &p, printed.as_ref(), opts.stats_interval));
+                    } else {
+                        let before = printed.as_ref().map_or(0, |q| q.total.num_requests);
+                        eprintln!("{}", summary::progress_line(started.elapsed(), &p, before, opts.stats_interval));
+                    }
+                    printed = Some(p);
                 }
-                recorder.record(stats::unix_now(), started.elapsed(), &p);
             }
         }
     };
+    // Without a stop (the request budget spent, or every user done), the load stopped when the
+    // users finished.
+    let (stopped_at, stopped_instant) =
+        stopped.unwrap_or_else(|| (stats::unix_now(), Instant::now()));
     stop.cancel();
     abort.cancel();
-    let elapsed = started.elapsed();
-    let final_stats = stats.snapshot(report.users_started, "stopped");
-    recorder.record(stats::unix_now(), elapsed, &final_stats);
+    let mut final_stats = stats.snapshot(report.users_started, "stopped");
+    final_stats.stopped_at = Some(stopped_at);
+    // The load window as every rate has it (one clock: the stats' Unix times).
+    let elapsed = final_stats
+        .load_window_s()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or_else(|| stopped_instant.saturating_duration_since(started));
+    recorder.record(stopped_at, elapsed, &final_stats);
     if report.requests_cancelled > 0 {
         eprintln!(
-            "{} requests still in flight at the stop timeout were cancelled and are not counted",
+            "{} requests still in flight at the stop timeout were cancelled; they count as failures ({CANCELLED_ERROR})",
             report.requests_cancelled
         );
     }
 
-    // 4. Check the thresholds, commit (with the verdicts), then report. Percentiles come from
-    //    the HdrHistograms (µs precision); the Locust histograms go to the pipeline.
-    let latencies = stats.latencies();
-    let verdicts = thresholds::evaluate(&opts.thresholds, &final_stats, &latencies);
+    // 4. Check the thresholds, commit (with the verdicts), then report. Every percentile comes
+    //    from `StatsEntry::percentile` (the merged HdrHistograms), the one the writer uses too.
+    let percentiles = Recorded;
+    let verdicts = thresholds::evaluate(&opts.thresholds, &final_stats, &percentiles);
     let committed = match publishing {
         None => Ok(None),
         Some(publishing) => {
@@ -272,7 +307,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
     let summary = format!(
         "Load model: {}\n{}",
         describe_model(&opts),
-        summary::render(&final_stats, &latencies)
+        summary::render(&final_stats, &percentiles)
     );
     println!();
     print!("{summary}");
@@ -292,6 +327,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         },
         target_host: ctx.target_host.clone(),
         started_at: client::rfc3339(ctx.started_at),
+        // Run time = the load window, s (requests/s = requests ÷ this).
         elapsed_s: elapsed.as_secs_f64(),
         users: opts.users,
         spawn_rate: opts.spawn_rate,
@@ -306,7 +342,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
             stats: &final_stats,
             history: recorder.points(),
             thresholds: &verdicts,
-            percentiles: &latencies,
+            percentiles: &percentiles,
         },
     );
     let receipt = committed?;

@@ -612,11 +612,14 @@ async fn standalone_writes_threshold_points() {
     };
     let held = find("p95<10s");
     assert!(held.contains(&format!("event_id={event_id},")), "{held}");
-    assert!(held.contains(" passed=1i,actual="), "{held}");
+    assert!(
+        held.contains(" passed=1i,verdict=\"pass\",actual="),
+        "{held}"
+    );
     assert!(held.contains(",limit=10000 "), "{held}");
     let failed = find("fail_ratio<0.01");
     assert!(
-        failed.contains(" passed=0i,actual=0.5,limit=0.01 "),
+        failed.contains(" passed=0i,verdict=\"fail\",actual=0.5,limit=0.01 "),
         "{failed}"
     );
 }

@@ -96,8 +96,6 @@ async fn html_report_charts_draw_in_headless_chromium() -> anyhow::Result<()> {
             "/",
             "--path",
             "/fail",
-            "--stats-interval",
-            "1s",
             "--html",
             &html.display().to_string(),
             "--json",
@@ -116,10 +114,24 @@ async fn html_report_charts_draw_in_headless_chromium() -> anyhow::Result<()> {
     // JSON: the same totals, the time series.
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
     assert_eq!(report["total"]["requests"], total, "{report}");
+    // A history point every second from the first second on (whatever --stats-interval), as
+    // Locust's, plus the final one.
+    let history = report["history"].as_array().cloned().unwrap_or_default();
+    assert!(history.len() >= 5, "{report}");
+    let elapsed: Vec<f64> = history
+        .iter()
+        .map(|p| p["elapsedS"].as_f64().unwrap_or(f64::NAN))
+        .collect();
     assert!(
-        report["history"].as_array().is_some_and(|h| h.len() >= 4),
-        "{report}"
+        (0.9..1.5).contains(&elapsed[0]),
+        "first point at {elapsed:?}"
     );
+    for w in elapsed[..elapsed.len() - 1].windows(2) {
+        assert!(
+            (0.8..1.2).contains(&(w[1] - w[0])),
+            "one point a second: {elapsed:?}"
+        );
+    }
     assert_eq!(report["run"]["model"], "closed");
 
     // CSV: Locust's files and columns.
@@ -155,7 +167,15 @@ async fn html_report_charts_draw_in_headless_chromium() -> anyhow::Result<()> {
         "the charts did not draw; DOM:\n{}",
         &dom[..dom.len().min(3_000)]
     );
-    assert!(dom.contains("charts drawn: 3 of 3"), "status line missing");
+    assert!(
+        dom.contains(&format!("data-chart-points=\"{}\"", history.len())),
+        "a chart point per history point; DOM:\n{}",
+        &dom[..dom.len().min(3_000)]
+    );
+    assert!(
+        !dom.contains("charts drawn"),
+        "no test-only line a user would see"
+    );
     let shot = dir.join("report.png");
     run_chromium(
         &html,

@@ -93,7 +93,11 @@ fn final_record_is_at_the_aligned_end_and_identical_when_rebuilt() {
         ns("08:00:00"),
         "the event point at the start"
     );
-    assert_eq!(float(event, "duration_s"), 40.0);
+    assert_eq!(
+        float(event, "duration_s"),
+        1.0,
+        "the load window the stats carry"
+    );
 }
 
 #[test]
@@ -177,6 +181,67 @@ fn thresholds_of_each_node_are_written_with_the_final_record() {
     assert_eq!(tag(failed, "threshold"), "p95[/x]<1ms");
     assert_eq!(int(failed, "passed"), 0);
     assert!(failed.field("actual").is_none(), "not measured: left out");
+    assert_eq!(string(held, "verdict"), "pass");
+    assert_eq!(string(failed, "verdict"), "no data", "nothing measured");
+}
+
+/// Two loadgen nodes, each with its HdrHistogram and its load window: the summary's
+/// percentiles are those of the merged histograms (exactly what one node holding every request
+/// would print), p99.9 and p99.99 included, `percentile_source` is `hdr`, and requests/s and
+/// `duration_s` are over the load window (first user → last stop), not register → commit.
+#[test]
+fn summary_percentiles_come_from_the_merged_hdr_histograms_and_rates_from_the_load_window() {
+    let start = super::scenario::t("08:00:02").timestamp() as f64;
+    let node = |times: &[f64], stopped: f64| {
+        let mut e = StatsEntry::recording("GET", "/x", start);
+        for (i, ms) in times.iter().enumerate() {
+            e.log(*ms, 1, false, start + 1.0 + i as f64 * 0.001);
+        }
+        let mut p = payload(vec![e], vec![], 1);
+        p.stopped_at = Some(stopped);
+        p
+    };
+    let a_times: Vec<f64> = (0..300).map(|i| 105.0 + f64::from(i % 7) * 0.013).collect();
+    let b_times: Vec<f64> = (0..100).map(|i| 147.0 + f64::from(i % 5) * 0.021).collect();
+    let mut s = Scenario::new().expecting(2);
+    s.register(1, "a");
+    s.register(2, "b");
+    s.commit(3, "a", 1, "08:00:30", node(&a_times, start + 8.0));
+    let fx = s.commit(4, "b", 1, "08:00:31", node(&b_times, start + 10.0));
+    let summary = named(&fx, "loadtest_summary", "Aggregated");
+    let mut all = StatsEntry::recording("GET", "/x", start);
+    for ms in a_times.iter().chain(&b_times) {
+        all.log(*ms, 1, false, start + 1.0);
+    }
+    for (field, q) in [
+        ("response_time_p50", 0.5),
+        ("response_time_p99", 0.99),
+        ("response_time_p999", 0.999),
+        ("response_time_p9999", 0.9999),
+    ] {
+        assert_eq!(float(summary, field), all.percentile(q), "{field}");
+    }
+    assert_eq!(string(summary, "percentile_source"), "hdr");
+    assert_eq!(float(summary, "rps"), 40.0, "400 requests over 10 s");
+    let event = one(&fx, "loadtest_event");
+    assert_eq!(float(event, "duration_s"), 10.0);
+    let snapshot = of(&fx, "loadtest_snapshot");
+    let last = snapshot.last().expect("final snapshot");
+    assert_eq!(string(last, "percentile_source"), "hdr");
+}
+
+/// A node without an HdrHistogram (Locust) in the run: percentiles from Locust's maps, said so.
+#[test]
+fn a_node_without_a_histogram_makes_the_run_fall_back_to_locusts_maps() {
+    let mut with = StatsEntry::recording("GET", "/x", 1_795_939_200.0);
+    with.log(12.0, 1, false, 1_795_939_201.0);
+    let mut s = Scenario::new().expecting(2);
+    s.register(1, "a");
+    s.register(2, "b");
+    s.commit(3, "a", 1, "08:00:10", payload(vec![with], vec![], 1));
+    let fx = s.commit(4, "b", 1, "08:00:12", stats(10));
+    let summary = named(&fx, "loadtest_summary", "Aggregated");
+    assert_eq!(string(summary, "percentile_source"), "locust");
 }
 
 #[test]
@@ -194,7 +259,7 @@ fn completed_message_reports_the_final_status_and_totals() {
         panic!("not a completed message: {env:?}");
     };
     assert_eq!(done.status, "committed");
-    assert_eq!(done.duration_s, 12.5);
+    assert_eq!(done.duration_s, 1.0, "the load window the stats carry");
     assert_eq!((done.requests, done.failures, done.nodes), (30, 3, 2));
 }
 
@@ -263,4 +328,33 @@ fn nodes_with_skewed_clocks_change_no_rate_or_duration() {
     let event = of(&fx, "loadtest_event");
     let duration = float(event.last().expect("final event"), "duration_s");
     assert_eq!(duration, 20.0);
+}
+
+/// Stored milliseconds are rounded to whole µs before encoding: no float noise in the points.
+#[test]
+fn stored_milliseconds_carry_no_float_noise() {
+    let mut e = StatsEntry::new("GET", "/", 1_795_939_200.0);
+    e.log(0.1, 1, false, 1_795_939_201.0);
+    e.log(0.2, 1, false, 1_795_939_201.0);
+    assert_eq!(
+        e.avg_response_time(),
+        0.150_000_000_000_000_02,
+        "noise before"
+    );
+    let mut s = Scenario::new();
+    s.register(1, "a");
+    let fx = s.commit(2, "a", 1, "08:00:10", payload(vec![e], vec![], 1));
+    let summary = named(&fx, "loadtest_summary", "Aggregated");
+    assert_eq!(float(summary, "response_time_avg"), 0.15);
+    let mut buf = Vec::new();
+    crate::line_protocol::encode(
+        std::slice::from_ref(summary),
+        crate::line_protocol::Backslashes::Literal,
+        &mut buf,
+    );
+    let line = String::from_utf8_lossy(&buf);
+    assert!(line.contains("response_time_avg=0.15,"), "{line}");
+    let snapshot = of(&fx, "loadtest_snapshot");
+    let last = snapshot.last().expect("final snapshot");
+    assert_eq!(float(last, "response_time_avg"), 0.15);
 }

@@ -9,8 +9,9 @@
 //!
 //! Stopping has two steps, so counts stay exact: `stop` (run time over, ctrl-c, or the request
 //! budget spent) makes every user finish its in-flight request and start no new one; `abort`
-//! (fired `--stop-timeout` after `stop`) cancels requests still in flight, which are then not
-//! counted, as in Locust. With `-n N` a shared atomic counter hands out exactly N request
+//! (fired `--stop-timeout` after `stop`) cancels requests still in flight, which are then
+//! counted as failures of their own kind ([`CANCELLED_ERROR`], their response time the time
+//! they were in flight), so the count equals what was sent. With `-n N` a shared atomic counter hands out exactly N request
 //! tickets, and the ticket number also picks the path, so paths get equal shares.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 use super::fasthttp::{FastConn, FastTarget};
 use super::scenario::{RequestSpec, Scenario};
 use super::stats::{unix_now, Sample, ShardHandle, Stats};
+
+/// The error of a request still in flight at the stop timeout: cancelled, and counted as a
+/// failure (its response time is how long it had been in flight).
+pub const CANCELLED_ERROR: &str = "cancelled: in flight at the stop timeout";
 
 /// What the users do.
 #[derive(Debug, Clone)]
@@ -87,7 +92,7 @@ impl Progress {
 pub(crate) struct RunnerReport {
     /// Users that were started.
     pub(crate) users_started: u64,
-    /// Requests cancelled by the stop timeout (not counted in the stats).
+    /// Requests cancelled by the stop timeout (counted as failures, [`CANCELLED_ERROR`]).
     pub(crate) requests_cancelled: u64,
 }
 
@@ -322,12 +327,18 @@ impl User {
                 )),
                 _ => futures::future::Either::Right(request_from(&client, spec, origin)),
             };
-            let outcome = tokio::select! {
+            let in_flight_since = Instant::now().min(origin);
+            let (outcome, cancelled) = tokio::select! {
                 biased;
-                o = sent => o,
+                o = sent => (o, false),
                 _ = &mut aborted => {
                     self.cancelled.fetch_add(1, Ordering::Relaxed);
-                    break;
+                    let o = Outcome {
+                        response_time_ms: in_flight_since.elapsed().as_secs_f64() * 1_000.0,
+                        content_length: 0,
+                        error: Some(CANCELLED_ERROR.to_string()),
+                    };
+                    (o, true)
                 }
             };
             self.shard.record(&Sample {
@@ -338,6 +349,9 @@ impl User {
                 error: outcome.error,
                 finished_at: unix_now(),
             });
+            if cancelled {
+                break;
+            }
             let think = self.scenario.think_time;
             if self.open.is_none() && !think.is_zero() {
                 tokio::select! {

@@ -2,59 +2,22 @@
 //!
 //! Every user records into a [`Shard`] behind its own `std::sync::Mutex` (up to
 //! [`MAX_SHARDS`] shards; beyond that users share them round robin), so recording a request
-//! contends with almost nobody, and the lock is held only for one [`StatsEntry::log`] call and
-//! one HdrHistogram record (never across an `.await`). [`Stats::snapshot`] merges all shards
-//! into a Locust-shaped [`StatsPayload`]; merging is exact, so the totals equal the number of
-//! requests recorded. [`Stats::latencies`] merges the shards' HdrHistograms (microseconds, 3
-//! significant digits), which every percentile a user sees comes from (`output::percentiles`).
+//! contends with almost nobody, and the lock is held only for one [`StatsEntry::log`] call
+//! (never across an `.await`). Every entry records an HdrHistogram too (microseconds, 3
+//! significant digits: [`protocol::LatencyHistogram`]), which travels in the stats messages and
+//! which every percentile a user sees comes from ([`StatsEntry::percentile`]).
+//! [`Stats::snapshot`] merges all shards into a Locust-shaped [`StatsPayload`]; merging is exact
+//! (histograms add), so the totals equal the number of requests recorded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hdrhistogram::Histogram;
 use protocol::{ErrorEntry, StatsEntry, StatsPayload};
 
 /// Most shards; users beyond this many share shards round robin, which bounds the memory the
 /// HdrHistograms take.
 pub(crate) const MAX_SHARDS: usize = 64;
-
-/// Largest latency the HdrHistograms hold, µs (one hour); longer ones count as one hour.
-pub(crate) const HDR_MAX_US: u64 = 3_600_000_000;
-
-/// A new empty latency histogram (µs, 3 significant digits, growing as needed).
-pub(crate) fn new_histogram() -> Histogram<u32> {
-    Histogram::new(3).unwrap_or_else(|_| {
-        // 3 significant digits is always valid; keep a fixed-range fallback all the same.
-        Histogram::new_with_max(HDR_MAX_US, 2).unwrap_or_else(|_| unreachable_histogram())
-    })
-}
-
-#[allow(clippy::panic)]
-fn unreachable_histogram() -> Histogram<u32> {
-    panic!("hdrhistogram rejected constant parameters")
-}
-
-/// Records `ms` milliseconds into `h` as microseconds (at least 1 µs, at most one hour).
-pub(crate) fn record_ms(h: &mut Histogram<u32>, ms: f64) {
-    let us = if ms.is_finite() && ms > 0.0 {
-        ((ms * 1_000.0).round() as u64).clamp(1, HDR_MAX_US)
-    } else {
-        1
-    };
-    if h.record(us).is_err() {
-        h.saturating_record(us);
-    }
-}
-
-/// Merged HdrHistograms of a run: per (method, name) and in total.
-#[derive(Debug, Clone)]
-pub(crate) struct Latencies {
-    /// (method, name) → histogram, µs.
-    pub(crate) by_entry: HashMap<(String, String), Histogram<u32>>,
-    /// All requests, µs.
-    pub(crate) total: Histogram<u32>,
-}
 
 /// The current time as Unix seconds (f64), as Locust's timestamps are.
 pub(crate) fn unix_now() -> f64 {
@@ -92,7 +55,7 @@ pub(crate) struct Shard {
     start_time: f64,
     /// method → name → entry and its latency histogram; looked up by `&str`, so recording
     /// allocates nothing after the first request of an endpoint.
-    entries: HashMap<String, HashMap<String, (StatsEntry, Histogram<u32>)>>,
+    entries: HashMap<String, HashMap<String, StatsEntry>>,
     /// (method, name, error) → occurrences.
     errors: HashMap<(String, String, String), u64>,
 }
@@ -111,16 +74,12 @@ impl Shard {
             Some(m) => m,
             None => self.entries.entry(s.method.to_string()).or_default(),
         };
-        let (entry, hdr) = match by_name.get_mut(s.name) {
+        let entry = match by_name.get_mut(s.name) {
             Some(e) => e,
-            None => by_name.entry(s.name.to_string()).or_insert_with(|| {
-                (
-                    StatsEntry::new(s.method, s.name, self.start_time),
-                    new_histogram(),
-                )
-            }),
+            None => by_name
+                .entry(s.name.to_string())
+                .or_insert_with(|| StatsEntry::recording(s.method, s.name, self.start_time)),
         };
-        record_ms(hdr, s.response_time_ms);
         entry.log(
             s.response_time_ms,
             s.content_length,
@@ -180,39 +139,6 @@ impl Stats {
         ShardHandle(Arc::clone(&shards[n % shards.len()]))
     }
 
-    /// The merged latency histograms of all shards.
-    pub(crate) fn latencies(&self) -> Latencies {
-        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
-        let mut by_entry: HashMap<(String, String), Histogram<u32>> = HashMap::new();
-        let mut total = new_histogram();
-        for shard in shards {
-            let hists: Vec<((String, String), Histogram<u32>)> = {
-                let s = lock(&shard);
-                s.entries
-                    .iter()
-                    .flat_map(|(m, by_name)| {
-                        by_name
-                            .iter()
-                            .map(move |(n, (_, h))| ((m.clone(), n.clone()), h.clone()))
-                    })
-                    .collect()
-            };
-            for (key, h) in hists {
-                // Auto-resizing histograms of one precision always add.
-                let _ = total.add(&h);
-                match by_entry.get_mut(&key) {
-                    Some(acc) => {
-                        let _ = acc.add(&h);
-                    }
-                    None => {
-                        by_entry.insert(key, h);
-                    }
-                }
-            }
-        }
-        Latencies { by_entry, total }
-    }
-
     /// The cumulative stats of all shards: entries sorted by (name, method), errors sorted by
     /// (name, method, error), and the `Aggregated` total. `user_count` and `state` are copied
     /// into the payload.
@@ -227,7 +153,7 @@ impl Stats {
                 let e: Vec<StatsEntry> = s
                     .entries
                     .values()
-                    .flat_map(|m| m.values().map(|(e, _)| e.clone()))
+                    .flat_map(|m| m.values().cloned())
                     .collect();
                 (e, s.errors.clone())
             };
@@ -316,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn latencies_merge_and_shards_are_bounded() {
+    fn histograms_merge_and_shards_are_bounded() {
         let stats = Stats::new(1.0);
         let handles: Vec<ShardHandle> = (0..MAX_SHARDS + 10).map(|_| stats.shard()).collect();
         assert_eq!(lock(&stats.shards).len(), MAX_SHARDS);
@@ -324,21 +250,15 @@ mod tests {
             h.record(&sample("/a", (i % 10 + 1) as f64 * 0.5, None));
             h.record(&sample("/b", 100.0, None));
         }
-        let l = stats.latencies();
+        let p = stats.snapshot(0, "x");
         let n = (MAX_SHARDS + 10) as u64;
-        assert_eq!(l.total.len(), 2 * n);
-        assert_eq!(l.by_entry[&("GET".to_string(), "/a".to_string())].len(), n);
-        let ms = |name: &str, q: f64| {
-            l.by_entry[&("GET".to_string(), name.to_string())].value_at_quantile(q) as f64 / 1e3
-        };
-        let p100 = ms("/a", 1.0);
-        assert!((p100 - 5.0).abs() < 0.01, "{p100}");
-        let p50 = ms("/b", 0.5);
-        assert!((p50 - 100.0).abs() < 0.1, "{p50}");
-        assert!(!l
-            .by_entry
-            .contains_key(&("GET".to_string(), "/nope".to_string())));
-        assert_eq!(stats.snapshot(0, "x").total.num_requests, 2 * n);
+        assert_eq!(p.total.num_requests, 2 * n);
+        let hist = |e: &StatsEntry| e.hdr_histogram.as_ref().map_or(0, |h| h.len());
+        assert_eq!(hist(&p.total), 2 * n);
+        assert_eq!(hist(&p.entries[0]), n);
+        assert_eq!(p.entries[0].percentile(1.0), 5.0);
+        assert_eq!(p.entries[1].percentile(0.5), 100.0);
+        assert_eq!(p.total.percentile_source(), protocol::PercentileSource::Hdr);
     }
 
     #[test]

@@ -47,8 +47,8 @@ impl Report<'_> {
                 fmt_ms(e.min_response_time.unwrap_or(0.0)),
                 fmt_ms(e.max_response_time),
                 avg_content(e).to_string(),
-                rps(e.num_requests, &self.stats.total).to_string(),
-                rps(e.num_failures, &self.stats.total).to_string(),
+                rps(e.num_requests, self.stats).to_string(),
+                rps(e.num_failures, self.stats).to_string(),
             ];
             for &q in &PERCENTILES {
                 row.push(if e.num_requests == 0 {

@@ -1,14 +1,15 @@
-//! The run's time series: a [`Recorder`] fed with the cumulative stats at every stats interval
-//! makes one [`HistoryPoint`] per interval, with the rates and percentiles of the interval since
-//! the previous one (percentiles from the difference of the cumulative histograms).
+//! The run's time series: a [`Recorder`] fed with the cumulative stats every second (from the
+//! first second on, as Locust's history) and once at the end makes one [`HistoryPoint`] per
+//! interval, with the rates and percentiles of the interval since the previous one
+//! (percentiles from the difference of the cumulative HdrHistograms:
+//! [`protocol::StatsEntry::interval_percentile`], the function the writer's snapshots use).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol::StatsPayload;
 use serde::Serialize;
 
-use super::percentiles::{of_histogram, Locust, Percentiles, Scope, PERCENTILES};
+use super::percentiles::PERCENTILES;
 use super::summary::avg_content;
 
 /// One point of the run's time series (the aggregated totals).
@@ -63,18 +64,9 @@ impl Recorder {
         let dt = (elapsed_s - prev_elapsed).max(0.001);
         let t = &p.total;
         let (r0, f0) = prev.map_or((0, 0), |q| (q.num_requests, q.num_failures));
-        let mut interval: BTreeMap<u64, u64> = t.response_times.clone();
-        if let Some(q) = prev {
-            for (bucket, n) in &q.response_times {
-                if let Some(slot) = interval.get_mut(bucket) {
-                    *slot = slot.saturating_sub(*n);
-                }
-            }
-            interval.retain(|_, n| *n > 0);
-        }
         let percentiles = PERCENTILES
             .iter()
-            .map(|&q| (!interval.is_empty()).then(|| of_histogram(&interval, q)))
+            .map(|&q| t.interval_percentile(prev, q))
             .collect();
         self.points.push(HistoryPoint {
             timestamp: now,
@@ -85,18 +77,13 @@ impl Recorder {
             rps: t.num_requests.saturating_sub(r0) as f64 / dt,
             fail_per_s: t.num_failures.saturating_sub(f0) as f64 / dt,
             percentiles,
-            total_median_ms: Locust.percentile(t, Scope::Total, 0.5),
+            total_median_ms: t.percentile(0.5),
             total_avg_ms: t.avg_response_time(),
             total_min_ms: t.min_response_time.unwrap_or(0.0),
             total_max_ms: t.max_response_time,
             total_avg_content_length: avg_content(t),
         });
         self.previous = Some((elapsed_s, p.clone()));
-    }
-
-    /// The cumulative stats of the last point, if any.
-    pub(crate) fn previous(&self) -> Option<&StatsPayload> {
-        self.previous.as_ref().map(|(_, p)| p)
     }
 
     /// The points so far.

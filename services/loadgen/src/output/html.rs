@@ -16,7 +16,8 @@ const TEMPLATE: &str = include_str!("report.html");
 impl Report<'_> {
     /// The `--html` page: tables rendered here, charts drawn in the browser from the embedded
     /// JSON. After drawing, the page checks that each canvas has painted pixels and writes the
-    /// count into `data-charts-drawn` on `<body>` (and `#charts-status`).
+    /// count into `data-charts-drawn` and the points per chart into `data-chart-points` on
+    /// `<body>`, for tests: attributes, not text a user sees.
     pub(crate) fn html(&self) -> String {
         let data = self.json().to_string().replace("</", "<\\/");
         let m = self.meta;
@@ -45,8 +46,8 @@ impl Report<'_> {
                 e.min_response_time.unwrap_or(0.0),
                 e.max_response_time,
                 avg_content(e),
-                rps(e.num_requests, &self.stats.total),
-                rps(e.num_failures, &self.stats.total),
+                rps(e.num_requests, self.stats),
+                rps(e.num_failures, self.stats),
             );
         }
         tables.push_str("</tbody></table>\n<h2>Response time percentiles (ms)</h2>\n<table><thead><tr><th>Type</th><th>Name</th>");

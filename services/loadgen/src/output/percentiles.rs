@@ -1,18 +1,13 @@
-//! Response-time percentiles, computed here and only here: the console's tables, the CSV and
-//! JSON files, the HTML page and the thresholds all ask one [`Percentiles`] source, so a
-//! number printed and a number written are the same number.
+//! Response-time percentiles, behind one small trait: the console's tables, the CSV and JSON
+//! files, the HTML page and the thresholds all ask one [`Percentiles`] source, so a number
+//! printed and a number written are the same number.
 //!
-//! Two sources: the run's HdrHistograms ([`Latencies`], µs precision), which loadgen records
-//! for every request, and Locust's rounded histograms ([`Locust`]), which is all a snapshot
-//! carries (and what the request table's median column shows, as Locust's does).
+//! The one source is [`Recorded`]: [`StatsEntry::percentile`], the function the writer's stored
+//! points use too. It reads the entry's HdrHistogram (µs, 3 significant digits), which loadgen
+//! records for every request and merges exactly (across users, methods of one name, and nodes),
+//! and falls back to Locust's rounded histogram only for an entry without one.
 
-use std::collections::BTreeMap;
-
-use hdrhistogram::Histogram;
-use protocol::stats::histogram_percentile;
-use protocol::StatsEntry;
-
-use crate::engine::stats::{new_histogram, Latencies};
+use protocol::{PercentileSource, StatsEntry};
 
 /// Percentiles of the percentile tables (fractions), as Locust prints them.
 pub(crate) const PERCENTILES: [f64; 11] = [
@@ -59,58 +54,29 @@ pub(crate) trait Percentiles {
     /// [`Scope`]), ms.
     fn percentile(&self, e: &StatsEntry, scope: Scope, q: f64) -> f64;
 
-    /// How the console's percentile table is headed: `ms, HdrHistogram` or `approximated, ms`.
-    fn heading(&self) -> &'static str;
+    /// How the console's percentile table is headed for a run whose total is `total`:
+    /// `ms, HdrHistogram` or `ms, Locust's rounded histogram`.
+    fn heading(&self, total: &StatsEntry) -> &'static str;
 }
 
-/// Locust's percentiles: from the entry's rounded histogram, clamped to its min and max.
+/// The percentiles the stats themselves carry: [`StatsEntry::percentile`] (the HdrHistogram
+/// when the entry has one, else Locust's map). An entry standing for several endpoints (the
+/// total, a name's methods) is their merge, whose HdrHistogram is the sum of theirs, so the
+/// scope needs no lookup.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Locust;
+pub(crate) struct Recorded;
 
-impl Percentiles for Locust {
+impl Percentiles for Recorded {
     fn percentile(&self, e: &StatsEntry, _: Scope, q: f64) -> f64 {
         e.percentile(q)
     }
 
-    fn heading(&self) -> &'static str {
-        "approximated, ms"
-    }
-}
-
-/// The run's HdrHistograms; Locust's histogram of the entry where there is none (an endpoint
-/// loadgen did not record, or no request at all).
-impl Percentiles for Latencies {
-    fn percentile(&self, e: &StatsEntry, scope: Scope, q: f64) -> f64 {
-        let merged: Histogram<u32>;
-        let h = match scope {
-            Scope::Total => Some(&self.total),
-            Scope::Endpoint => self.by_entry.get(&(e.method.clone(), e.name.clone())),
-            Scope::Name => {
-                let mut all = new_histogram();
-                for (_, h) in self.by_entry.iter().filter(|((_, n), _)| *n == e.name) {
-                    // Auto-resizing histograms of one precision always add.
-                    let _ = all.add(h);
-                }
-                merged = all;
-                Some(&merged)
-            }
-        };
-        match h {
-            Some(h) if !h.is_empty() => h.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1_000.0,
-            _ => e.percentile(q),
+    fn heading(&self, total: &StatsEntry) -> &'static str {
+        match total.percentile_source() {
+            PercentileSource::Hdr => "ms, HdrHistogram",
+            PercentileSource::Locust => "ms, Locust's rounded histogram",
         }
     }
-
-    fn heading(&self) -> &'static str {
-        "ms, HdrHistogram"
-    }
-}
-
-/// The `q` quantile of a rounded histogram (rounded ms → count), ms, as Locust computes it
-/// (not clamped): the percentiles of a stats interval, whose histogram is the difference of
-/// two cumulative ones.
-pub(crate) fn of_histogram(h: &BTreeMap<u64, u64>, q: f64) -> f64 {
-    histogram_percentile(h, q) as f64
 }
 
 #[cfg(test)]
@@ -128,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn hdr_percentiles_by_scope() {
+    fn percentiles_by_scope_come_from_the_merged_histograms() {
         let stats = Stats::new(1.0);
         let shard = stats.shard();
         for (method, ms) in [("GET", 1.0), ("POST", 100.0)] {
@@ -143,21 +109,20 @@ mod tests {
                 });
             }
         }
-        let l = stats.latencies();
         let p = stats.snapshot(1, "stopped");
         let get = &p.entries[0];
         assert_eq!(get.method, "GET");
-        assert!((l.percentile(get, Scope::Endpoint, 1.0) - 1.0).abs() < 0.01);
-        assert!((l.percentile(&p.total, Scope::Total, 1.0) - 100.0).abs() < 0.1);
-        // Every method of the name: the slow POSTs are in it.
-        assert!((l.percentile(get, Scope::Name, 0.95) - 100.0).abs() < 0.1);
-        // An endpoint without a histogram: Locust's.
-        let mut other = get.clone();
-        other.name = "/y".into();
-        assert_eq!(
-            l.percentile(&other, Scope::Endpoint, 0.5),
-            other.percentile(0.5)
-        );
-        assert_eq!(Locust.percentile(get, Scope::Endpoint, 0.5), 1.0);
+        assert_eq!(Recorded.percentile(get, Scope::Endpoint, 1.0), 1.0);
+        assert_eq!(Recorded.percentile(&p.total, Scope::Total, 1.0), 100.0);
+        // Every method of the name: the merge holds the slow POSTs.
+        let mut name = get.clone();
+        name.merge(&p.entries[1]);
+        assert_eq!(Recorded.percentile(&name, Scope::Name, 0.95), 100.0);
+        assert_eq!(Recorded.heading(&p.total), "ms, HdrHistogram");
+        // An entry without a histogram (Locust's): its rounded map.
+        let mut locust = get.clone();
+        locust.hdr_histogram = None;
+        assert_eq!(Recorded.heading(&locust), "ms, Locust's rounded histogram");
+        assert_eq!(Recorded.percentile(&locust, Scope::Endpoint, 0.5), 1.0);
     }
 }

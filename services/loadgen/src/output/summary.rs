@@ -6,19 +6,12 @@ use std::time::Duration;
 
 use protocol::{StatsEntry, StatsPayload};
 
-use super::percentiles::{percentile_label, Locust, Percentiles, Scope, PERCENTILES};
+use super::percentiles::{percentile_label, Percentiles, Scope, PERCENTILES};
 
-/// Requests per second of `entry` over the run (Locust's `total_rps`: requests divided by the
-/// time from the stats' start to the run's last request).
-pub(crate) fn rps(count: u64, total: &StatsEntry) -> f64 {
-    let Some(last) = total.last_request_timestamp else {
-        return 0.0;
-    };
-    let span = last - total.start_time;
-    if span <= 0.0 || count == 0 {
-        return 0.0;
-    }
-    count as f64 / span.max(0.001)
+/// `count` requests (or failures) per second over the run's load window (first user started →
+/// load stopped): [`StatsPayload::rate`], the one definition the stored points use too.
+pub(crate) fn rps(count: u64, p: &StatsPayload) -> f64 {
+    p.rate(count)
 }
 
 /// Average response size of `e`, bytes (0 without requests).
@@ -48,8 +41,8 @@ fn truncate(name: &str, width: usize) -> String {
     }
 }
 
-fn request_row(out: &mut String, e: &StatsEntry, total: &StatsEntry, w: usize) {
-    let rates = (rps(e.num_requests, total), rps(e.num_failures, total));
+fn request_row(out: &mut String, e: &StatsEntry, p: &StatsPayload, w: usize) {
+    let rates = (rps(e.num_requests, p), rps(e.num_failures, p));
     request_row_with_rates(out, e, rates, w);
 }
 
@@ -70,7 +63,7 @@ fn request_row_with_rates(out: &mut String, e: &StatsEntry, (rps, fail_rps): (f6
         e.avg_response_time(),
         e.min_response_time.unwrap_or(0.0),
         e.max_response_time,
-        Locust.percentile(e, Scope::Endpoint, 0.5),
+        e.percentile(0.5),
         rps,
         fail_rps,
     );
@@ -182,13 +175,13 @@ pub(crate) fn render(p: &StatsPayload, pf: &dyn Percentiles) -> String {
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{rule}");
     for e in &p.entries {
-        request_row(&mut out, e, &p.total, w);
+        request_row(&mut out, e, p, w);
     }
     let _ = writeln!(out, "{rule}");
-    request_row(&mut out, &p.total, &p.total, w);
+    request_row(&mut out, &p.total, p, w);
     let _ = writeln!(out);
 
-    let _ = writeln!(out, "Response time percentiles ({})", pf.heading());
+    let _ = writeln!(out, "Response time percentiles ({})", pf.heading(&p.total));
     let _ = write!(out, "{:<8} {:<w$}", "Type", "Name");
     for p in PERCENTILES {
         let _ = write!(out, " {:>7}", percentile_label(p));
@@ -276,12 +269,14 @@ mod tests {
             error: "HTTP 500".into(),
             occurrences: 1,
         }];
-        StatsPayload::from_entries(vec![a, b], errors, 3, "stopped")
+        let mut p = StatsPayload::from_entries(vec![a, b], errors, 3, "stopped");
+        p.stopped_at = Some(104.0);
+        p
     }
 
     #[test]
     fn report_has_rows_totals_percentiles_and_errors() {
-        let text = render(&payload(), &Locust);
+        let text = render(&payload(), &super::super::percentiles::Recorded);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("Type"), "{text}");
         assert!(lines[0].contains("# reqs") && lines[0].contains("failures/s"));

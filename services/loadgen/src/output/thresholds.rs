@@ -11,8 +11,9 @@
 //! - OP is `<`, `<=`, `>`, `>=`;
 //! - a time VALUE takes `us`, `ms` (the default) or `s`.
 //!
-//! A threshold on an endpoint that never ran fails (`no such endpoint`). Any failed threshold
-//! makes `loadgen` exit with code 1.
+//! A threshold over no data fails: on an endpoint that never ran (`no such endpoint`), or on
+//! requests that are not there (verdict `no data`: the run or the endpoint had no requests).
+//! Any failed threshold makes `loadgen` exit with code 1.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -164,10 +165,43 @@ pub struct Verdict {
     pub op: Op,
     /// The limit (ms for times, a fraction for `fail_ratio`).
     pub limit: f64,
-    /// The measured value in the same unit; `None` when the endpoint never ran.
+    /// The measured value in the same unit; `None` when nothing was measured (no requests,
+    /// or no such endpoint): the threshold then fails.
     pub actual: Option<f64>,
     /// Whether the threshold held.
     pub passed: bool,
+    /// The verdict in a word: `pass`, `fail`, `no data` or `no such endpoint`.
+    pub outcome: Outcome,
+}
+
+/// A threshold's verdict in a word. A threshold over no data fails: a limit nothing was
+/// measured against has not been met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Measured, and the limit held.
+    #[serde(rename = "pass")]
+    Pass,
+    /// Measured, and the limit did not hold.
+    #[serde(rename = "fail")]
+    Fail,
+    /// The endpoint (or the run) had no requests: nothing to measure.
+    #[serde(rename = "no data")]
+    NoData,
+    /// No endpoint of that name ran.
+    #[serde(rename = "no such endpoint")]
+    NoSuchEndpoint,
+}
+
+impl Outcome {
+    /// `pass`, `fail`, `no data`, `no such endpoint`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::NoData => "no data",
+            Outcome::NoSuchEndpoint => "no such endpoint",
+        }
+    }
 }
 
 /// The verdict as the pipeline carries it in a commit, through the API or AMQP: the one place
@@ -205,6 +239,11 @@ impl fmt::Display for Verdict {
                     fmt_value(a)
                 )
             }
+            None if self.outcome == Outcome::NoData => write!(
+                f,
+                "{word} {} (no data: {} had no requests)",
+                self.threshold, self.name
+            ),
             None => write!(
                 f,
                 "{word} {} (no such endpoint: {})",
@@ -372,15 +411,20 @@ fn measure(
     metric: Metric,
     e: &StatsEntry,
     scope: Scope,
-    total: &StatsEntry,
+    p: &StatsPayload,
     percentiles: &dyn Percentiles,
-) -> f64 {
-    match metric {
+) -> Option<f64> {
+    // No requests: nothing was measured, whatever the metric (a count of 0 is "no data" too,
+    // so `requests<10` cannot pass on a run that sent nothing).
+    if e.num_requests == 0 {
+        return None;
+    }
+    Some(match metric {
         Metric::Percentile(q) => percentiles.percentile(e, scope, q),
         Metric::Avg => e.avg_response_time(),
         Metric::Min => e.min_response_time.unwrap_or(0.0),
         Metric::Max => e.max_response_time,
-        Metric::Rps => rps(e.num_requests, total),
+        Metric::Rps => rps(e.num_requests, p),
         Metric::FailRatio => {
             if e.num_requests == 0 {
                 0.0
@@ -390,7 +434,7 @@ fn measure(
         }
         Metric::Failures => e.num_failures as f64,
         Metric::Requests => e.num_requests as f64,
-    }
+    })
 }
 
 /// Checks every threshold against the final stats `p`, response-time percentiles from
@@ -403,10 +447,10 @@ pub(crate) fn evaluate(
     thresholds
         .iter()
         .map(|t| {
-            let actual = t
-                .target
-                .select(p)
-                .map(|(e, scope)| measure(t.metric, &e, scope, &p.total, percentiles));
+            let selected = t.target.select(p);
+            let found = selected.is_some();
+            let actual =
+                selected.and_then(|(e, scope)| measure(t.metric, &e, scope, p, percentiles));
             Verdict {
                 threshold: t.expr.clone(),
                 metric: metric_name(t.metric),
@@ -415,6 +459,12 @@ pub(crate) fn evaluate(
                 limit: t.limit,
                 actual,
                 passed: actual.is_some_and(|a| t.op.holds(a, t.limit)),
+                outcome: match actual {
+                    Some(a) if t.op.holds(a, t.limit) => Outcome::Pass,
+                    Some(_) => Outcome::Fail,
+                    None if found => Outcome::NoData,
+                    None => Outcome::NoSuchEndpoint,
+                },
             }
         })
         .collect()

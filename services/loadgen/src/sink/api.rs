@@ -192,6 +192,7 @@ impl ApiSink {
                         }),
                     },
                     thresholds: (!verdicts.is_empty()).then(|| verdicts.to_vec()),
+                    stopped_at: stats.stopped_at,
                 };
                 self.client
                     .commit(&self.registration.token, &body)

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::stats::{Sample, Stats};
-use crate::output::percentiles::Locust;
+use crate::output::percentiles::Recorded;
 
 #[test]
 fn parses_the_forms() {
@@ -75,7 +75,7 @@ fn verdicts() {
     .iter()
     .map(|t| parse_threshold(t).expect("valid"))
     .collect();
-    let v = evaluate(&ts, &payload(), &Locust);
+    let v = evaluate(&ts, &payload(), &Recorded);
     assert!(!v[0].passed, "{}", v[0]);
     assert_eq!(v[0].actual, Some(96.0));
     assert!(v[1].passed);
@@ -102,7 +102,7 @@ fn verdicts() {
         fn percentile(&self, _: &StatsEntry, _: Scope, _: f64) -> f64 {
             7.0
         }
-        fn heading(&self) -> &'static str {
+        fn heading(&self, _: &StatsEntry) -> &'static str {
             "seven"
         }
     }
@@ -131,7 +131,6 @@ fn a_name_with_several_methods_combines_them_and_a_method_picks_one() {
         }
     }
     let p = stats.snapshot(1, "stopped");
-    let latencies = stats.latencies();
     let ts: Vec<Threshold> = [
         "p95[/x]<100ms",
         "p95[GET /x]<100ms",
@@ -144,8 +143,8 @@ fn a_name_with_several_methods_combines_them_and_a_method_picks_one() {
     .iter()
     .map(|t| parse_threshold(t).expect("valid"))
     .collect();
-    for source in [&latencies as &dyn Percentiles, &Locust] {
-        let v = evaluate(&ts, &p, source);
+    for p in [p.clone(), without_histograms(p)] {
+        let v = evaluate(&ts, &p, &Recorded);
         let p95_all = v[0].actual.expect("measured");
         assert!((899.0..=901.0).contains(&p95_all), "{}", v[0]);
         assert!(!v[0].passed);
@@ -162,4 +161,45 @@ fn a_name_with_several_methods_combines_them_and_a_method_picks_one() {
         assert_eq!(v[5].actual, Some(3.0));
         assert!(v[6].actual.is_none() && !v[6].passed, "{}", v[6]);
     }
+}
+
+/// `p` as Locust would send it: no HdrHistograms, so percentiles come from the rounded maps.
+fn without_histograms(mut p: StatsPayload) -> StatsPayload {
+    p.total.hdr_histogram = None;
+    for e in &mut p.entries {
+        e.hdr_histogram = None;
+    }
+    p
+}
+
+/// Thresholds over no data fail with the verdict `no data`: a run that sent nothing, and an
+/// endpoint that is listed but had no requests; an unknown endpoint is `no such endpoint`.
+#[test]
+fn thresholds_over_no_data_fail() {
+    let mut empty = StatsEntry::new("GET", "/empty", 100.0);
+    empty.num_requests = 0;
+    let p = StatsPayload::from_entries(vec![empty], vec![], 0, "stopped");
+    let ts: Vec<Threshold> = [
+        "p95<300ms",
+        "fail_ratio<0.01",
+        "requests<10",
+        "p95[/empty]<1s",
+        "p95[/nope]<1s",
+    ]
+    .iter()
+    .map(|t| parse_threshold(t).expect("valid"))
+    .collect();
+    let v = evaluate(&ts, &p, &Recorded);
+    for verdict in &v[..4] {
+        assert!(!verdict.passed, "{verdict}");
+        assert_eq!(verdict.actual, None);
+        assert_eq!(verdict.outcome, Outcome::NoData, "{verdict}");
+        assert!(verdict.to_string().contains("no data"), "{verdict}");
+    }
+    assert_eq!(v[4].outcome, Outcome::NoSuchEndpoint);
+    assert!(
+        render(&v).contains("5 of 5 thresholds FAILED"),
+        "{}",
+        render(&v)
+    );
 }
