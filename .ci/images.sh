@@ -10,6 +10,8 @@
 #      *-prebuilt targets; debug info stripped into target/docker/ to keep the context small),
 #      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG, loadtest-notifier:TAG.
 # Usage: bash .ci/images.sh [TAG]   (TAG default: ci; PROFILE=debug|release picks the binaries)
+# IMAGES_STEP picks a part (default all): `base` (1 and 2, which need no build of ours), `stage`
+# (strip the binaries into target/docker), `ours` (3 from what `stage` left), `all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,27 +80,38 @@ build() { # build TAG DOCKERFILE CONTEXT [docker build options...]
 }
 
 # Only one run on this machine builds at a time (several checkouts share the engine).
-exec 9>"$LOADTEST_CI_DIR/images.lock"
-flock 9
+if [ "${IMAGES_STEP:-all}" != stage ]; then
+  exec 9>"$LOADTEST_CI_DIR/images.lock"
+  flock 9
+fi
 
-build_base_image
-build loadtest-ci/rabbitmq:3.10 infra/docker/ci/rabbitmq.Dockerfile infra/docker/ci
-build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfile infra/docker/ci
+STEP=${IMAGES_STEP:-all}
 
-for bin in "${BINARIES[@]}"; do
-  if [ ! -x "target/$PROFILE/$bin" ]; then
-    log "ERROR: target/$PROFILE/$bin is missing; build it first:"
-    log "  cargo build --locked -p loadtest-api -p loadtest-writer -p loadgen -p loadtest-notifier -p loadtest-healthcheck --bins"
-    exit 1
-  fi
-done
-command -v objcopy >/dev/null || apt_install binutils
-mkdir -p target/docker
-for bin in "${BINARIES[@]}"; do
-  objcopy --strip-debug "target/$PROFILE/$bin" "target/docker/$bin"
-done
-build "loadtest-api:$TAG" infra/docker/Dockerfile . --target api-prebuilt --build-arg BINARIES=target/docker
-build "loadtest-writer:$TAG" infra/docker/Dockerfile . --target writer-prebuilt --build-arg BINARIES=target/docker
-build "loadgen:$TAG" infra/docker/Dockerfile . --target loadgen-prebuilt --build-arg BINARIES=target/docker
-build "loadtest-notifier:$TAG" infra/docker/Dockerfile . --target notifier-prebuilt --build-arg BINARIES=target/docker
-log "images ready: loadtest-api:$TAG loadtest-writer:$TAG loadgen:$TAG loadtest-notifier:$TAG"
+if [ "$STEP" = base ] || [ "$STEP" = all ]; then
+  build_base_image
+  build loadtest-ci/rabbitmq:3.10 infra/docker/ci/rabbitmq.Dockerfile infra/docker/ci
+  build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfile infra/docker/ci
+fi
+
+if [ "$STEP" = stage ] || [ "$STEP" = all ]; then
+  for bin in "${BINARIES[@]}"; do
+    if [ ! -x "target/$PROFILE/$bin" ]; then
+      log "ERROR: target/$PROFILE/$bin is missing; build it first:"
+      log "  cargo build --locked -p loadtest-api -p loadtest-writer -p loadgen -p loadtest-notifier -p loadtest-healthcheck --bins"
+      exit 1
+    fi
+  done
+  command -v objcopy >/dev/null || apt_install binutils
+  mkdir -p target/docker
+  for bin in "${BINARIES[@]}"; do
+    objcopy --strip-debug "target/$PROFILE/$bin" "target/docker/$bin"
+  done
+fi
+
+if [ "$STEP" = ours ] || [ "$STEP" = all ]; then
+  build "loadtest-api:$TAG" infra/docker/Dockerfile . --target api-prebuilt --build-arg BINARIES=target/docker
+  build "loadtest-writer:$TAG" infra/docker/Dockerfile . --target writer-prebuilt --build-arg BINARIES=target/docker
+  build "loadgen:$TAG" infra/docker/Dockerfile . --target loadgen-prebuilt --build-arg BINARIES=target/docker
+  build "loadtest-notifier:$TAG" infra/docker/Dockerfile . --target notifier-prebuilt --build-arg BINARIES=target/docker
+  log "images ready: loadtest-api:$TAG loadtest-writer:$TAG loadgen:$TAG loadtest-notifier:$TAG"
+fi
