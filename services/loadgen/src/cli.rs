@@ -333,7 +333,9 @@ pub(crate) fn parse_tls_min(text: &str) -> Result<crate::engine::fasthttp::TlsMi
     match t {
         "1.2" => Ok(crate::engine::fasthttp::TlsMin::V1_2),
         "1.3" => Ok(crate::engine::fasthttp::TlsMin::V1_3),
-        _ => Err(format!("{text:?} is not a TLS version loadgen speaks; use 1.2 or 1.3")),
+        _ => Err(format!(
+            "{text:?} is not a TLS version loadgen speaks; use 1.2 or 1.3"
+        )),
     }
 }
 

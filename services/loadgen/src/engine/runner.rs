@@ -371,17 +371,20 @@ impl User {
         let fast = self.fast.take();
         let counts = match fast {
             Some(conn) if self.lanes > 1 => {
-                let lanes = (1..self.lanes).map(|_| Some(conn.lane())).collect::<Vec<_>>();
+                let lanes = (1..self.lanes)
+                    .map(|_| Some(conn.lane()))
+                    .collect::<Vec<_>>();
                 let all = futures::future::join_all(
                     std::iter::once(Some(conn))
                         .chain(lanes)
                         .map(|conn| self.lane(conn, &client)),
                 )
                 .await;
-                all.into_iter().fold(ProtocolCounts::default(), |a, c| ProtocolCounts {
-                    http1: a.http1 + c.http1,
-                    http2: a.http2 + c.http2,
-                })
+                all.into_iter()
+                    .fold(ProtocolCounts::default(), |a, c| ProtocolCounts {
+                        http1: a.http1 + c.http1,
+                        http2: a.http2 + c.http2,
+                    })
             }
             fast => self.lane(fast, &client).await,
         };

@@ -146,7 +146,7 @@ impl FastConn {
                 (s, Protocol::Http2) => {
                     h2.adopt(s).await?;
                     return Err(AttemptError::NowHttp2);
-                },
+                }
             },
         };
         // Bytes left from an earlier response would be a server's error; they are not ours.
@@ -171,6 +171,9 @@ impl FastConn {
                 None if buf.len() > MAX_HEAD => return Err(FastError::InvalidResponse.into()),
                 None => {
                     let got = read_more(stream, buf).await;
+                    if let Err(FastError::Tls(t)) = got {
+                        return Err(FastError::Tls(t).into());
+                    }
                     if !matches!(got, Ok(n) if n > 0) {
                         return Err(if buf.is_empty() && !answered {
                             AttemptError::Unanswered

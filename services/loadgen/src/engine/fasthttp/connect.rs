@@ -36,7 +36,10 @@ impl Stream {
             Stream::Tls(s) => {
                 let mut cx = Context::from_waker(futures::task::noop_waker_ref());
                 let mut buf = ReadBuf::new(&mut probe);
-                matches!(Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf), Poll::Pending)
+                matches!(
+                    Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf),
+                    Poll::Pending
+                )
             }
         }
     }

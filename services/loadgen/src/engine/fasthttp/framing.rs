@@ -27,10 +27,7 @@ pub(super) enum Framing {
 }
 
 /// Reads what the socket has into `buf`'s spare room; 0 at the end of the stream.
-pub(super) async fn read_more(
-    stream: &mut Stream,
-    buf: &mut Vec<u8>,
-) -> Result<usize, FastError> {
+pub(super) async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<usize, FastError> {
     buf.reserve(READ_CHUNK);
     stream.read_buf(buf).await.map_err(|e| io_error(&e))
 }

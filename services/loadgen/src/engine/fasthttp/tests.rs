@@ -182,7 +182,9 @@ async fn ambiguous_or_endless_framing_is_invalid() {
         endless,
     ] {
         let t = target(&format!("http://{}/", serve(vec![bad]).await));
-        let r = FastConn::default().send_h1(&t, Duration::from_secs(5)).await;
+        let r = FastConn::default()
+            .send_h1(&t, Duration::from_secs(5))
+            .await;
         assert_eq!(r, Err(FastError::InvalidResponse), "{:?}", &bad[..40]);
     }
     // The last transfer coding is not chunked: the body runs to the close.
@@ -193,7 +195,9 @@ async fn ambiguous_or_endless_framing_is_invalid() {
         ])
         .await
     ));
-    let r = FastConn::default().send_h1(&t, Duration::from_secs(5)).await;
+    let r = FastConn::default()
+        .send_h1(&t, Duration::from_secs(5))
+        .await;
     assert_eq!(r, Ok((200, 3)));
     // After a 101 the connection is not HTTP any more: the next request opens a new one.
     let t = target(&format!(
@@ -289,7 +293,9 @@ async fn an_early_answer_to_a_large_upload_counts() {
         Some(&body),
     )
     .expect("http");
-    let r = FastConn::default().send_h1(&t, Duration::from_secs(10)).await;
+    let r = FastConn::default()
+        .send_h1(&t, Duration::from_secs(10))
+        .await;
     assert_eq!(r, Ok((413, 0)));
 }
 

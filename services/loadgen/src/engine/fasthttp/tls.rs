@@ -110,9 +110,8 @@ impl TlsClient {
         };
         let name = opts.sni.as_deref().unwrap_or(host);
         let name = name.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(name.to_string()).map_err(|_| {
-            anyhow::anyhow!("--sni {name:?} is not a valid DNS name or IP address")
-        })?;
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|_| anyhow::anyhow!("--sni {name:?} is not a valid DNS name or IP address"))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let h1 = TlsConnector::from(Arc::new(config.clone()));
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -177,7 +176,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -186,7 +190,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
