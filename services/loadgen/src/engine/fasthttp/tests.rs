@@ -338,8 +338,17 @@ fn requests_on_the_wire() {
         .request
         .starts_with(b"GET / HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"));
     assert_eq!(target("http://[::1]:81/x").addr, "[::1]:81");
-    assert!(FastTarget::of(
+    let https = FastTarget::of(
         &Url::parse("https://example.com/").expect("url"),
+        &Method::GET,
+        &HeaderMap::new(),
+        None,
+    )
+    .expect("https is on the fast path");
+    assert_eq!(https.addr, "example.com:443");
+    assert_eq!(https.h2.uri, "https://example.com/");
+    assert!(FastTarget::of(
+        &Url::parse("ftp://example.com/").expect("url"),
         &Method::GET,
         &HeaderMap::new(),
         None
@@ -364,6 +373,10 @@ fn requests_on_the_wire() {
             "POST /items HTTP/1.1\r\nuser-agent: {UA}\r\ncontent-type: application/json\r\nhost: virtual.example\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
         )
     );
+    // HTTP/2: no Host (the URI's authority is :authority) and no Content-Length header.
+    let names: Vec<&str> = t.h2.headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["content-type", "user-agent"]);
+    assert_eq!(t.h2.body, body);
     let t = FastTarget::of(
         &Url::parse("http://127.0.0.1:1/").expect("url"),
         &Method::HEAD,
