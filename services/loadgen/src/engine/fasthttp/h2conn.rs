@@ -68,7 +68,7 @@ impl H2Slot {
             Err(e) => {
                 // A refused or reset stream leaves the connection usable; anything else
                 // (I/O, GOAWAY, a connection-level protocol error) ends it.
-                if !(e.is_reset() && !e.is_go_away()) {
+                if !e.is_reset() || e.is_go_away() {
                     self.drop_conn(generation).await;
                 }
                 tracing::debug!(error = %e, "HTTP/2 request failed");
