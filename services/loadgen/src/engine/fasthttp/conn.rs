@@ -21,6 +21,8 @@ pub(crate) struct FastConn {
     stream: Option<Stream>,
     buf: Vec<u8>,
     h2: Arc<H2Slot>,
+    /// This lane's handle on the user's HTTP/2 connection, with its generation.
+    h2_handle: Option<(h2::client::SendRequest<bytes::Bytes>, u64)>,
 }
 
 /// How one attempt failed.
@@ -51,6 +53,7 @@ impl FastConn {
             stream: None,
             buf: Vec::new(),
             h2: Arc::default(),
+            h2_handle: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl FastConn {
             stream: None,
             buf: Vec::new(),
             h2: Arc::clone(&self.h2),
+            h2_handle: None,
         }
     }
 
@@ -76,7 +80,11 @@ impl FastConn {
         timeout: Duration,
     ) -> Result<(u16, u64, Protocol), FastError> {
         if self.connector.h2() {
-            return match tokio::time::timeout(timeout, self.h2.send(&self.connector, target)).await
+            return match tokio::time::timeout(
+                timeout,
+                self.h2.send(&mut self.h2_handle, &self.connector, target),
+            )
+            .await
             {
                 Ok(Ok((status, len))) => Ok((status, len, Protocol::Http2)),
                 Ok(Err(e)) => Err(e),
@@ -124,7 +132,10 @@ impl FastConn {
             Err(AttemptError::Unanswered) => Err(FastError::Connection),
             Err(AttemptError::Failed(e)) => Err(e),
             Err(AttemptError::NowHttp2) => {
-                let (status, len) = self.h2.send(&self.connector, target).await?;
+                let (status, len) = self
+                    .h2
+                    .send(&mut self.h2_handle, &self.connector, target)
+                    .await?;
                 Ok((status, len, false, Protocol::Http2))
             }
         }
@@ -136,6 +147,7 @@ impl FastConn {
             stream,
             buf,
             h2,
+            ..
         } = self;
         let stream = match stream {
             Some(s) => s,

@@ -57,18 +57,29 @@ impl H2Slot {
 
     /// Sends `target`'s request on a stream of the user's connection and reads the whole
     /// response: the status and the body's length (bytes).
+    /// `handle` is the lane's own copy of the connection's handle (taken from the slot when
+    /// the lane has none), so a request on a working connection takes no lock.
     pub(super) async fn send(
         &self,
+        handle: &mut Option<(SendRequest<Bytes>, u64)>,
         connector: &Connector,
         target: &FastTarget,
     ) -> Result<(u16, u64), FastError> {
-        let (send, generation) = self.handle(connector, &target.addr).await?;
+        let (send, generation) = match handle {
+            Some((send, generation)) => (send.clone(), *generation),
+            None => {
+                let (send, generation) = self.handle(connector, &target.addr).await?;
+                *handle = Some((send.clone(), generation));
+                (send, generation)
+            }
+        };
         match exchange(send, target).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 // A refused or reset stream leaves the connection usable; anything else
                 // (I/O, GOAWAY, a connection-level protocol error) ends it.
                 if !e.is_reset() || e.is_go_away() {
+                    *handle = None;
                     self.drop_conn(generation).await;
                 }
                 tracing::debug!(error = %e, "HTTP/2 request failed");
