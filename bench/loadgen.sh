@@ -77,8 +77,17 @@ if has pipeline && ! python3 -c 'import locust' 2>/dev/null; then
   log "pip install locust==$LOCUST_VERSION"
   python3 -m pip install -q "locust==$LOCUST_VERSION"
 fi
-log "cargo build --release (loadgen, loadtest-api, loadtest-writer)"
-cargo build --release -q -p loadgen -p loadtest-api -p loadtest-writer
+if has pipeline; then
+  log "cargo build --release (loadgen, loadtest-api, loadtest-writer)"
+  cargo build --release -q -p loadgen -p loadtest-api -p loadtest-writer
+else
+  log "cargo build --release (loadgen)"
+  cargo build --release -q -p loadgen
+fi
+if { has h2 && ! command -v h2load >/dev/null; } && [ -z "${NO_H2LOAD:-}" ]; then
+  log "apt-get install nghttp2-client (h2load, a second HTTP/2 baseline)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null || true
+fi
 BIN=target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
