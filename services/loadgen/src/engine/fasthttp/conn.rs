@@ -2,7 +2,7 @@
 //! next request when it may be. HTTP/1.1 here; HTTP/2 in [`super::h2conn`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 
@@ -19,11 +19,19 @@ use super::target::FastTarget;
 pub(crate) struct FastConn {
     connector: Arc<Connector>,
     stream: Option<Stream>,
+    /// When the last response on `stream` was read.
+    last_response: Instant,
     buf: Vec<u8>,
     h2: Arc<H2Slot>,
     /// This lane's handle on the user's HTTP/2 connection, with its generation.
     h2_handle: Option<(h2::client::SendRequest<bytes::Bytes>, u64)>,
 }
+
+/// A kept-alive connection idle for this long is checked before reuse (a read that does not
+/// wait: one system call). Servers close idle connections after seconds, not within a
+/// millisecond, so a user sending back to back skips the check; a close that races the
+/// next request anyway is caught by the retry of idempotent requests.
+const PROBE_AFTER: Duration = Duration::from_millis(1);
 
 /// How one attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +59,7 @@ impl FastConn {
         Self {
             connector,
             stream: None,
+            last_response: Instant::now(),
             buf: Vec::new(),
             h2: Arc::default(),
             h2_handle: None,
@@ -62,6 +71,7 @@ impl FastConn {
         Self {
             connector: Arc::clone(&self.connector),
             stream: None,
+            last_response: Instant::now(),
             buf: Vec::new(),
             h2: Arc::clone(&self.h2),
             h2_handle: None,
@@ -96,6 +106,7 @@ impl FastConn {
                 if !keep_alive {
                     self.stream = None;
                 }
+                self.last_response = Instant::now();
                 Ok((status, len, protocol))
             }
             Ok(Err(e)) => {
@@ -116,7 +127,9 @@ impl FastConn {
         &mut self,
         target: &FastTarget,
     ) -> Result<(u16, u64, bool, Protocol), FastError> {
-        if self.stream.as_mut().is_some_and(|s| !s.idle_and_open()) {
+        if self.last_response.elapsed() >= PROBE_AFTER
+            && self.stream.as_mut().is_some_and(|s| !s.idle_and_open())
+        {
             self.stream = None;
         }
         let reused = self.stream.is_some();

@@ -17,7 +17,8 @@
 //!
 //! A connection that fails, times out, answers `Connection: close` (or HTTP/1.0 without
 //! keep-alive) or is closed by the server is dropped and the next request opens a new one.
-//! Before a kept-alive connection is reused it is checked without blocking: if the server has
+//! Before a kept-alive connection that was idle for a millisecond or more is reused it is
+//! checked without blocking (back-to-back requests skip the system call): if the server has
 //! closed it while idle (keep-alive timeouts), or sent bytes nobody asked for, a new one is
 //! opened, so idle closes are not counted as failures and stray bytes are not read as the next
 //! response. A server that answers early and closes while the request body is still being
