@@ -4,9 +4,10 @@
 //! Layout, in layers (each imports only from the ones below it):
 //! - `cli` — the command line ([`Args`]) and its value parsers (durations, URLs, paths).
 //! - `engine` — the load: the users (`runner`: tokio tasks on their own threads, sending what the
-//!   `scenario` says), `http://` requests over each user's own HTTP/1.1 connection (`fasthttp`:
-//!   connection, head parsing, body framing, one typed error), `https://` requests through
-//!   `reqwest`, and exact cumulative `stats` (a `std::sync::Mutex`-protected shard per user,
+//!   `scenario` says), `http://` and `https://` requests over each user's own connection
+//!   (`fasthttp`: TCP or TLS, HTTP/1.1 or HTTP/2, head parsing, body framing, one typed error;
+//!   `reqwest` only for a URL the fast path cannot take), and exact cumulative `stats` (a
+//!   `std::sync::Mutex`-protected shard per user,
 //!   merged into Locust-shaped [`protocol::StatsPayload`]s, with HdrHistograms).
 //! - `sink` — where results go, behind one `Sink` trait: the load-test API (`--consumer-host`;
 //!   [`client`] with retries, stats and commit over HTTP or, with `--amqp-url`, AMQP) or the

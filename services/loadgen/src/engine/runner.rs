@@ -269,8 +269,8 @@ pub(crate) async fn run_users(
 }
 
 /// The threads the users run on, each driving a single-threaded tokio runtime with its own
-/// `reqwest` client (for `https://`; its pooled connections then live on the runtime that uses
-/// them).
+/// `reqwest` client (for a URL the fast path cannot take; its pooled connections then live on
+/// the runtime that uses them).
 struct UserThreads {
     queues: Vec<mpsc::UnboundedSender<User>>,
     finished: Vec<oneshot::Receiver<()>>,
