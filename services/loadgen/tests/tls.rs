@@ -467,3 +467,34 @@ async fn bad_tls_options_are_named() {
         .expect_err("TLS 1.1 is refused");
     assert!(e.to_string().contains("use 1.2 or 1.3"), "{e}");
 }
+
+/// `--insecure` is warned about once per run, however many connections skip verification
+/// (the binary's stderr).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_is_warned_once() {
+    let pki = Pki::new("warn");
+    let (chain, key) = pki.leaf("server", &["127.0.0.1"], false);
+    let (host, counts) = start_server(server_config(chain, key, H1_AND_H2, None), 5).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--host",
+            &host,
+            "-u",
+            "4",
+            "-r",
+            "100",
+            "-n",
+            "40",
+            "--insecure",
+        ])
+        .args(["--only-summary"])
+        .output()
+        .await
+        .expect("run loadgen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("warning: --insecure").count(), 1, "{stderr}");
+    assert_eq!(counts.http1.load(Ordering::Relaxed), 40);
+    // A close after every 5th response: the reconnects were made and resumed.
+    assert!(counts.handshakes.load(Ordering::Relaxed) >= 8);
+}
