@@ -498,3 +498,37 @@ async fn insecure_is_warned_once() {
     // A close after every 5th response: the reconnects were made and resumed.
     assert!(counts.handshakes.load(Ordering::Relaxed) >= 8);
 }
+
+/// `--tls-min 1.3` against a server that speaks only TLS 1.2: the error names the versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_min_is_enforced() {
+    let pki = Pki::new("tlsmin");
+    let ca = pki.ca_pem();
+    let (chain, key) = pki.leaf("server", &["127.0.0.1"], false);
+    let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server cert");
+    let (host, counts) = start_server(config, 1000).await;
+    let o = loadgen(&[
+        "--host",
+        &host,
+        "-n",
+        "3",
+        "--cacert",
+        &ca,
+        "--tls-min",
+        "1.3",
+        "-q",
+    ])
+    .await;
+    let errs = errors(&o);
+    assert_eq!(o.failures, 3, "{errs:?}");
+    assert!(errs[0].0.contains("no TLS version"), "{errs:?}");
+    // TLS 1.2 is accepted by default.
+    let o = loadgen(&["--host", &host, "-n", "3", "--cacert", &ca, "-q"]).await;
+    assert_eq!(errors(&o), vec![]);
+    assert_eq!(counts.http1.load(Ordering::Relaxed), 3);
+}
