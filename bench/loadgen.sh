@@ -13,6 +13,18 @@
 # loadgen (--arrival-rate RATE), comparing p99 and CPU. The closing table has the medians of the
 # rounds and loadgen's ratios to each tool.
 #
+# Further sections (SECTIONS, default all: "pipeline tls h2 plain memory"), each with its rounds
+# interleaved tool by tool:
+# - tls: HTTPS (TLS 1.3, self-signed certificate, verification off: --insecure / -k) at CONNS
+#   connections, loadgen vs oha vs wrk, same nginx (its `ssl` port).
+# - h2: HTTP/2 over TLS at CONNS connections, one stream each: loadgen --http2 vs oha --http2
+#   (and h2load from Debian's nghttp2-client, when installed).
+# - plain: plain HTTP at each of PLAIN_CONNS (default "4 50 1000") connections: loadgen vs
+#   wrk vs oha.
+# - memory: loadgen's peak RSS at MEM_USERS (default 10000) users against at 100 users, on
+#   plain HTTP and HTTPS, each run for a fixed MEM_REQUESTS requests checked against nginx's
+#   own request counter (stub_status).
+#
 # Everything is built and installed before the first measurement: wrk and nginx (Debian),
 # oha (crates.io, `cargo install oha`), Locust (PyPI), and the release binaries of this
 # repository. RabbitMQ on 127.0.0.1:5672 must be up (`rabbitmq-server -detached`); the writer
@@ -28,6 +40,12 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-/tmp/loadgen-bench}
 LOCUST_VERSION=${LOCUST_VERSION:-2.32.4}
+SECTIONS=${SECTIONS:-pipeline tls h2 plain memory}
+PLAIN_CONNS=${PLAIN_CONNS:-4 50 1000}
+MEM_USERS=${MEM_USERS:-10000}
+MEM_REQUESTS=${MEM_REQUESTS:-500000}
+MEM_SPAWN_RATE=${MEM_SPAWN_RATE:-2000}
+has() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 log() { echo "[bench] $*" >&2; }
 
@@ -59,28 +77,44 @@ if [ -z "$OHA" ] && [ "${INSTALL_OHA:-0}" = 1 ]; then
   OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 fi
 [ -n "$OHA" ] || log "oha not found (set OHA=path or INSTALL_OHA=1): its rows are skipped"
-# Locust in a virtual environment under $LOADTEST_CI_DIR, never in the system Python.
-LOCUST_VENV=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}/bench-venv
-if [ "$("$LOCUST_VENV/bin/python" -m pip show locust 2>/dev/null | awk '/^Version:/{print $2}')" != "$LOCUST_VERSION" ]; then
-  [ -x "$LOCUST_VENV/bin/python" ] || python3 -m venv "$LOCUST_VENV"
-  log "pip install locust==$LOCUST_VERSION (into $LOCUST_VENV)"
-  "$LOCUST_VENV/bin/python" -m pip install -q --disable-pip-version-check "locust==$LOCUST_VERSION"
+if has pipeline; then
+  # Locust in a virtual environment under $LOADTEST_CI_DIR, never in the system Python.
+  LOCUST_VENV=${LOADTEST_CI_DIR:-/tmp/loadtest-ci}/bench-venv
+  if [ "$("$LOCUST_VENV/bin/python" -m pip show locust 2>/dev/null | awk '/^Version:/{print $2}')" != "$LOCUST_VERSION" ]; then
+    [ -x "$LOCUST_VENV/bin/python" ] || python3 -m venv "$LOCUST_VENV"
+    log "pip install locust==$LOCUST_VERSION (into $LOCUST_VENV)"
+    "$LOCUST_VENV/bin/python" -m pip install -q --disable-pip-version-check "locust==$LOCUST_VERSION"
+  fi
+  export PATH="$LOCUST_VENV/bin:$PATH"
+  log "cargo build --release (loadgen, loadtest-api, loadtest-writer)"
+  cargo build --release -q -p loadgen -p loadtest-api -p loadtest-writer
+else
+  log "cargo build --release (loadgen)"
+  cargo build --release -q -p loadgen
 fi
-export PATH="$LOCUST_VENV/bin:$PATH"
-log "cargo build --release (loadgen, loadtest-api, loadtest-writer)"
-cargo build --release -q -p loadgen -p loadtest-api -p loadtest-writer
+if { has h2 && ! command -v h2load >/dev/null; } && [ -z "${NO_H2LOAD:-}" ]; then
+  log "apt-get install nghttp2-client (h2load, a second HTTP/2 baseline)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null || true
+fi
 BIN=target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---------------------------------------------------------------- nginx, one worker, one core
 NGINX_PORT=$(free_port)
+TLS_PORT=$(free_port)
+STATUS_PORT=$(free_port)
+# A self-signed P-256 certificate for 127.0.0.1 (the clients skip verification).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 cat >"$OUT/nginx.conf" <<EOF
 worker_processes 1;
 worker_cpu_affinity $(python3 -c "print(format(1 << $SERVER_CPU, 'b'))");
+worker_rlimit_nofile 40000;
 pid $OUT/nginx.pid;
 error_log $OUT/nginx-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 30000; }
 http {
   access_log off;
   keepalive_requests 100000000;
@@ -91,19 +125,32 @@ http {
   uwsgi_temp_path $OUT/nginx-tmp;
   scgi_temp_path $OUT/nginx-tmp;
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_PORT backlog=16384;
     location / { default_type text/plain; return 200 "hello\n"; }
+  }
+  server {
+    listen 127.0.0.1:$TLS_PORT ssl http2 backlog=16384;
+    ssl_certificate $OUT/cert.pem;
+    ssl_certificate_key $OUT/key.pem;
+    ssl_protocols TLSv1.3;
+    location / { default_type text/plain; return 200 "hello\n"; }
+  }
+  server {
+    listen 127.0.0.1:$STATUS_PORT;
+    location / { stub_status; }
   }
 }
 EOF
 mkdir -p "$OUT/nginx-tmp"
 taskset -c "$SERVER_CPU" nginx -c "$OUT/nginx.conf"
 URL="http://127.0.0.1:$NGINX_PORT/"
+TLS_URL="https://127.0.0.1:$TLS_PORT/"
 for _ in $(seq 50); do curl -sf "$URL" >/dev/null && break; sleep 0.1; done
 curl -sf "$URL" >/dev/null || { log "nginx did not start; see $OUT/nginx-error.log"; exit 1; }
 log "nginx on $URL (worker pinned to CPU $SERVER_CPU)"
 
 # ---------------------------------------------------------------- the pipeline (stats on)
+if has pipeline; then
 if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
   log "RabbitMQ is not reachable on 127.0.0.1:5672; start it with: rabbitmq-server -detached"
   exit 1
@@ -140,6 +187,7 @@ class Bench(FastHttpUser):
         self.client.get("/")
 EOF
 
+fi
 # ---------------------------------------------------------------- measuring
 RESULTS="$OUT/measurements.csv"
 echo "round,tool,rps,cpu_s,p99_ms,pipeline_cpu_s" >"$RESULTS"
@@ -214,6 +262,7 @@ run_loadgen_rate() {
 log "warm-up"
 taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "$URL" >/dev/null
 
+if has pipeline; then
 for r in $(seq "$ROUNDS"); do
   run_wrk "$r"
   [ -z "$OHA" ] || run_oha "$r"
@@ -230,8 +279,10 @@ for r in $(seq "$ROUNDS"); do
   [ -z "$OHA" ] || run_oha_rate "$r"
   run_loadgen_rate "$r"
 done
+fi
 
 # ---------------------------------------------------------------- the closing table
+if has pipeline; then
 python3 - "$RESULTS" "$ROUNDS" "$DURATION" "$CONNS" "$RATE" <<'EOF' | tee "$OUT/results.md"
 import csv, statistics, sys
 path, rounds, duration, conns, rate = sys.argv[1:]
@@ -286,4 +337,169 @@ checks = [
 for name, ok in checks:
     print(f"- {'PASS' if ok else 'FAIL'}: {name}")
 EOF
-log "raw measurements: $RESULTS; outputs in $OUT"
+fi
+# ---------------------------------------------------------------- HTTPS, HTTP/2, plain HTTP
+# m_TOOL ROUND NAME CONNS URL [extra args]: one measurement, recorded under NAME.
+m_wrk() {
+  local r=$1 n=$2 c=$3 u=$4; shift 4
+  timed "$n-r$r" wrk -t1 -c"$c" -d"${DURATION}s" "$@" "$u"
+  record "$r" "$n" "$(awk '/^Requests\/sec:/ {print $2}' "$OUT/$n-r$r.out")" "$(cpu_of "$n-r$r")"
+}
+m_oha() {
+  [ -n "$OHA" ] || return 0
+  local r=$1 n=$2 c=$3 u=$4; shift 4
+  timed "$n-r$r" "$OHA" -z "${DURATION}s" -c "$c" --no-tui --output-format json "$@" "$u"
+  record "$r" "$n" "$(json_get "$OUT/$n-r$r.out" "d['summary']['requestsPerSec']")" "$(cpu_of "$n-r$r")"
+}
+m_loadgen() {
+  local r=$1 n=$2 c=$3 u=$4; shift 4
+  timed "$n-r$r" "$BIN/loadgen" --host "${u%/}" -u "$c" -r 1000000 -t "${DURATION}s" \
+    --only-summary --json "$OUT/$n-r$r.json" "$@"
+  local j="$OUT/$n-r$r.json"
+  local failures; failures=$(json_get "$j" "d['total']['failures']")
+  [ "$failures" = 0 ] || log "$n round $r: $failures failed requests (see $OUT/$n-r$r.out)"
+  grep -h '^Protocols:' "$OUT/$n-r$r.out" >&2 || true
+  record "$r" "$n" "$(json_get "$j" "d['total']['requests'] / d['run']['elapsedS']")" "$(cpu_of "$n-r$r")"
+}
+m_h2load() {
+  local r=$1 n=$2 c=$3 u=$4; shift 4
+  timed "$n-r$r" h2load -t1 -c "$c" -m 1 -D "$DURATION" "$@" "$u"
+  record "$r" "$n" "$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$OUT/$n-r$r.out")" "$(cpu_of "$n-r$r")"
+}
+# rotated ROUND CMD...: runs the commands (each one quoted string) starting at a different one
+# each round, so no tool always runs first or last.
+rotated() {
+  local r=$1; shift
+  local cmds=("$@")
+  local k=${#cmds[@]} i
+  for i in $(seq 0 $((k - 1))); do eval "${cmds[$(((i + r) % k))]}"; done
+}
+
+if has tls || has h2 || has plain; then
+  log "warm-up (TLS)"
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s "$TLS_URL" >/dev/null
+  for r in $(seq "$ROUNDS"); do
+    if has tls; then
+      rotated "$r" \
+        "m_wrk $r tls-wrk $CONNS $TLS_URL" \
+        "m_oha $r tls-oha $CONNS $TLS_URL --insecure" \
+        "m_loadgen $r tls-loadgen $CONNS $TLS_URL --insecure"
+    fi
+    if has h2; then
+      h2cmds=("m_oha $r h2-oha $CONNS $TLS_URL --insecure --http2" "m_loadgen $r h2-loadgen $CONNS $TLS_URL --insecure --http2")
+      command -v h2load >/dev/null && h2cmds+=("m_h2load $r h2-h2load $CONNS $TLS_URL")
+      rotated "$r" "${h2cmds[@]}"
+    fi
+    if has plain; then
+      for c in $PLAIN_CONNS; do
+        rotated "$r" \
+          "m_wrk $r plain$c-wrk $c $URL" \
+          "m_oha $r plain$c-oha $c $URL" \
+          "m_loadgen $r plain$c-loadgen $c $URL"
+      done
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------- loadgen's memory per user
+MEMORY="$OUT/memory.csv"
+echo "round,run,users,max_rss_kb,requests,failures,nginx_requests" >"$MEMORY"
+nginx_requests() { curl -s "http://127.0.0.1:$STATUS_PORT/" | awk 'NR == 3 {print $3}'; }
+mem_run() { # ROUND NAME USERS URL [extra args]
+  local r=$1 n=$2 u=$3 url=$4; shift 4
+  local before after
+  before=$(nginx_requests)
+  /usr/bin/time -f "%e %U %S %M" -o "$OUT/$n-r$r.time" taskset -c "$CLIENT_CPU" \
+    "$BIN/loadgen" --host "${url%/}" -u "$u" -r "$MEM_SPAWN_RATE" -n "$MEM_REQUESTS" --only-summary \
+    --json "$OUT/$n-r$r.json" "$@" >"$OUT/$n-r$r.out" 2>"$OUT/$n-r$r.err" || {
+      log "$n failed; see $OUT/$n-r$r.err"; tail -5 "$OUT/$n-r$r.err" >&2; return 1; }
+  after=$(nginx_requests)
+  local j="$OUT/$n-r$r.json"
+  # The status request that read `after` is counted by nginx too.
+  echo "$r,$n,$u,$(awk '{print $4}' "$OUT/$n-r$r.time"),$(json_get "$j" "d['total']['requests']"),$(json_get "$j" "d['total']['failures']"),$((after - before - 1))" >>"$MEMORY"
+  log "memory round $r $n: $(tail -1 "$MEMORY")"
+}
+if has memory; then
+  for r in $(seq "$ROUNDS"); do
+    mem_run "$r" plain-100 100 "$URL"
+    mem_run "$r" "plain-$MEM_USERS" "$MEM_USERS" "$URL"
+    mem_run "$r" tls-100 100 "$TLS_URL" --insecure
+    mem_run "$r" "tls-$MEM_USERS" "$MEM_USERS" "$TLS_URL" --insecure
+  done
+fi
+
+python3 - "$RESULTS" "$MEMORY" "$ROUNDS" "$DURATION" "$CONNS" "$PLAIN_CONNS" "$MEM_USERS" "$SECTIONS" "$MEM_REQUESTS" "$MEM_SPAWN_RATE" <<'EOF' | tee "$OUT/results-more.md"
+import csv, statistics, sys
+path, mem_path, rounds, duration, conns, plain_conns, mem_users, sections, mem_requests, mem_spawn = sys.argv[1:]
+rows = list(csv.DictReader(open(path)))
+sections = sections.split()
+def vals(tool, col):
+    return [float(r[col]) for r in rows if r["tool"] == tool and r[col] not in ("", None)]
+def med(tool, col):
+    v = vals(tool, col)
+    return statistics.median(v) if v else float("nan")
+def eff(tool):
+    cpu = med(tool, "cpu_s")
+    return med(tool, "rps") * float(duration) / cpu if cpu else float("nan")
+checks = []
+def table(title, lg, others):
+    print(f"## {title}")
+    print()
+    print("| tool | requests/s (median) | each round | CPU s | requests per CPU-second | loadgen's requests/s ratio | loadgen's req/CPU-s ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for t in [lg] + others:
+        if not vals(t, "rps"):
+            continue
+        each = ", ".join(f"{v:,.0f}" for v in vals(t, "rps"))
+        print(f"| {t} | {med(t, 'rps'):,.0f} | {each} | {med(t, 'cpu_s'):.2f} | {eff(t):,.0f} | {med(lg, 'rps') / med(t, 'rps'):.2f}x | {eff(lg) / eff(t):.2f}x |")
+    print()
+if "tls" in sections:
+    table(f"HTTPS (TLS 1.3, HTTP/1.1): {conns} connections, {duration} s, medians of {rounds} interleaved rounds", "tls-loadgen", ["tls-oha", "tls-wrk"])
+    checks += [
+        ("HTTPS: loadgen requests/s >= 1.1x oha", med("tls-loadgen", "rps") >= 1.1 * med("tls-oha", "rps")),
+        ("HTTPS: loadgen requests/s >= 0.9x wrk", med("tls-loadgen", "rps") >= 0.9 * med("tls-wrk", "rps")),
+        ("HTTPS: loadgen requests per CPU-second >= 1.1x oha", eff("tls-loadgen") >= 1.1 * eff("tls-oha")),
+    ]
+if "h2" in sections:
+    table(f"HTTP/2 over TLS 1.3: {conns} connections, one stream each, {duration} s, medians of {rounds} interleaved rounds", "h2-loadgen", ["h2-oha", "h2-h2load"])
+    checks += [("HTTP/2: loadgen requests/s >= 1.1x oha --http2", med("h2-loadgen", "rps") >= 1.1 * med("h2-oha", "rps"))]
+if "plain" in sections:
+    for c in plain_conns.split():
+        table(f"Plain HTTP/1.1: {c} connections, {duration} s, medians of {rounds} interleaved rounds", f"plain{c}-loadgen", [f"plain{c}-wrk", f"plain{c}-oha"])
+        checks += [(f"plain HTTP, {c} connections: loadgen requests/s >= 0.95x wrk", med(f"plain{c}-loadgen", "rps") >= 0.95 * med(f"plain{c}-wrk", "rps"))]
+if "memory" in sections:
+    mem = list(csv.DictReader(open(mem_path)))
+    print(f"## loadgen's memory: {mem_users} users against 100 users, peak RSS, {mem_requests} requests per run, spawn rate {mem_spawn}/s")
+    print()
+    print("| run | users | peak RSS (MiB) | requests | failures | nginx counted | exact |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    runs = []
+    for r in mem:
+        if r["run"] not in runs:
+            runs.append(r["run"])
+    rss = {}
+    for run in runs:
+        rs = [r for r in mem if r["run"] == run]
+        m = statistics.median(float(r["max_rss_kb"]) for r in rs)
+        rss[run] = m
+        # Exact: loadgen counted the N requests asked for, and its answered ones (N - failures:
+        # timeouts and connection errors never reach nginx's counter) are nginx's count.
+        for x in rs:
+            ok = int(x["requests"]) == int(mem_requests) and int(x["requests"]) - int(x["failures"]) == int(x["nginx_requests"])
+            print(f"| {run} (round {x['round']}) | {x['users']} | {float(x['max_rss_kb']) / 1024:.1f} | {x['requests']} | {x['failures']} | {x['nginx_requests']} | {'yes' if ok else 'NO'} |")
+            checks.append((f"memory run {run}, round {x['round']}: loadgen counted {mem_requests} and its answered requests are nginx's count", ok))
+    print()
+    for kind in ["plain", "tls"]:
+        big, small = rss.get(f"{kind}-{mem_users}"), rss.get(f"{kind}-100")
+        if big is None or small is None:
+            continue
+        per_user = (big - small) / (int(mem_users) - 100)
+        print(f"- {kind}: {per_user:.1f} KB per user ((median peak RSS at {mem_users} users - at 100 users) / {int(mem_users) - 100})")
+        if kind == "plain":
+            checks.append((f"{mem_users} users (plain HTTP): <= 20 KB per user", per_user <= 20))
+    print()
+print("Acceptance:")
+for name, ok in checks:
+    print(f"- {'PASS' if ok else 'FAIL'}: {name}")
+EOF
+log "raw measurements: $RESULTS, $MEMORY; outputs in $OUT"

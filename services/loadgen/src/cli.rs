@@ -171,6 +171,45 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
 
+    /// HTTPS: don't verify the server's certificate (self-signed or private-CA staging
+    /// servers). A warning is printed once. Prefer `--cacert` where the CA is at hand.
+    #[arg(short = 'k', long, conflicts_with = "cacert")]
+    pub insecure: bool,
+
+    /// HTTPS: trust the CA certificates in this PEM file (a bundle may hold several) besides
+    /// the web's roots (Mozilla's list).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// HTTPS: client certificate (PEM, the chain leaf first) sent when the server asks for
+    /// one (mutual TLS); needs `--key`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// HTTPS: the private key of `--cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// HTTPS: the oldest TLS version accepted: `1.2` or `1.3`.
+    #[arg(long, value_name = "VERSION", default_value = "1.2", value_parser = parse_tls_min)]
+    pub tls_min: crate::engine::fasthttp::TlsMin,
+
+    /// HTTPS: the server name sent in SNI and checked against the certificate. Default: the
+    /// host of `--host`.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+
+    /// Speak HTTP/2: ALPN `h2` over TLS, prior knowledge (h2c) over plain TCP. Without it,
+    /// HTTP/1.1, or HTTP/2 when the server's ALPN offers only h2.
+    #[arg(long)]
+    pub http2: bool,
+
+    /// With `--http2`: requests each user keeps in flight at once, each on its own stream of
+    /// the user's one connection. 1 keeps the closed model's meaning (a user waits for its
+    /// response before the next request).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "http2", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub h2_streams: u32,
+
     /// Base URL of the load-test API (`https://loadtest-api.example.com`). When given, the run
     /// is registered there, stats are published every `--stats-interval`, and it is committed
     /// at the end. `LOADTEST_CONSUMER_HOST` sets it from the environment, so the original
@@ -285,6 +324,19 @@ impl Args {
         T: Into<std::ffi::OsString> + Clone,
     {
         <Self as Parser>::try_parse_from(argv)
+    }
+}
+
+/// Parses `--tls-min`: `1.2` or `1.3` (a `TLS` prefix and `v` are accepted: `TLSv1.3`).
+pub(crate) fn parse_tls_min(text: &str) -> Result<crate::engine::fasthttp::TlsMin, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.trim_start_matches("tls").trim_start_matches('v');
+    match t {
+        "1.2" => Ok(crate::engine::fasthttp::TlsMin::V1_2),
+        "1.3" => Ok(crate::engine::fasthttp::TlsMin::V1_3),
+        _ => Err(format!(
+            "{text:?} is not a TLS version loadgen speaks; use 1.2 or 1.3"
+        )),
     }
 }
 

@@ -185,6 +185,8 @@ pub(crate) async fn serve_target(
         output: None,
         summary: String::new(),
         thresholds: Vec::new(),
+        http1_requests: count,
+        http2_requests: 0,
     })
 }
 

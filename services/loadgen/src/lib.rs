@@ -4,9 +4,10 @@
 //! Layout, in layers (each imports only from the ones below it):
 //! - `cli` — the command line ([`Args`]) and its value parsers (durations, URLs, paths).
 //! - `engine` — the load: the users (`runner`: tokio tasks on their own threads, sending what the
-//!   `scenario` says), `http://` requests over each user's own HTTP/1.1 connection (`fasthttp`:
-//!   connection, head parsing, body framing, one typed error), `https://` requests through
-//!   `reqwest`, and exact cumulative `stats` (a `std::sync::Mutex`-protected shard per user,
+//!   `scenario` says), `http://` and `https://` requests over each user's own connection
+//!   (`fasthttp`: TCP or TLS, HTTP/1.1 or HTTP/2, head parsing, body framing, one typed error;
+//!   `reqwest` only for a URL the fast path cannot take), and exact cumulative `stats` (a
+//!   `std::sync::Mutex`-protected shard per user,
 //!   merged into Locust-shaped [`protocol::StatsPayload`]s, with HdrHistograms).
 //! - `sink` — where results go, behind one `Sink` trait: the load-test API (`--consumer-host`;
 //!   [`client`] with retries, stats and commit over HTTP or, with `--amqp-url`, AMQP) or the
@@ -44,6 +45,8 @@ use uuid::Uuid;
 
 use cli::{fmt_duration, TOOL};
 pub use cli::{Args, Command, DemoArgs, RunArgs, TargetArgs};
+pub use engine::fasthttp::TlsMin;
+use engine::fasthttp::{Connector, TlsOptions};
 pub use engine::runner::CANCELLED_ERROR;
 use engine::runner::{self, LoadPlan, Progress};
 use engine::scenario::Scenario;
@@ -86,6 +89,10 @@ pub struct RunOutcome {
     pub summary: String,
     /// The `--threshold` verdicts, in the order given.
     pub thresholds: Vec<Verdict>,
+    /// Requests answered over HTTP/1.1.
+    pub http1_requests: u64,
+    /// Requests answered over HTTP/2.
+    pub http2_requests: u64,
 }
 
 impl RunOutcome {
@@ -150,6 +157,16 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         None => Scenario::from_paths(&opts.paths)?,
     };
     scenario.resolve(&host)?;
+    let tls = TlsOptions {
+        insecure: opts.insecure,
+        cacert: opts.cacert.clone(),
+        client_cert: opts.cert.clone().zip(opts.key.clone()),
+        min: opts.tls_min,
+        sni: opts.sni.clone(),
+    };
+    let h2_streams = usize::try_from(opts.h2_streams).unwrap_or(1);
+    let connector = Arc::new(Connector::new(&host, &tls, opts.http2, h2_streams)?);
+    runner::raise_open_files(opts.users)?;
     let hostname = hostname();
     let ctx = RunContext {
         target_host: host.as_str().trim_end_matches('/').to_string(),
@@ -185,6 +202,7 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         arrival_rate: opts.arrival_rate,
         timeout: opts.timeout,
         threads: opts.threads,
+        connector,
     };
     let progress = Arc::new(Progress::default());
 
@@ -305,9 +323,10 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     let summary = format!(
-        "Load model: {}\n{}",
+        "Load model: {}\n{}{}",
         describe_model(&opts),
-        summary::render(&final_stats, &percentiles)
+        summary::render(&final_stats, &percentiles),
+        describe_protocols(&report.protocols, final_stats.total.num_requests),
     );
     println!();
     print!("{summary}");
@@ -358,7 +377,26 @@ async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<
         summary,
         stats: final_stats,
         thresholds: verdicts,
+        http1_requests: report.protocols.http1,
+        http2_requests: report.protocols.http2,
     })
+}
+
+/// The summary's line on HTTP versions: `Protocols: HTTP/1.1 1000 requests` (and HTTP/2, and
+/// the requests that got no response, when there are any).
+fn describe_protocols(p: &runner::ProtocolCounts, total: u64) -> String {
+    let mut parts = Vec::new();
+    if p.http1 > 0 {
+        parts.push(format!("HTTP/1.1 {} requests", p.http1));
+    }
+    if p.http2 > 0 {
+        parts.push(format!("HTTP/2 {} requests", p.http2));
+    }
+    let unanswered = total.saturating_sub(p.http1 + p.http2);
+    if unanswered > 0 || parts.is_empty() {
+        parts.push(format!("no response {unanswered} requests"));
+    }
+    format!("Protocols: {}\n", parts.join(", "))
 }
 
 /// Stops publishing snapshots and commits the run with its final stats and verdicts.

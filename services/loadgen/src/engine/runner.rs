@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fasthttp::{FastConn, FastTarget};
+use super::fasthttp::{Connector, FastConn, FastTarget, Protocol};
 use super::scenario::{RequestSpec, Scenario};
 use super::stats::{unix_now, Sample, ShardHandle, Stats};
 
@@ -50,6 +50,8 @@ pub(crate) struct LoadPlan {
     pub(crate) timeout: Duration,
     /// Threads the users run on; 0: one per CPU this process may run on.
     pub(crate) threads: usize,
+    /// How the users connect (TLS settings, HTTP version, HTTP/2 streams per user).
+    pub(crate) connector: Arc<Connector>,
 }
 
 impl LoadPlan {
@@ -94,6 +96,49 @@ pub(crate) struct RunnerReport {
     pub(crate) users_started: u64,
     /// Requests cancelled by the stop timeout (counted as failures, [`CANCELLED_ERROR`]).
     pub(crate) requests_cancelled: u64,
+    /// Requests answered over HTTP/1.1 and over HTTP/2 (the rest got no response).
+    pub(crate) protocols: ProtocolCounts,
+}
+
+/// Requests answered per HTTP version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProtocolCounts {
+    /// Answered over HTTP/1.1.
+    pub(crate) http1: u64,
+    /// Answered over HTTP/2.
+    pub(crate) http2: u64,
+}
+
+impl ProtocolCounts {
+    fn add(&mut self, protocol: Option<Protocol>) {
+        match protocol {
+            Some(Protocol::Http1) => self.http1 += 1,
+            Some(Protocol::Http2) => self.http2 += 1,
+            None => {}
+        }
+    }
+}
+
+/// [`ProtocolCounts`] summed over the users (each adds its own when it ends, so the request
+/// path touches no shared counter).
+#[derive(Debug, Default)]
+struct SharedProtocolCounts {
+    http1: AtomicU64,
+    http2: AtomicU64,
+}
+
+impl SharedProtocolCounts {
+    fn add(&self, c: ProtocolCounts) {
+        self.http1.fetch_add(c.http1, Ordering::Relaxed);
+        self.http2.fetch_add(c.http2, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> ProtocolCounts {
+        ProtocolCounts {
+            http1: self.http1.load(Ordering::Relaxed),
+            http2: self.http2.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Hands out request tickets: ticket `k` is the `k`-th request of the run (0-based).
@@ -111,6 +156,34 @@ impl Tickets {
             _ => Some(k),
         }
     }
+}
+
+/// File descriptors loadgen keeps besides one socket per user: stdio, the runtimes' own, the
+/// API or AMQP connections, report files, and reconnects whose old socket is still closing.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the soft limit on open files so `users` connections fit (one socket each, plus
+/// [`RESERVED_FILES`]), as far as the hard limit allows. Errors: the hard limit is too low, with
+/// what to run to raise it.
+pub(crate) fn raise_open_files(users: u64) -> anyhow::Result<()> {
+    let need = users.saturating_add(RESERVED_FILES);
+    let soft = match rlimit::increase_nofile_limit(need) {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read or raise the open-files limit");
+            return Ok(());
+        }
+    };
+    if soft < need {
+        let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(soft, |(_, hard)| hard);
+        anyhow::bail!(
+            "-u {users} needs {need} open files (one socket per user, {RESERVED_FILES} for loadgen itself), \
+             but the hard limit is {hard}: raise it with `ulimit -n {need}` (as root, or in \
+             /etc/security/limits.conf; LimitNOFILE={need} under systemd, --ulimit nofile={need} in docker), \
+             or run fewer users per process"
+        );
+    }
+    Ok(())
 }
 
 /// The shared HTTP client the users use: one connection pool for all of them.
@@ -145,6 +218,7 @@ pub(crate) async fn run_users(
         limit: plan.iterations,
     });
     let cancelled = Arc::new(AtomicU64::new(0));
+    let protocols = Arc::new(SharedProtocolCounts::default());
     let mut users = UserThreads::start(&plan)?;
     let spawn_start = Instant::now();
     // Open model: every worker starts at once; request k is due at start + k / rate.
@@ -171,7 +245,7 @@ pub(crate) async fn run_users(
             .requests
             .iter()
             .all(|r| r.fast.is_some())
-            .then(FastConn::default);
+            .then(|| FastConn::new(Arc::clone(&plan.connector)));
         let user = User {
             fast,
             timeout: plan.timeout,
@@ -182,6 +256,8 @@ pub(crate) async fn run_users(
             stop: stop.clone(),
             abort: abort.clone(),
             cancelled: Arc::clone(&cancelled),
+            protocols: Arc::clone(&protocols),
+            lanes: plan.connector.h2_streams,
         };
         users.add(user);
         progress.users.fetch_add(1, Ordering::Relaxed);
@@ -193,12 +269,13 @@ pub(crate) async fn run_users(
     Ok(RunnerReport {
         users_started,
         requests_cancelled: cancelled.load(Ordering::Relaxed),
+        protocols: protocols.get(),
     })
 }
 
 /// The threads the users run on, each driving a single-threaded tokio runtime with its own
-/// `reqwest` client (for `https://`; its pooled connections then live on the runtime that uses
-/// them).
+/// `reqwest` client (for a URL the fast path cannot take; its pooled connections then live on
+/// the runtime that uses them).
 struct UserThreads {
     queues: Vec<mpsc::UnboundedSender<User>>,
     finished: Vec<oneshot::Receiver<()>>,
@@ -287,10 +364,42 @@ struct User {
     stop: CancellationToken,
     abort: CancellationToken,
     cancelled: Arc<AtomicU64>,
+    /// Where the user adds its requests per HTTP version when it ends.
+    protocols: Arc<SharedProtocolCounts>,
+    /// Requests the user keeps in flight at once (`--h2-streams`, on its one HTTP/2
+    /// connection); 1 otherwise.
+    lanes: usize,
 }
 
 impl User {
     async fn run(mut self, client: reqwest::Client) {
+        let fast = self.fast.take();
+        let counts = match fast {
+            Some(conn) if self.lanes > 1 => {
+                let lanes = (1..self.lanes)
+                    .map(|_| Some(conn.lane()))
+                    .collect::<Vec<_>>();
+                let all = futures::future::join_all(
+                    std::iter::once(Some(conn))
+                        .chain(lanes)
+                        .map(|conn| self.lane(conn, &client)),
+                )
+                .await;
+                all.into_iter()
+                    .fold(ProtocolCounts::default(), |a, c| ProtocolCounts {
+                        http1: a.http1 + c.http1,
+                        http2: a.http2 + c.http2,
+                    })
+            }
+            fast => self.lane(fast, &client).await,
+        };
+        self.protocols.add(counts);
+    }
+
+    /// One request after the other until the user stops; returns the requests answered per
+    /// HTTP version.
+    async fn lane(&self, mut fast: Option<FastConn>, client: &reqwest::Client) -> ProtocolCounts {
+        let mut counts = ProtocolCounts::default();
         // Waiting for cancellation registers a waiter; do it once, not once per request.
         let (stop, abort) = (self.stop.clone(), self.abort.clone());
         let stopped = stop.cancelled();
@@ -317,7 +426,7 @@ impl User {
                     due
                 }
             };
-            let sent = match (&mut self.fast, &spec.fast) {
+            let sent = match (&mut fast, &spec.fast) {
                 (Some(conn), Some(target)) => futures::future::Either::Left(fast_request(
                     conn,
                     target,
@@ -325,7 +434,7 @@ impl User {
                     origin,
                     self.timeout,
                 )),
-                _ => futures::future::Either::Right(request_from(&client, spec, origin)),
+                _ => futures::future::Either::Right(request_from(client, spec, origin)),
             };
             let in_flight_since = Instant::now().min(origin);
             let (outcome, cancelled) = tokio::select! {
@@ -337,10 +446,12 @@ impl User {
                         response_time_ms: in_flight_since.elapsed().as_secs_f64() * 1_000.0,
                         content_length: 0,
                         error: Some(CANCELLED_ERROR.to_string()),
+                        protocol: None,
                     };
                     (o, true)
                 }
             };
+            counts.add(outcome.protocol);
             self.shard.record(&Sample {
                 method: spec.method.as_str(),
                 name: &spec.name,
@@ -360,6 +471,7 @@ impl User {
                 }
             }
         }
+        counts
     }
 }
 
@@ -372,6 +484,8 @@ pub(crate) struct Outcome {
     pub(crate) content_length: u64,
     /// `None` on success; `HTTP <status>` for status >= 400, or the transport error kind.
     pub(crate) error: Option<String>,
+    /// The HTTP version of the response; `None` when none came.
+    pub(crate) protocol: Option<Protocol>,
 }
 
 /// [`request_from`] on the user's own connection (see [`super::fasthttp`]).
@@ -386,15 +500,17 @@ async fn fast_request(
     let result = conn.send(target, timeout).await;
     let response_time_ms = started.elapsed().as_secs_f64() * 1_000.0;
     match result {
-        Ok((status, len)) => Outcome {
+        Ok((status, len, protocol)) => Outcome {
             response_time_ms,
             content_length: len,
             error: spec.check_status(status),
+            protocol: Some(protocol),
         },
         Err(e) => Outcome {
             response_time_ms,
             content_length: 0,
             error: Some(e.to_string()),
+            protocol: None,
         },
     }
 }
@@ -418,6 +534,7 @@ pub(crate) async fn request_from(
             response_time_ms: 0.0,
             content_length: 0,
             error: Some("request error".to_string()),
+            protocol: None,
         };
     };
     let result = async {
@@ -440,6 +557,7 @@ pub(crate) async fn request_from(
             response_time_ms,
             content_length: len,
             error: spec.check_status(status.as_u16()),
+            protocol: Some(Protocol::Http1),
         },
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
@@ -447,6 +565,7 @@ pub(crate) async fn request_from(
                 response_time_ms,
                 content_length: 0,
                 error: Some(transport_error_kind(&e).to_string()),
+                protocol: None,
             }
         }
     }
@@ -507,6 +626,7 @@ mod tests {
             arrival_rate: None,
             timeout: Duration::from_secs(2),
             threads: 1,
+            connector: Arc::new(Connector::plain()),
         };
         let client = http_client(&plan).expect("client");
         let o = request_from(&client, &plan.scenario.requests[0], Instant::now()).await;

@@ -15,4 +15,10 @@ pub(crate) enum FastError {
     /// No complete response within the request timeout.
     #[error("timeout")]
     Timeout,
+    /// The TLS handshake or a TLS record failed, for the cause given.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsFailure),
+    /// The HTTP/2 connection or stream failed (a protocol error, a reset stream, GOAWAY).
+    #[error("HTTP/2 error")]
+    Http2,
 }

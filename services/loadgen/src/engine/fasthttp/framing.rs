@@ -1,8 +1,8 @@
 //! Reading a response body by its framing (RFC 9112 §6.3), chunked decoding included.
 
 use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
 
+use super::connect::{io_error, Stream};
 use super::error::FastError;
 
 /// Longest chunk-size line, extensions included (hyper's limit).
@@ -27,22 +27,16 @@ pub(super) enum Framing {
 }
 
 /// Reads what the socket has into `buf`'s spare room; 0 at the end of the stream.
-pub(super) async fn read_more(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> Result<usize, FastError> {
+pub(super) async fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<usize, FastError> {
     buf.reserve(READ_CHUNK);
-    stream
-        .read_buf(buf)
-        .await
-        .map_err(|_| FastError::Connection)
+    stream.read_buf(buf).await.map_err(|e| io_error(&e))
 }
 
 /// Reads the body delimited by `framing`, of which `buf` holds the first bytes; returns its
 /// length (after chunked decoding) and whether the connection may be reused after it
 /// (`keep_alive` as the head said, unless the body ran to the close).
 pub(super) async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     framing: Framing,
     keep_alive: bool,

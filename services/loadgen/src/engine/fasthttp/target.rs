@@ -7,6 +7,17 @@ use reqwest::{Method, Url};
 /// The `User-Agent` sent unless the scenario sets one.
 pub(super) const UA: &str = concat!("loadgen/", env!("CARGO_PKG_VERSION"));
 
+/// Headers HTTP/2 forbids or replaces (RFC 9113 §8.2.2, §8.3.1): left out of HTTP/2 requests.
+const H2_FORBIDDEN: [&str; 7] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
 /// A request on the fast path, prepared once: where it goes and its bytes on the wire.
 #[derive(Debug, Clone)]
 pub(crate) struct FastTarget {
@@ -21,11 +32,34 @@ pub(crate) struct FastTarget {
     /// An idempotent method (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE): sent
     /// again, once, when a reused connection turns out closed before any response byte.
     pub(crate) idempotent: bool,
+    /// The same request for HTTP/2.
+    pub(crate) h2: H2Request,
+}
+
+/// A request's parts for HTTP/2: `:method`, `:scheme`/`:authority`/`:path` (from the URI),
+/// the headers (no `Host` and no connection-specific ones, which HTTP/2 forbids) and the body.
+#[derive(Debug, Clone)]
+pub(crate) struct H2Request {
+    pub(crate) method: Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl H2Request {
+    /// A new `http::Request` of these parts (h2 takes one by value per stream).
+    pub(crate) fn request(&self) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 impl FastTarget {
     /// The fast-path request for `method url` with `headers` and `body`, or `None` when the URL
-    /// is not plain `http://`. A `Content-Length` or `Transfer-Encoding` among `headers` is
+    /// is neither `http://` nor `https://`. A `Content-Length` or `Transfer-Encoding` among `headers` is
     /// ignored: the body's framing is always `Content-Length` of the body given.
     pub(crate) fn of(
         url: &Url,
@@ -33,7 +67,7 @@ impl FastTarget {
         headers: &HeaderMap,
         body: Option<&Bytes>,
     ) -> Option<Self> {
-        if url.scheme() != "http" {
+        if url.scheme() != "http" && url.scheme() != "https" {
             return None;
         }
         let host = url.host_str()?;
@@ -46,6 +80,23 @@ impl FastTarget {
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
+        };
+        let h2 = H2Request {
+            method: method.clone(),
+            uri: http::Uri::try_from(url.as_str()).ok()?,
+            headers: {
+                let mut h2_headers = HeaderMap::with_capacity(headers.len() + 1);
+                for (name, value) in headers {
+                    if !H2_FORBIDDEN.contains(&name.as_str()) {
+                        h2_headers.append(name.clone(), value.clone());
+                    }
+                }
+                if !h2_headers.contains_key(USER_AGENT) {
+                    h2_headers.insert(USER_AGENT, reqwest::header::HeaderValue::from_static(UA));
+                }
+                h2_headers
+            },
+            body: body.cloned().unwrap_or_default(),
         };
         let body: &[u8] = body.map(|b| b.as_ref()).unwrap_or_default();
         let mut req = Vec::with_capacity(256 + body.len());
@@ -84,6 +135,7 @@ impl FastTarget {
             request: Bytes::from(req),
             head: *method == Method::HEAD,
             idempotent: method.is_idempotent(),
+            h2,
         })
     }
 }

@@ -93,7 +93,7 @@ async fn survives_servers_that_close() {
     let t = target(&format!("http://{addr}/x"));
     let mut conn = FastConn::default();
     for _ in 0..3 {
-        let r = conn.send(&t, Duration::from_secs(5)).await;
+        let r = conn.send_h1(&t, Duration::from_secs(5)).await;
         assert_eq!(r, Ok((201, 5)));
     }
     // Nothing listening: a connection error, not a hang.
@@ -101,7 +101,7 @@ async fn survives_servers_that_close() {
     let gone = closed.local_addr().expect("addr");
     drop(closed);
     let r = FastConn::default()
-        .send(&target(&format!("http://{gone}/")), Duration::from_secs(5))
+        .send_h1(&target(&format!("http://{gone}/")), Duration::from_secs(5))
         .await;
     assert_eq!(r, Err(FastError::Connection));
 }
@@ -121,12 +121,12 @@ async fn reads_every_framing() {
     let t = target(&format!("http://{addr}/"));
     let mut conn = FastConn::default();
     let timeout = Duration::from_secs(5);
-    assert_eq!(conn.send(&t, timeout).await, Ok((200, 3)));
-    assert_eq!(conn.send(&t, timeout).await, Ok((404, 9)));
-    assert_eq!(conn.send(&t, timeout).await, Ok((204, 0)));
-    assert_eq!(conn.send(&t, timeout).await, Ok((304, 0)));
-    assert_eq!(conn.send(&t, timeout).await, Ok((500, 0)));
-    assert_eq!(conn.send(&t, timeout).await, Ok((200, 13)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((200, 3)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((404, 9)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((204, 0)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((304, 0)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((500, 0)));
+    assert_eq!(conn.send_h1(&t, timeout).await, Ok((200, 13)));
 }
 
 /// A server that is not HTTP, or stops mid-body, or never answers.
@@ -138,7 +138,7 @@ async fn bad_servers_are_errors() {
     ));
     let timeout = Duration::from_secs(5);
     assert_eq!(
-        FastConn::default().send(&t, timeout).await,
+        FastConn::default().send_h1(&t, timeout).await,
         Err(FastError::InvalidResponse)
     );
     let t = target(&format!(
@@ -149,7 +149,7 @@ async fn bad_servers_are_errors() {
         .await
     ));
     assert_eq!(
-        FastConn::default().send(&t, timeout).await,
+        FastConn::default().send_h1(&t, timeout).await,
         Err(FastError::Connection)
     );
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -157,7 +157,7 @@ async fn bad_servers_are_errors() {
         .expect("bind");
     let t = target(&format!("http://{}/", silent.local_addr().expect("addr")));
     let r = FastConn::default()
-        .send(&t, Duration::from_millis(200))
+        .send_h1(&t, Duration::from_millis(200))
         .await;
     assert_eq!(r, Err(FastError::Timeout));
 }
@@ -182,7 +182,9 @@ async fn ambiguous_or_endless_framing_is_invalid() {
         endless,
     ] {
         let t = target(&format!("http://{}/", serve(vec![bad]).await));
-        let r = FastConn::default().send(&t, Duration::from_secs(5)).await;
+        let r = FastConn::default()
+            .send_h1(&t, Duration::from_secs(5))
+            .await;
         assert_eq!(r, Err(FastError::InvalidResponse), "{:?}", &bad[..40]);
     }
     // The last transfer coding is not chunked: the body runs to the close.
@@ -193,7 +195,9 @@ async fn ambiguous_or_endless_framing_is_invalid() {
         ])
         .await
     ));
-    let r = FastConn::default().send(&t, Duration::from_secs(5)).await;
+    let r = FastConn::default()
+        .send_h1(&t, Duration::from_secs(5))
+        .await;
     assert_eq!(r, Ok((200, 3)));
     // After a 101 the connection is not HTTP any more: the next request opens a new one.
     let t = target(&format!(
@@ -205,8 +209,8 @@ async fn ambiguous_or_endless_framing_is_invalid() {
         .await
     ));
     let mut conn = FastConn::default();
-    assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((101, 0)));
-    assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+    assert_eq!(conn.send_h1(&t, Duration::from_secs(5)).await, Ok((101, 0)));
+    assert_eq!(conn.send_h1(&t, Duration::from_secs(5)).await, Ok((200, 2)));
 }
 
 /// A server that closes each kept-alive connection while it is idle, without saying so,
@@ -234,7 +238,7 @@ async fn idle_closes_and_stray_bytes_are_not_failures() {
     let mut conn = FastConn::default();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+        assert_eq!(conn.send_h1(&t, Duration::from_secs(5)).await, Ok((200, 2)));
     }
 }
 
@@ -261,7 +265,7 @@ async fn gets_on_connections_closed_meanwhile_are_sent_again() {
     let t = target(&format!("http://{addr}/"));
     let mut conn = FastConn::default();
     for _ in 0..50 {
-        assert_eq!(conn.send(&t, Duration::from_secs(5)).await, Ok((200, 2)));
+        assert_eq!(conn.send_h1(&t, Duration::from_secs(5)).await, Ok((200, 2)));
     }
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 50);
 }
@@ -289,7 +293,9 @@ async fn an_early_answer_to_a_large_upload_counts() {
         Some(&body),
     )
     .expect("http");
-    let r = FastConn::default().send(&t, Duration::from_secs(10)).await;
+    let r = FastConn::default()
+        .send_h1(&t, Duration::from_secs(10))
+        .await;
     assert_eq!(r, Ok((413, 0)));
 }
 
@@ -332,8 +338,17 @@ fn requests_on_the_wire() {
         .request
         .starts_with(b"GET / HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"));
     assert_eq!(target("http://[::1]:81/x").addr, "[::1]:81");
-    assert!(FastTarget::of(
+    let https = FastTarget::of(
         &Url::parse("https://example.com/").expect("url"),
+        &Method::GET,
+        &HeaderMap::new(),
+        None,
+    )
+    .expect("https is on the fast path");
+    assert_eq!(https.addr, "example.com:443");
+    assert_eq!(https.h2.uri, "https://example.com/");
+    assert!(FastTarget::of(
+        &Url::parse("ftp://example.com/").expect("url"),
         &Method::GET,
         &HeaderMap::new(),
         None
@@ -358,6 +373,10 @@ fn requests_on_the_wire() {
             "POST /items HTTP/1.1\r\nuser-agent: {UA}\r\ncontent-type: application/json\r\nhost: virtual.example\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
         )
     );
+    // HTTP/2: no Host (the URI's authority is :authority) and no Content-Length header.
+    let names: Vec<&str> = t.h2.headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["content-type", "user-agent"]);
+    assert_eq!(t.h2.body, body);
     let t = FastTarget::of(
         &Url::parse("http://127.0.0.1:1/").expect("url"),
         &Method::HEAD,
