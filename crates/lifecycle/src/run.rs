@@ -9,8 +9,10 @@ use protocol::{CompletedPayload, RunInfo, StatsEntry, StatsPayload, ThresholdVer
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::effects::DeliveryId;
-use crate::pending::Pending;
+use crate::effects::{DeliveryId, Effects, Write};
+use crate::line_protocol::encode;
+use crate::pending::{BatchPart, Bound, Pending, PendingKind};
+use crate::point::Point;
 
 /// Name under which requests beyond `max_names_per_run` are counted.
 pub const OTHER_NAME: &str = "(other)";
@@ -345,5 +347,96 @@ impl Run {
             tracing::warn!(event_id = %id, max_names, "run has more request names than max_names_per_run; the rest are counted under (other)");
         }
         merged
+    }
+}
+
+/// The run's outbox ([`crate::pending`]): its items live in [`Run::pending`].
+impl Run {
+    /// Puts `points` in the outbox as one item of `kind` at `timestamp`, and lists them in
+    /// `fx.writes`. Beyond `bound` (snapshots, or their bytes), the oldest snapshot is dropped
+    /// (counted in `fx.dropped_snapshots`, with a warning on the first drop and every 100th); the
+    /// newest is always kept.
+    pub(crate) fn queue(
+        &mut self,
+        id: Uuid,
+        kind: PendingKind,
+        timestamp: i64,
+        points: Vec<Point>,
+        bound: Bound,
+        fx: &mut Effects,
+    ) {
+        let mut lines = Vec::new();
+        let count = encode(&points, bound.dialect, &mut lines);
+        if count > 0 {
+            self.pending.push_back(Pending {
+                seq: self.next_pending,
+                kind,
+                timestamp,
+                // The encoder writes UTF-8 only (it is built from `str`s).
+                lines: String::from_utf8_lossy(&lines).into_owned(),
+                points: count,
+            });
+            self.next_pending += 1;
+            self.dirty = true;
+        }
+        if !points.is_empty() {
+            fx.writes.push(Write {
+                event_id: id,
+                points,
+            });
+        }
+        let over = |run: &Run| {
+            let (count, bytes) = run
+                .pending
+                .iter()
+                .filter(|p| p.kind == PendingKind::Snapshot)
+                .fold((0, 0), |(c, b), p| (c + 1, b + p.lines.len()));
+            count > bound.snapshots.max(1) || (count > 1 && bytes > bound.bytes)
+        };
+        while over(self) {
+            let Some(oldest) = self
+                .pending
+                .iter()
+                .position(|p| p.kind == PendingKind::Snapshot)
+            else {
+                break;
+            };
+            self.pending.remove(oldest);
+            self.dropped_snapshots += 1;
+            fx.dropped_snapshots += 1;
+            if self.dropped_snapshots % 100 == 1 {
+                tracing::warn!(event_id = %id, dropped = self.dropped_snapshots, max_pending_snapshots_per_run = bound.snapshots, max_pending_bytes_per_run = bound.bytes, "snapshots cannot be written and the run's outbox is full; dropping the oldest");
+            }
+        }
+    }
+
+    /// Drops outbox snapshots at or after `ts` (the final snapshot's timestamp replaces them).
+    pub(crate) fn drop_snapshots_from(&mut self, ts: i64) {
+        self.pending
+            .retain(|p| p.kind != PendingKind::Snapshot || p.timestamp < ts);
+    }
+
+    /// This run's outbox as a batch part; `None` when it is empty.
+    pub(crate) fn batch_part(&self, id: Uuid) -> Option<BatchPart> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut lines = Vec::new();
+        for p in &self.pending {
+            lines.extend_from_slice(p.lines.as_bytes());
+        }
+        Some(BatchPart {
+            event_id: id,
+            lines,
+            points: self.pending.iter().map(|p| p.points).sum(),
+            final_record: self.pending.iter().any(|p| p.kind == PendingKind::Final),
+            items: self.pending.iter().map(|p| p.seq).collect(),
+        })
+    }
+
+    /// Removes the items of `part` from the outbox.
+    pub(crate) fn remove_items(&mut self, part: &BatchPart) {
+        self.pending.retain(|p| !part.items.contains(&p.seq));
+        self.dirty = true;
     }
 }
