@@ -1,6 +1,6 @@
 //! Each run's outbox: the points computed and not written yet, already encoded to line protocol,
-//! and the [`Batch`] the edge writes them in. The run's methods on its outbox (`queue`, `batch_part`, …) are
-//! in [`crate::run`], which holds the items.
+//! and the [`Batch`] the edge writes them in. The run's methods on its outbox (`queue`,
+//! `batch_part`, …) are in [`crate::run`], which holds the items.
 //!
 //! A point enters the outbox when it is computed (the `running` event point on register, a
 //! snapshot each tick, the final record) and leaves it when the edge reports it written
