@@ -41,6 +41,11 @@ use crate::state::StateStream;
 /// usually carry no written-meanwhile points).
 const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(2);
 
+/// A change of the running set is published this long after it at most: the changes of a
+/// burst (10,000 registrations) go out as one status message, not one each (each carries the
+/// whole set).
+const STATUS_COALESCE: Duration = Duration::from_millis(500);
+
 /// A delivery held until the lifecycle says it may be acked.
 struct Held {
     data: Vec<u8>,
@@ -60,6 +65,11 @@ pub(crate) struct Active<'a> {
     held: HashMap<DeliveryId, Held>,
     /// Unacked deliveries that trigger a checkpoint.
     threshold: usize,
+    /// The running set changed since the last status was published.
+    status_changed: bool,
+    /// Settled deliveries whose acks are not sent yet: sent together, pipelined, at the end of
+    /// each turn of the loop ([`Active::flush_acks`]).
+    acks: Vec<DeliveryId>,
     shutdown: &'a CancellationToken,
 }
 
@@ -96,6 +106,8 @@ impl<'a> Active<'a> {
             lifecycle,
             held: HashMap::new(),
             threshold: worker.checkpoint.threshold(worker.amqp.prefetch),
+            status_changed: false,
+            acks: Vec::new(),
             shutdown,
         }
     }
@@ -113,6 +125,9 @@ impl<'a> Active<'a> {
         let mut inflight = self.start_write();
         let shutdown = self.shutdown;
         loop {
+            if self.status_changed {
+                next_status = next_status.min(Instant::now() + STATUS_COALESCE);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 d = consumer.next() => {
@@ -121,10 +136,9 @@ impl<'a> Active<'a> {
                         Some(Err(e)) => return Err(anyhow::Error::new(e).context("consuming")),
                         None => anyhow::bail!("the broker cancelled the consumer"),
                     };
-                    self.on_delivery(delivery).await?;
-                    if self.held.len() >= self.threshold {
-                        self.checkpoint().await?;
-                    }
+                    self.take_in(delivery).await?;
+                    // And what else has arrived, so the acks of a burst go out together.
+                    self.drain_ready(consumer).await?;
                     if inflight.is_none() {
                         inflight = self.start_write();
                     }
@@ -167,6 +181,7 @@ impl<'a> Active<'a> {
                     self.publish_status().await;
                 }
             }
+            self.flush_acks().await?;
         }
         // Shutdown: a write in flight was cancelled (its points stay in the outboxes); what is
         // folded in is checkpointed, so the next writer has it without waiting for redeliveries.
@@ -227,9 +242,19 @@ impl<'a> Active<'a> {
             "checkpointed"
         );
         for tag in cp.covers {
-            self.ack(tag).await?;
+            self.ack(tag);
         }
+        self.flush_acks().await?;
         self.count_unacked();
+        Ok(())
+    }
+
+    /// Takes in one delivery, and checkpoints once `checkpoint.after_deliveries` are unacked.
+    async fn take_in(&mut self, d: lapin::message::Delivery) -> anyhow::Result<()> {
+        self.on_delivery(d).await?;
+        if self.held.len() >= self.threshold {
+            self.checkpoint().await?;
+        }
         Ok(())
     }
 
@@ -241,7 +266,7 @@ impl<'a> Active<'a> {
     async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
         for _ in 0..self.worker.amqp.prefetch.max(1) {
             match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => self.on_delivery(d).await?,
+                Some(Some(Ok(d))) => self.take_in(d).await?,
                 Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
                 Some(None) => anyhow::bail!("the broker cancelled the consumer"),
                 None => break,
@@ -306,7 +331,7 @@ impl<'a> Active<'a> {
     /// status. (The points computed are in the outboxes: [`Active::start_write`].)
     async fn apply(&mut self, fx: Effects) -> anyhow::Result<()> {
         for tag in fx.ack {
-            self.ack(tag).await?;
+            self.ack(tag);
         }
         if fx.dropped_snapshots > 0 {
             metrics::counter!("loadtest_writer_snapshots_dropped_total")
@@ -320,19 +345,38 @@ impl<'a> Active<'a> {
                 .await
                 .context("publishing event.completed")?;
         }
-        if fx.running_changed {
-            self.publish_status().await;
-        }
+        // Published within STATUS_COALESCE by the loop (or at the tick).
+        self.status_changed |= fx.running_changed;
         Ok(())
     }
 
-    /// Acks a held delivery. A tag that is not held any more was settled already: acking it
-    /// twice would be a channel error (PRECONDITION_FAILED) that ends the session.
-    async fn ack(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
-        if self.held.remove(&tag).is_none() {
+    /// Settles a held delivery: its ack goes out with the next [`Active::flush_acks`]. A tag that
+    /// is not held any more was settled already: acking it twice would be a channel error
+    /// (PRECONDITION_FAILED) that ends the session.
+    fn ack(&mut self, tag: DeliveryId) {
+        if self.held.remove(&tag).is_some() {
+            self.acks.push(tag);
+        }
+    }
+
+    /// Sends the pending acks, pipelined (every frame queued before the first is awaited: one
+    /// wake-up of lapin's I/O loop for the lot, not one each), in the order they were settled
+    /// (a checkpoint's registers first).
+    async fn flush_acks(&mut self) -> anyhow::Result<()> {
+        if self.acks.is_empty() {
             return Ok(());
         }
-        self.ack_raw(tag).await
+        let ch = &self.consume;
+        let sent = futures::future::join_all(
+            self.acks
+                .drain(..)
+                .map(|tag| ch.basic_ack(tag, BasicAckOptions::default())),
+        )
+        .await;
+        for r in sent {
+            r.context("acking")?;
+        }
+        Ok(())
     }
 
     async fn ack_raw(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
@@ -383,7 +427,8 @@ impl<'a> Active<'a> {
 
     /// Publishes the running set to the status fanout (only the leader does: a standing-by
     /// writer would publish an empty set).
-    async fn publish_status(&self) {
+    async fn publish_status(&mut self) {
+        self.status_changed = false;
         let running = self.lifecycle.running();
         metrics::gauge!("loadtest_writer_runs_running").set(running.running as f64);
         let body = match serde_json::to_vec(&running) {

@@ -48,7 +48,8 @@ pub fn build_sink(settings: &Settings) -> anyhow::Result<AnySink> {
             s.retention_policy.clone(),
             s.username.clone(),
             s.password.clone(),
-        )?),
+        )?
+        .gzip(s.gzip)),
         SinkKind::File => AnySink::file(&s.path)
             .map_err(|e| anyhow::anyhow!("opening sink.path {}: {e}", s.path.display()))?,
     })

@@ -8,8 +8,8 @@
 //!   broker, retention `x-max-age`), fed through the fanout exchange of the same name. Messages
 //!   are JSON ([`StreamMessage`]), deflated (`content-encoding: deflate`: stats and line
 //!   protocol shrink several times, which keeps records under the broker's maximum message
-//!   size): each run's [`Record`] (its state, or a tombstone when the run ended), and after each
-//!   checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
+//!   size): the runs' [`Record`]s (a run's state, or a tombstone when the run ended), many to a
+//!   `runs` message (about 256 KiB of JSON each), and after each checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
 //!   record at or after it). They are published on a confirm-mode channel of
 //!   the lock's connection: a writer that lost the lock cannot publish any more.
 //! - **Restore**: the new leader publishes a `marker`, reads the stream from a recent timestamp
@@ -51,6 +51,11 @@ const READ_IDLE: Duration = Duration::from_secs(15);
 /// The `content-encoding` of the stream's messages.
 const DEFLATE: &str = "deflate";
 
+/// A checkpoint's records go to the stream in messages of about this much JSON each (before
+/// deflate; a message closes once it reaches it), bytes: a checkpoint of 10,000 runs is a few
+/// dozen messages and confirms, not 10,000, and records of similar runs deflate together.
+const RUNS_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// `json` deflated.
 fn deflate(json: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -79,6 +84,11 @@ fn json_of(d: &lapin::message::Delivery) -> std::io::Result<Vec<u8>> {
 pub enum StreamMessage {
     /// A run's state, or its tombstone (`"state": null`).
     Run(Box<Record>),
+    /// Several runs' records, in order (what [`StateStream::publish`] writes).
+    Runs {
+        /// The records.
+        records: Vec<Record>,
+    },
     /// The end of a checkpoint: every run the writer held then has a record taken at or after
     /// `lowWater`.
     Cycle {
@@ -253,17 +263,17 @@ impl StateStream {
         })
     }
 
-    /// Publishes the checkpoint's records, then its `cycle` message, deflated, and waits for every
-    /// confirm (at most the confirm timeout). Returns the bytes published (deflated).
+    /// Publishes the checkpoint's records (`runs` messages of about [`RUNS_MESSAGE_BYTES`] of JSON
+    /// each), then its `cycle` message, deflated, and waits for every confirm (at most the
+    /// confirm timeout). Returns the bytes published (deflated).
     ///
     /// # Errors
     ///
     /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
     /// covered deliveries must not be acked (end the session: the broker redelivers them).
     pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
-        let mut bodies = Vec::with_capacity(cp.records.len() + 1);
-        for r in &cp.records {
-            let json = serde_json::to_vec(&RunRef(r)).context("serializing a record")?;
+        let mut bodies = Vec::new();
+        for json in runs_messages(&cp.records, RUNS_MESSAGE_BYTES)? {
             bodies.push(deflate(&json)?);
         }
         bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
@@ -399,6 +409,11 @@ impl StateStream {
                 Ok(StreamMessage::Run(r)) => {
                     latest.insert(r.event_id, *r);
                 }
+                Ok(StreamMessage::Runs { records }) => {
+                    for r in records {
+                        latest.insert(r.event_id, r);
+                    }
+                }
                 Ok(StreamMessage::Cycle { low_water: lw, .. }) => low_water = Some(lw),
                 Ok(StreamMessage::Marker { id, .. }) if id == marker => break,
                 Ok(StreamMessage::Marker { .. }) => {}
@@ -413,9 +428,34 @@ impl StateStream {
     }
 }
 
-/// Serializes a record as [`StreamMessage::Run`] without cloning it.
+/// `records` as the JSON of [`StreamMessage::Runs`] messages, in order, each closed once it
+/// holds `max_bytes` or more.
+fn runs_messages(records: &[Record], max_bytes: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    const OPEN: &[u8] = br#"{"kind":"runs","records":["#;
+    const CLOSE: &[u8] = b"]}";
+    let mut out = Vec::new();
+    let mut json = Vec::new();
+    for r in records {
+        json.extend_from_slice(if json.is_empty() { OPEN } else { b"," });
+        serde_json::to_writer(&mut json, r).context("serializing a record")?;
+        if json.len() >= max_bytes {
+            json.extend_from_slice(CLOSE);
+            out.push(std::mem::take(&mut json));
+        }
+    }
+    if !json.is_empty() {
+        json.extend_from_slice(CLOSE);
+        out.push(json);
+    }
+    Ok(out)
+}
+
+/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
+/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
+#[cfg(test)]
 struct RunRef<'a>(&'a Record);
 
+#[cfg(test)]
 impl Serialize for RunRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -460,6 +500,31 @@ mod tests {
             StreamMessage::Run(back) => assert_eq!(back.event_id, Uuid::nil()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn records_go_many_to_a_message_in_order() {
+        let records: Vec<Record> = (0..10u128)
+            .map(|i| Record {
+                event_id: Uuid::from_u128(i),
+                at: Utc::now(),
+                state: None,
+            })
+            .collect();
+        let one = serde_json::to_vec(&records[0]).expect("json").len();
+        // Closed once 3 records are in.
+        let messages = runs_messages(&records, 3 * one).expect("json");
+        assert_eq!(messages.len(), 4);
+        let mut back = Vec::new();
+        for m in &messages {
+            match serde_json::from_slice::<StreamMessage>(m).expect("parse") {
+                StreamMessage::Runs { records } => back.extend(records.iter().map(|r| r.event_id)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        assert_eq!(back, ids);
+        assert!(runs_messages(&[], 1).expect("json").is_empty());
     }
 
     #[test]
