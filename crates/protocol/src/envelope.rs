@@ -373,9 +373,52 @@ impl Envelope {
         }
     }
 
-    /// The JSON bytes published on the wire.
+    /// The JSON bytes published on the wire: [`WireEnvelope`]'s fields, the payload serialized
+    /// straight from its type (no `serde_json::Value` tree in between, as [`Envelope::to_wire`]
+    /// builds).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_wire()).unwrap_or_default()
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum PayloadRef<'a> {
+            Registered(&'a RunInfo),
+            Stats(&'a StatsPayload),
+            Committed(&'a CommitPayload),
+            Completed(&'a CompletedPayload),
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct WireRef<'a> {
+            schema: &'a str,
+            kind: &'a str,
+            event_id: String,
+            node_id: &'a str,
+            seq: u64,
+            sent_at: String,
+            token: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            key_id: Option<&'a str>,
+            payload: PayloadRef<'a>,
+        }
+        let wire = WireRef {
+            schema: SCHEMA,
+            kind: self.body.kind(),
+            event_id: self.event_id.hyphenated().to_string(),
+            node_id: &self.node_id,
+            seq: self.seq,
+            sent_at: self
+                .sent_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            token: &self.token,
+            key_id: self.key_id.as_deref(),
+            payload: match &self.body {
+                Body::Registered(p) => PayloadRef::Registered(p),
+                Body::Stats(p) => PayloadRef::Stats(p),
+                Body::Committed(p) => PayloadRef::Committed(p),
+                Body::Completed(p) => PayloadRef::Completed(p),
+            },
+        };
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
     }
 
     /// Parses and validates a message body from the wire.
@@ -623,6 +666,13 @@ mod tests {
         let stats = FIXTURE.as_bytes();
         let direct = Envelope::from_json_direct(stats).expect("direct");
         assert_eq!(direct, checked(stats));
+        // The bytes to_json writes are the wire form's JSON.
+        let written: serde_json::Value =
+            serde_json::from_slice(&direct.to_json()).expect("json");
+        assert_eq!(
+            written,
+            serde_json::to_value(direct.to_wire()).expect("value")
+        );
         let commit = Envelope::new(
             Uuid::new_v4(),
             "n",

@@ -16,7 +16,7 @@
 //! - `event.completed` and the dead letters go through the kit's confirming [`Publisher`], the
 //!   running set to the status fanout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -46,6 +46,30 @@ const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(2);
 /// whole set).
 const STATUS_COALESCE: Duration = Duration::from_millis(500);
 
+/// Checkpoints sent and not confirmed yet, at most, before the loop waits for one to start the
+/// next that `checkpoint.after_deliveries` asks for.
+const MAX_CHECKPOINTS_IN_FLIGHT: usize = 2;
+
+/// A checkpoint sent to the stream, its confirms awaited beside the loop (consuming goes on);
+/// what it covers is acked once they are in.
+struct Confirming {
+    confirmed: BoxFuture<'static, anyhow::Result<()>>,
+    covers: Vec<DeliveryId>,
+}
+
+/// Waits for the oldest checkpoint in flight to be confirmed and returns what it covers; never
+/// resolves when none is in flight. (Checkpoints reach the stream in the order sent, and are
+/// acked in that order.)
+async fn first_confirmed(q: &mut VecDeque<Confirming>) -> anyhow::Result<Vec<DeliveryId>> {
+    match q.front_mut() {
+        Some(c) => {
+            (&mut c.confirmed).await?;
+            Ok(q.pop_front().map(|c| c.covers).unwrap_or_default())
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// A delivery held until the lifecycle says it may be acked.
 struct Held {
     data: Vec<u8>,
@@ -63,8 +87,10 @@ pub(crate) struct Active<'a> {
     /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see
     /// [`Active::ack`]).
     held: HashMap<DeliveryId, Held>,
-    /// Unacked deliveries that trigger a checkpoint.
+    /// Deliveries taken in since the last checkpoint that trigger the next.
     threshold: usize,
+    /// Deliveries held since the last checkpoint was sent.
+    uncovered: usize,
     /// The running set changed since the last status was published.
     status_changed: bool,
     /// Settled deliveries whose acks are not sent yet: sent together, pipelined, at the end of
@@ -106,6 +132,7 @@ impl<'a> Active<'a> {
             lifecycle,
             held: HashMap::new(),
             threshold: worker.checkpoint.threshold(worker.amqp.prefetch),
+            uncovered: 0,
             status_changed: false,
             acks: Vec::new(),
             shutdown,
@@ -123,6 +150,7 @@ impl<'a> Active<'a> {
         self.publish_status().await;
         // Restored outboxes (points of an outage, or of a writer that died) go out at once.
         let mut inflight = self.start_write();
+        let mut confirming: VecDeque<Confirming> = VecDeque::new();
         let shutdown = self.shutdown;
         loop {
             if self.status_changed {
@@ -136,18 +164,32 @@ impl<'a> Active<'a> {
                         Some(Err(e)) => return Err(anyhow::Error::new(e).context("consuming")),
                         None => anyhow::bail!("the broker cancelled the consumer"),
                     };
-                    self.take_in(delivery).await?;
+                    self.on_delivery(delivery).await?;
                     // And what else has arrived, so the acks of a burst go out together.
-                    self.drain_ready(consumer).await?;
+                    self.drain_ready(consumer, true).await?;
+                    if self.uncovered >= self.threshold
+                        && confirming.len() < MAX_CHECKPOINTS_IN_FLIGHT
+                    {
+                        confirming.push_back(self.send_checkpoint().await?);
+                    }
                     if inflight.is_none() {
                         inflight = self.start_write();
+                    }
+                }
+                covers = first_confirmed(&mut confirming) => {
+                    for tag in covers? {
+                        self.ack(tag);
+                    }
+                    self.count_unacked();
+                    if self.uncovered >= self.threshold {
+                        confirming.push_back(self.send_checkpoint().await?);
                     }
                 }
                 outcome = written(&mut inflight) => {
                     let ended = self.on_written(outcome).await?;
                     if ended || checkpoint_at.is_some() {
                         checkpoint_at = None;
-                        self.checkpoint().await?;
+                        confirming.push_back(self.send_checkpoint().await?);
                     }
                     // Replaces the write just done.
                     inflight = self.start_write();
@@ -157,14 +199,14 @@ impl<'a> Active<'a> {
                     // Take in what has already arrived before snapshotting: the prefetched
                     // backlog may hold commits sent before this tick, and a snapshot from older
                     // stats would land after the run's end.
-                    self.drain_ready(consumer).await?;
+                    self.drain_ready(consumer, false).await?;
                     let fx = self.lifecycle.tick(Utc::now());
                     self.apply(fx).await?;
                     if inflight.is_none() {
                         inflight = self.start_write();
                     }
                     if inflight.is_none() {
-                        self.checkpoint().await?;
+                        confirming.push_back(self.send_checkpoint().await?);
                     } else {
                         checkpoint_at = Some(Instant::now() + CHECKPOINT_AFTER_TICK);
                     }
@@ -174,7 +216,7 @@ impl<'a> Active<'a> {
                 }
                 _ = until(checkpoint_at) => {
                     checkpoint_at = None;
-                    self.checkpoint().await?;
+                    confirming.push_back(self.send_checkpoint().await?);
                 }
                 _ = tokio::time::sleep_until(next_status) => {
                     next_status = Instant::now() + status_every;
@@ -186,7 +228,16 @@ impl<'a> Active<'a> {
         // Shutdown: a write in flight was cancelled (its points stay in the outboxes); what is
         // folded in is checkpointed, so the next writer has it without waiting for redeliveries.
         drop(inflight);
-        match tokio::time::timeout(Duration::from_secs(5), self.checkpoint()).await {
+        let last = async {
+            while let Some(c) = confirming.pop_front() {
+                c.confirmed.await?;
+                for tag in c.covers {
+                    self.ack(tag);
+                }
+            }
+            self.checkpoint().await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), last).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "last checkpoint failed"),
             Err(_) => tracing::warn!("last checkpoint timed out"),
@@ -227,10 +278,26 @@ impl<'a> Active<'a> {
         Ok(ended)
     }
 
-    /// Checkpoints the changed runs (and tombstones), then acks what the records cover.
+    /// Checkpoints the changed runs (and tombstones), waits for the confirms, then acks what the
+    /// records cover.
     async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let c = self.send_checkpoint().await?;
+        c.confirmed.await?;
+        for tag in c.covers {
+            self.ack(tag);
+        }
+        self.flush_acks().await?;
+        self.count_unacked();
+        Ok(())
+    }
+
+    /// Sends a checkpoint of the changed runs (and tombstones) to the stream; the caller acks
+    /// what it covers once it is confirmed.
+    async fn send_checkpoint(&mut self) -> anyhow::Result<Confirming> {
         let cp = self.lifecycle.checkpoint(Utc::now());
-        let bytes = self.stream.publish(&cp).await?;
+        self.uncovered = 0;
+        let sent = self.stream.send(&cp).await?;
+        let bytes = sent.bytes;
         metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
         metrics::counter!("loadtest_writer_checkpoint_records_total")
             .increment(cp.records.len() as u64);
@@ -239,34 +306,31 @@ impl<'a> Active<'a> {
             records = cp.records.len(),
             bytes,
             covers = cp.covers.len(),
-            "checkpointed"
+            "checkpoint sent"
         );
-        for tag in cp.covers {
-            self.ack(tag);
-        }
-        self.flush_acks().await?;
-        self.count_unacked();
-        Ok(())
-    }
-
-    /// Takes in one delivery, and checkpoints once `checkpoint.after_deliveries` are unacked.
-    async fn take_in(&mut self, d: lapin::message::Delivery) -> anyhow::Result<()> {
-        self.on_delivery(d).await?;
-        if self.held.len() >= self.threshold {
-            self.checkpoint().await?;
-        }
-        Ok(())
+        Ok(Confirming {
+            confirmed: sent.confirmed().boxed(),
+            covers: cp.covers,
+        })
     }
 
     fn count_unacked(&self) {
         metrics::gauge!("loadtest_writer_unacked_deliveries").set(self.held.len() as f64);
     }
 
-    /// Handles the deliveries already buffered, without waiting for more (bounded by the prefetch).
-    async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
+    /// Handles the deliveries already buffered, without waiting for more (bounded by the
+    /// prefetch; with `until_checkpoint`, also stops once a checkpoint is due).
+    async fn drain_ready(
+        &mut self,
+        consumer: &mut lapin::Consumer,
+        until_checkpoint: bool,
+    ) -> anyhow::Result<()> {
         for _ in 0..self.worker.amqp.prefetch.max(1) {
+            if until_checkpoint && self.uncovered >= self.threshold {
+                break;
+            }
             match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => self.take_in(d).await?,
+                Some(Some(Ok(d))) => self.on_delivery(d).await?,
                 Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
                 Some(None) => anyhow::bail!("the broker cancelled the consumer"),
                 None => break,
@@ -312,6 +376,7 @@ impl<'a> Active<'a> {
                     .await;
             }
         }
+        self.uncovered += 1;
         self.held.insert(
             tag,
             Held {

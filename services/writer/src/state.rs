@@ -30,6 +30,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::publisher_confirm::PublisherConfirm;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use lifecycle::{Checkpoint, Record};
 use serde::{Deserialize, Serialize};
@@ -231,6 +232,36 @@ enum Offset {
     At(DateTime<Utc>),
 }
 
+/// A checkpoint published, its confirms outstanding.
+pub struct Sent {
+    confirms: Vec<PublisherConfirm>,
+    /// Bytes published (deflated).
+    pub bytes: usize,
+    timeout: Duration,
+}
+
+impl Sent {
+    /// Waits for every confirm (at most the confirm timeout).
+    ///
+    /// # Errors
+    ///
+    /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
+    /// covered deliveries must not be acked (end the session: the broker redelivers them).
+    pub async fn confirmed(self) -> anyhow::Result<()> {
+        let all = async {
+            for c in self.confirms {
+                if c.await.context("checkpoint confirm")?.is_nack() {
+                    bail!("the broker nacked a checkpoint record");
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout, all)
+            .await
+            .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))?
+    }
+}
+
 /// Publishing checkpoints to, and reading them back from, the stream.
 pub struct StateStream {
     channel: Channel,
@@ -272,6 +303,21 @@ impl StateStream {
     /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
     /// covered deliveries must not be acked (end the session: the broker redelivers them).
     pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
+        let sent = self.send(cp).await?;
+        let bytes = sent.bytes;
+        sent.confirmed().await?;
+        Ok(bytes)
+    }
+
+    /// Publishes the checkpoint's messages as [`StateStream::publish`] does, without waiting for
+    /// the confirms: the caller goes on consuming and awaits [`Sent::confirmed`] before acking
+    /// what the checkpoint covers. Checkpoints sent one after another reach the stream in that
+    /// order (one channel).
+    ///
+    /// # Errors
+    ///
+    /// Serializing, or the broker's (end the session).
+    pub async fn send(&self, cp: &Checkpoint) -> anyhow::Result<Sent> {
         let mut bodies = Vec::new();
         for json in runs_messages(&cp.records, RUNS_MESSAGE_BYTES)? {
             bodies.push(deflate(&json)?);
@@ -281,13 +327,27 @@ impl StateStream {
             low_water: cp.low_water,
         })?)?);
         let bytes = bodies.iter().map(Vec::len).sum();
-        tokio::time::timeout(self.confirm_timeout, self.send_all(&bodies))
+        let confirms = tokio::time::timeout(self.confirm_timeout, self.publish_all(&bodies))
             .await
-            .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))??;
-        Ok(bytes)
+            .map_err(|_| anyhow::anyhow!("checkpoint publish timed out"))??;
+        Ok(Sent {
+            confirms,
+            bytes,
+            timeout: self.confirm_timeout,
+        })
     }
 
     async fn send_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
+        let confirms = self.publish_all(bodies).await?;
+        for c in confirms {
+            if c.await.context("checkpoint confirm")?.is_nack() {
+                bail!("the broker nacked a checkpoint record");
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<Vec<PublisherConfirm>> {
         let mut confirms = Vec::with_capacity(bodies.len());
         for body in bodies {
             confirms.push(
@@ -303,12 +363,7 @@ impl StateStream {
                     .context("publishing a checkpoint")?,
             );
         }
-        for c in confirms {
-            if c.await.context("checkpoint confirm")?.is_nack() {
-                bail!("the broker nacked a checkpoint record");
-            }
-        }
-        Ok(())
+        Ok(confirms)
     }
 
     fn properties(&self) -> BasicProperties {
