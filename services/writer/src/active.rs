@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::Worker;
 use crate::outbox::{self, WriteOutcome, MAX_BATCH_BYTES};
-use crate::state::StateStream;
+use crate::state::{RunsMessages, StateStream};
 
 /// After a tick, the checkpoint waits this long at most for the tick's write (so the records
 /// usually carry no written-meanwhile points).
@@ -294,16 +294,27 @@ impl<'a> Active<'a> {
     /// Sends a checkpoint of the changed runs (and tombstones) to the stream; the caller acks
     /// what it covers once it is confirmed.
     async fn send_checkpoint(&mut self) -> anyhow::Result<Confirming> {
-        let cp = self.lifecycle.checkpoint(Utc::now());
+        // Each record is serialized as the lifecycle hands it over: no copy of the runs' state.
+        let mut runs = RunsMessages::new();
+        let mut failed = None;
+        let cp = self.lifecycle.checkpoint_each(Utc::now(), |r| {
+            if failed.is_none() {
+                failed = runs.push(r).err();
+            }
+        });
+        if let Some(e) = failed {
+            // The runs count as checkpointed now: the session must end (the broker redelivers).
+            return Err(e);
+        }
         self.uncovered = 0;
-        let sent = self.stream.send(&cp).await?;
+        let sent = self.stream.send(runs.finish()?, cp.low_water).await?;
         let bytes = sent.bytes;
         metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
         metrics::counter!("loadtest_writer_checkpoint_records_total")
-            .increment(cp.records.len() as u64);
+            .increment(cp.records as u64);
         metrics::counter!("loadtest_writer_checkpoint_bytes_total").increment(bytes as u64);
         tracing::debug!(
-            records = cp.records.len(),
+            records = cp.records,
             bytes,
             covers = cp.covers.len(),
             "checkpoint sent"

@@ -303,28 +303,32 @@ impl StateStream {
     /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
     /// covered deliveries must not be acked (end the session: the broker redelivers them).
     pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
-        let sent = self.send(cp).await?;
+        let mut runs = RunsMessages::new();
+        for r in &cp.records {
+            runs.push(r)?;
+        }
+        let sent = self.send(runs.finish()?, cp.low_water).await?;
         let bytes = sent.bytes;
         sent.confirmed().await?;
         Ok(bytes)
     }
 
-    /// Publishes the checkpoint's messages as [`StateStream::publish`] does, without waiting for
-    /// the confirms: the caller goes on consuming and awaits [`Sent::confirmed`] before acking
+    /// Publishes a checkpoint's `runs` messages ([`RunsMessages`]) and its `cycle` message with
+    /// `low_water`, as [`StateStream::publish`] does, without waiting for the confirms: the caller goes on consuming and awaits [`Sent::confirmed`] before acking
     /// what the checkpoint covers. Checkpoints sent one after another reach the stream in that
     /// order (one channel).
     ///
     /// # Errors
     ///
     /// Serializing, or the broker's (end the session).
-    pub async fn send(&self, cp: &Checkpoint) -> anyhow::Result<Sent> {
-        let mut bodies = Vec::new();
-        for json in runs_messages(&cp.records, RUNS_MESSAGE_BYTES)? {
-            bodies.push(deflate(&json)?);
-        }
+    pub async fn send(
+        &self,
+        mut bodies: Vec<Vec<u8>>,
+        low_water: DateTime<Utc>,
+    ) -> anyhow::Result<Sent> {
         bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
             at: Utc::now(),
-            low_water: cp.low_water,
+            low_water,
         })?)?);
         let bytes = bodies.iter().map(Vec::len).sum();
         let confirms = tokio::time::timeout(self.confirm_timeout, self.publish_all(&bodies))
@@ -483,26 +487,69 @@ impl StateStream {
     }
 }
 
-/// `records` as the JSON of [`StreamMessage::Runs`] messages, in order, each closed once it
-/// holds `max_bytes` or more.
-fn runs_messages(records: &[Record], max_bytes: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    const OPEN: &[u8] = br#"{"kind":"runs","records":["#;
-    const CLOSE: &[u8] = b"]}";
-    let mut out = Vec::new();
-    let mut json = Vec::new();
-    for r in records {
-        json.extend_from_slice(if json.is_empty() { OPEN } else { b"," });
-        serde_json::to_writer(&mut json, r).context("serializing a record")?;
-        if json.len() >= max_bytes {
-            json.extend_from_slice(CLOSE);
-            out.push(std::mem::take(&mut json));
+/// Builds a checkpoint's [`StreamMessage::Runs`] messages as its records come (in order), each
+/// closed once it holds [`RUNS_MESSAGE_BYTES`] of JSON or more, and deflated then: one message's
+/// JSON is in memory at a time.
+pub struct RunsMessages {
+    max_bytes: usize,
+    json: Vec<u8>,
+    deflated: Vec<Vec<u8>>,
+}
+
+impl RunsMessages {
+    /// No message yet.
+    pub fn new() -> Self {
+        Self::with_max_bytes(RUNS_MESSAGE_BYTES)
+    }
+
+    fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            json: Vec::new(),
+            deflated: Vec::new(),
         }
     }
-    if !json.is_empty() {
-        json.extend_from_slice(CLOSE);
-        out.push(json);
+
+    /// Adds a record ([`Record`] or [`lifecycle::RecordRef`]).
+    ///
+    /// # Errors
+    ///
+    /// Serializing or deflating.
+    pub fn push(&mut self, record: &impl Serialize) -> anyhow::Result<()> {
+        const OPEN: &[u8] = br#"{"kind":"runs","records":["#;
+        self.json
+            .extend_from_slice(if self.json.is_empty() { OPEN } else { b"," });
+        serde_json::to_writer(&mut self.json, record).context("serializing a record")?;
+        if self.json.len() >= self.max_bytes {
+            self.close()?;
+        }
+        Ok(())
     }
-    Ok(out)
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.json.extend_from_slice(b"]}");
+        self.deflated.push(deflate(&self.json)?);
+        self.json.clear();
+        Ok(())
+    }
+
+    /// The messages, deflated.
+    ///
+    /// # Errors
+    ///
+    /// Deflating.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Vec<u8>>> {
+        if !self.json.is_empty() {
+            self.close()?;
+        }
+        Ok(self.deflated)
+    }
+}
+
+impl Default for RunsMessages {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
@@ -568,18 +615,26 @@ mod tests {
             .collect();
         let one = serde_json::to_vec(&records[0]).expect("json").len();
         // Closed once 3 records are in.
-        let messages = runs_messages(&records, 3 * one).expect("json");
+        let mut runs = RunsMessages::with_max_bytes(3 * one);
+        for r in &records {
+            runs.push(r).expect("push");
+        }
+        let messages = runs.finish().expect("finish");
         assert_eq!(messages.len(), 4);
         let mut back = Vec::new();
         for m in &messages {
-            match serde_json::from_slice::<StreamMessage>(m).expect("parse") {
+            let mut json = Vec::new();
+            flate2::read::DeflateDecoder::new(&m[..])
+                .read_to_end(&mut json)
+                .expect("inflate");
+            match serde_json::from_slice::<StreamMessage>(&json).expect("parse") {
                 StreamMessage::Runs { records } => back.extend(records.iter().map(|r| r.event_id)),
                 other => panic!("{other:?}"),
             }
         }
         let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
         assert_eq!(back, ids);
-        assert!(runs_messages(&[], 1).expect("json").is_empty());
+        assert!(RunsMessages::new().finish().expect("finish").is_empty());
     }
 
     #[test]
