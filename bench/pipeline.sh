@@ -26,8 +26,7 @@ for svc in 127.0.0.1:5672 127.0.0.1:8086; do
 done
 
 log "building (release): loadtest-api, loadtest-writer, pipeline_bench"
-cargo build --release --locked -q -p loadtest-api -p loadtest-writer --bins
-cargo build --release --locked -q -p loadtest-e2e --bin pipeline_bench
+cargo build --release --locked -q -p loadtest-api -p loadtest-writer -p loadtest-e2e --bins
 
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 exec target/release/pipeline_bench

@@ -2,19 +2,22 @@
 //! flight, the snapshot tick, the checkpoint and the status.
 //!
 //! - A delivery is validated (invalid ones and bad tokens are dead-lettered with the reason),
-//!   held, and fed to the lifecycle; what the lifecycle says is superseded is acked at once.
+//!   held, and fed to the lifecycle; what the lifecycle says is superseded is acked at once
+//!   (with the other acks of that turn of the loop, pipelined: [`Active::flush_acks`]).
 //! - The runs' outboxes are written beside the loop, one batch at a time ([`crate::outbox`]):
 //!   while InfluxDB is down the write retries with backoff and the loop goes on consuming and
 //!   checkpointing; the points wait in the outboxes (bounded) and are written later with their
 //!   own timestamps. Points rejected for good are dropped; when a run's final record is
 //!   rejected, the deliveries the run still holds are dead-lettered with the reason.
 //! - Every snapshot interval (once the tick's write is done, or 2 s after the tick), and as soon
-//!   as `checkpoint.after_deliveries` deliveries are unacked, the changed runs are checkpointed
-//!   to the stream; once the broker confirms the records, the deliveries they cover are acked.
+//!   as `checkpoint.after_deliveries` deliveries were taken in since the last, the changed runs
+//!   are checkpointed to the stream; the confirms are awaited beside the loop (at most
+//!   [`MAX_CHECKPOINTS_IN_FLIGHT`] checkpoints, in order), and once the broker confirms the
+//!   records, the deliveries they cover are acked.
 //!   A run whose final record is written is checkpointed at once (its tombstone), then its
 //!   deliveries are acked.
 //! - `event.completed` and the dead letters go through the kit's confirming [`Publisher`], the
-//!   running set to the status fanout.
+//!   running set to the status fanout (within [`STATUS_COALESCE`] of a change).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

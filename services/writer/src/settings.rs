@@ -112,8 +112,8 @@ pub struct CheckpointSettings {
     pub max_segment_size_bytes: u64,
     /// An unchanged run is checkpointed again after this long, s (default 60).
     pub refresh_s: f64,
-    /// Checkpoint as soon as this many deliveries are unacked (default 1000; at most half the
-    /// prefetch), besides every snapshot interval.
+    /// Checkpoint as soon as this many deliveries were taken in since the last checkpoint
+    /// (default 1000; at most half the prefetch), besides every snapshot interval.
     pub after_deliveries: usize,
     /// A standing-by writer tries to take the leader lock this often, s (default 1).
     pub lock_retry_s: f64,

@@ -589,6 +589,50 @@ struct Scale {
     rss_kib: u64,
     /// Stats messages published per second (target: 2 × runs / stats_s).
     feed_rate: f64,
+    /// InfluxDB alone: seconds to take a tick's points (4 per run) in 2 MiB gzip'd requests.
+    influx_alone_s: f64,
+}
+
+/// InfluxDB's own speed for a tick of `runs` runs: a snapshot and 3 request points per run, as
+/// the writer writes them, in requests of about 2 MiB, gzip'd, one after another. Seconds.
+async fn influx_alone(db: &str, runs: usize) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let at = loadtest_e2e::now_ns() / 1_000_000_000 * 1_000_000_000;
+    let fields = "failures=3i,fail_per_s=0.1,requests=12345i,response_time_avg=12.5,response_time_max=100,response_time_min=1,response_time_p50=10,response_time_p90=40,response_time_p95=60,response_time_p99=90,response_time_p95_total=60,rps=100.5";
+    let mut bodies = Vec::new();
+    let mut body = String::new();
+    for _ in 0..runs {
+        let id = Uuid::new_v4();
+        body.push_str(&format!("bench_probe_snapshot,event_id={id},mode=cluster,target_host=http://target.bench {fields},nodes=2i,user_count=100i {at}\n"));
+        for name in ["/", "/items", "/items/{id}"] {
+            body.push_str(&format!(
+                "bench_probe_request,event_id={id},method=GET,name={name} {fields} {at}\n"
+            ));
+        }
+        if body.len() >= 2 * 1024 * 1024 {
+            bodies.push(std::mem::take(&mut body));
+        }
+    }
+    if !body.is_empty() {
+        bodies.push(body);
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for b in bodies {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b.as_bytes())?;
+        let resp = http
+            .post(format!("{INFLUX}/write"))
+            .query(&[("db", db), ("precision", "ns")])
+            .header("Content-Encoding", "gzip")
+            .body(gz.finish()?)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("InfluxDB answered {}: {}", resp.status(), resp.text().await?);
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
@@ -596,6 +640,8 @@ async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
     let conn = amqp_connect(AMQP_URL).await?;
     declare(&conn, &stack).await?;
     influx_create_db(&stack.db()).await?;
+    let influx_alone_s = influx_alone(&stack.db(), runs).await?;
+    eprintln!("[bench]   InfluxDB alone: a tick's points of {runs} runs in {influx_alone_s:.2} s");
     let port = free_port()?;
     let mut env = writer_settings(&stack, cfg.snapshot_s);
     env.push(("LOADTEST__METRICS__LISTEN", format!("127.0.0.1:{port}")));
@@ -686,6 +732,7 @@ async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
         rss_base_kib,
         rss_kib,
         feed_rate,
+        influx_alone_s,
     })
 }
 
@@ -813,8 +860,8 @@ fn report(
         "\n## Scale: 2 nodes per run, stats every {} s, snapshots every {} s\n",
         cfg.stats_s, cfg.snapshot_s
     );
-    println!("| runs | stats msg/s fed | tick → last snapshot in InfluxDB (s, per tick) | InfluxDB requests per tick | writer RSS (MiB) | memory per run (KB) |");
-    println!("|---:|---:|---|---|---:|---:|");
+    println!("| runs | stats msg/s fed | InfluxDB alone: a tick's points (s) | tick → last snapshot in InfluxDB (s, per tick) | InfluxDB requests per tick | writer RSS (MiB) | memory per run (KB) |");
+    println!("|---:|---:|---:|---|---|---:|---:|");
     let mut slowest_10k: Option<Option<f64>> = None;
     let mut per_run_10k = None;
     for s in scale {
@@ -829,9 +876,10 @@ fn report(
         let per_run =
             (s.rss_kib.saturating_sub(s.rss_base_kib)) as f64 * 1024.0 / s.runs as f64 / 1000.0;
         println!(
-            "| {} | {:.0} | {} | {} | {:.1} | {per_run:.1} |",
+            "| {} | {:.0} | {:.2} | {} | {} | {:.1} | {per_run:.1} |",
             s.runs,
             s.feed_rate,
+            s.influx_alone_s,
             ticks.join(", "),
             s.requests_per_tick
                 .iter()
