@@ -667,8 +667,7 @@ mod tests {
         let direct = Envelope::from_json_direct(stats).expect("direct");
         assert_eq!(direct, checked(stats));
         // The bytes to_json writes are the wire form's JSON.
-        let written: serde_json::Value =
-            serde_json::from_slice(&direct.to_json()).expect("json");
+        let written: serde_json::Value = serde_json::from_slice(&direct.to_json()).expect("json");
         assert_eq!(
             written,
             serde_json::to_value(direct.to_wire()).expect("value")

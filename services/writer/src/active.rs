@@ -313,8 +313,7 @@ impl<'a> Active<'a> {
         let sent = self.stream.send(runs.finish()?, cp.low_water).await?;
         let bytes = sent.bytes;
         metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
-        metrics::counter!("loadtest_writer_checkpoint_records_total")
-            .increment(cp.records as u64);
+        metrics::counter!("loadtest_writer_checkpoint_records_total").increment(cp.records as u64);
         metrics::counter!("loadtest_writer_checkpoint_bytes_total").increment(bytes as u64);
         tracing::debug!(
             records = cp.records,

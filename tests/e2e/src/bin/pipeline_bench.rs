@@ -233,7 +233,9 @@ async fn publish_many(
     settle(&mut pending).await
 }
 
-async fn settle(pending: &mut Vec<lapin::publisher_confirm::PublisherConfirm>) -> anyhow::Result<()> {
+async fn settle(
+    pending: &mut Vec<lapin::publisher_confirm::PublisherConfirm>,
+) -> anyhow::Result<()> {
     for c in pending.drain(..) {
         let confirm = c.await?;
         if confirm.is_nack() || confirm.take_message().is_some() {
@@ -281,7 +283,11 @@ async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64
     ])?;
     let mut raw = 0.0;
     let mut via_api = 0.0;
-    for side in if raw_first { [true, false] } else { [false, true] } {
+    for side in if raw_first {
+        [true, false]
+    } else {
+        [false, true]
+    } {
         purge(&conn, &stack.queue()).await?;
         if side {
             raw = raw_publish(cfg, &conn, &stack).await?;
@@ -363,7 +369,10 @@ async fn api_publish(cfg: &Config, url: &str, stack: &Stack) -> anyhow::Result<f
                 s.write_all(&request).await?;
                 let status = read_response(&mut s, &mut buf).await?;
                 if status != 202 {
-                    bail!("the API answered {status}: {}", String::from_utf8_lossy(&buf));
+                    bail!(
+                        "the API answered {status}: {}",
+                        String::from_utf8_lossy(&buf)
+                    );
                 }
                 count.fetch_add(1, Ordering::Relaxed);
             }
@@ -452,7 +461,11 @@ fn consume_messages(secret: &str, runs: usize, msgs: usize) -> Vec<(&'static str
 async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64)> {
     let mut raw = 0.0;
     let mut writer = 0.0;
-    for side in if raw_first { [true, false] } else { [false, true] } {
+    for side in if raw_first {
+        [true, false]
+    } else {
+        [false, true]
+    } {
         // A fresh namespace each: the writer's stream and runs start empty.
         let stack = Stack::new("bench-consume");
         let conn = amqp_connect(AMQP_URL).await?;
@@ -475,11 +488,8 @@ async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f6
 async fn raw_consume(conn: &Connection, stack: &Stack, n: usize) -> anyhow::Result<f64> {
     use futures::StreamExt;
     let ch = conn.create_channel().await?;
-    ch.basic_qos(
-        AmqpSettings::default().prefetch,
-        BasicQosOptions::default(),
-    )
-    .await?;
+    ch.basic_qos(AmqpSettings::default().prefetch, BasicQosOptions::default())
+        .await?;
     let started = Instant::now();
     let mut consumer = ch
         .basic_consume(
@@ -517,7 +527,11 @@ async fn writer_consume(stack: &Stack, n: usize) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
     loop {
         let text = http.get(&metrics).send().await?.text().await?;
-        let accepted = metric_sum(&text, "loadtest_writer_messages_total", "outcome=\"accepted\"");
+        let accepted = metric_sum(
+            &text,
+            "loadtest_writer_messages_total",
+            "outcome=\"accepted\"",
+        );
         if accepted as usize >= n {
             break;
         }
@@ -629,7 +643,11 @@ async fn influx_alone(db: &str, runs: usize) -> anyhow::Result<f64> {
             .send()
             .await?;
         if !resp.status().is_success() {
-            bail!("InfluxDB answered {}: {}", resp.status(), resp.text().await?);
+            bail!(
+                "InfluxDB answered {}: {}",
+                resp.status(),
+                resp.text().await?
+            );
         }
     }
     Ok(started.elapsed().as_secs_f64())
@@ -889,7 +907,11 @@ fn report(
             s.rss_kib as f64 / 1024.0,
         );
         if s.runs == 10_000 {
-            slowest_10k = Some(s.ticks.iter().try_fold(0.0f64, |m, (l, _)| l.map(|l| m.max(l))));
+            slowest_10k = Some(
+                s.ticks
+                    .iter()
+                    .try_fold(0.0f64, |m, (l, _)| l.map(|l| m.max(l))),
+            );
             per_run_10k = Some(per_run);
         }
     }
@@ -908,7 +930,9 @@ fn report(
             "- {}: 10,000 runs: every snapshot of a tick in InfluxDB within {l:.2} s (<= 2 s)",
             verdict(l <= 2.0)
         ),
-        Some(None) => println!("- FAIL: 10,000 runs: a tick's snapshots were not all written within the interval"),
+        Some(None) => println!(
+            "- FAIL: 10,000 runs: a tick's snapshots were not all written within the interval"
+        ),
         None => println!("- (10,000 runs not measured)"),
     }
     if let Some(p) = per_run_10k {
