@@ -113,9 +113,7 @@ pub struct CheckpointSettings {
     /// An unchanged run is checkpointed again after this long, s (default 60).
     pub refresh_s: f64,
     /// Checkpoint as soon as this many deliveries were taken in since the last checkpoint
-    /// (default 2500, half the default prefetch: each checkpoint writes a record per changed run,
-    /// so fewer, larger checkpoints cost less per message; at most half the prefetch), besides
-    /// every snapshot interval.
+    /// (default 1000; at most half the prefetch), besides every snapshot interval.
     pub after_deliveries: usize,
     /// A standing-by writer tries to take the leader lock this often, s (default 1).
     pub lock_retry_s: f64,
@@ -263,7 +261,7 @@ stream = ""
 max_age_s = 3600
 max_segment_size_bytes = 4000000
 refresh_s = 60.0
-after_deliveries = 2500
+after_deliveries = 1000
 lock_retry_s = 1.0
 
 [sink]
@@ -352,7 +350,7 @@ mod tests {
             s.checkpoint.refresh().expect("valid"),
             Duration::from_secs(60)
         );
-        assert_eq!(s.checkpoint.threshold(s.amqp.prefetch), 2500);
+        assert_eq!(s.checkpoint.threshold(s.amqp.prefetch), 1000);
         assert_eq!(s.checkpoint.threshold(50), 25, "at most half the prefetch");
         assert_eq!(
             s.lifecycle
