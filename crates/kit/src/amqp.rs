@@ -41,8 +41,8 @@ pub struct AmqpSettings {
     pub heartbeat_s: u16,
     /// How long a publish may wait for the broker's confirm, ms (default 5000).
     pub confirm_timeout_ms: u64,
-    /// Consumer prefetch, deliveries (default 5000; the writer's consumer only): must exceed the
-    /// active (run, node) pairs.
+    /// Consumer prefetch, deliveries (default 5000; the writer's consumer only, whose settings
+    /// default to 20000): how much the writer takes in between two confirmed checkpoints.
     pub prefetch: u16,
     /// Redeliveries before RabbitMQ dead-letters a message (quorum `x-delivery-limit`, default
     /// 20; the writer's and the notifiers' queues).

@@ -16,8 +16,10 @@ use lifecycle::LifecycleSettings;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch,
-    /// delivery limit; publisher confirms wait `confirm_timeout_ms` (default 10000 here).
+    /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch
+    /// (default 20000 here: the writer keeps consuming while checkpoints are being confirmed
+    /// only below it), delivery limit; publisher confirms wait `confirm_timeout_ms` (default
+    /// 10000 here).
     pub amqp: AmqpSettings,
     /// Run lifecycle timings.
     pub lifecycle: LifecycleConfig,
@@ -247,6 +249,7 @@ pub struct LogSettings {
 const DEFAULTS: &str = r#"
 [amqp]
 confirm_timeout_ms = 10000
+prefetch = 20000
 
 [lifecycle]
 snapshot_interval_s = 15.0
@@ -351,6 +354,7 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(s.checkpoint.threshold(s.amqp.prefetch), 1000);
+        assert_eq!(s.amqp.prefetch, 20000);
         assert_eq!(s.checkpoint.threshold(50), 25, "at most half the prefetch");
         assert_eq!(
             s.lifecycle

@@ -484,11 +484,14 @@ async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f6
     Ok((raw, writer))
 }
 
+/// The writer's default prefetch (`loadtest-writer`'s settings), which the raw consumer gets too.
+const WRITER_PREFETCH: u16 = 20_000;
+
 /// Consumes `n` messages with the writer's prefetch, acking each: messages/s from the consume.
 async fn raw_consume(conn: &Connection, stack: &Stack, n: usize) -> anyhow::Result<f64> {
     use futures::StreamExt;
     let ch = conn.create_channel().await?;
-    ch.basic_qos(AmqpSettings::default().prefetch, BasicQosOptions::default())
+    ch.basic_qos(WRITER_PREFETCH, BasicQosOptions::default())
         .await?;
     let started = Instant::now();
     let mut consumer = ch
