@@ -14,6 +14,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::publisher_confirm::PublisherConfirm;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
@@ -42,8 +43,8 @@ pub struct AmqpSettings {
     pub heartbeat_s: u16,
     /// How long a publish may wait for the broker's confirm, ms (default 5000).
     pub confirm_timeout_ms: u64,
-    /// Consumer prefetch, deliveries (default 5000; the writer's consumer only): must exceed the
-    /// active (run, node) pairs.
+    /// Consumer prefetch, deliveries (default 5000; the writer's consumer only, whose settings
+    /// default to 20000): how much the writer takes in between two confirmed checkpoints.
     pub prefetch: u16,
     /// Redeliveries before RabbitMQ dead-letters a message (quorum `x-delivery-limit`, default
     /// 20; the writer's and the notifiers' queues).
@@ -281,24 +282,70 @@ impl<'a> Message<'a> {
 }
 
 /// Publishes every message of `messages`, in order, on `channel` (which must be in confirm
-/// mode), then waits for all their confirms: the one publish-with-confirm loop that
-/// [`Publisher`] and the writer's checkpoint stream (whose channel lives on its lock's
-/// connection) share. A message without an exchange goes to `default_exchange`; unset content
-/// type, `message_id` and `app_id` are filled (`application/json`, a new uuid, `app_id`).
+/// mode), then waits for all their confirms: [`publish_batch`] then [`Confirms::wait`], the one
+/// publish-with-confirm loop that [`Publisher`] and the writer's checkpoint stream (whose
+/// channel lives on its lock's connection) share.
 ///
 /// # Errors
 ///
-/// [`PublishError::Unavailable`] (lapin's error text: a closed channel, `ACCESS_REFUSED`, a
-/// message over the broker's maximum size), [`PublishError::Nacked`], or
-/// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for; the first one
-/// met. Messages before it may be in the broker. No timeout: wrap the call in one.
+/// As [`publish_batch`] and [`Confirms::wait`]. No timeout: wrap the call in one.
 pub async fn publish_confirmed(
     channel: &Channel,
     default_exchange: &str,
     app_id: &str,
     messages: &[Message<'_>],
 ) -> Result<(), PublishError> {
-    let mut confirms = Vec::with_capacity(messages.len());
+    publish_batch(channel, default_exchange, app_id, messages)
+        .await?
+        .wait()
+        .await
+}
+
+/// The broker's confirms of a batch published by [`publish_batch`], not yet awaited.
+#[derive(Debug)]
+pub struct Confirms {
+    pending: Vec<(String, PublisherConfirm)>,
+}
+
+impl Confirms {
+    /// Waits for every confirm.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Unavailable`] (the channel closed), [`PublishError::Nacked`], or
+    /// [`PublishError::Unroutable`] for a `mandatory` message no queue is bound for; the first one
+    /// met. No timeout: wrap the call in one.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        for (routing_key, confirm) in self.pending {
+            let confirmation = confirm.await.map_err(unavailable)?;
+            if confirmation.is_nack() {
+                return Err(PublishError::Nacked);
+            }
+            if confirmation.take_message().is_some() {
+                return Err(PublishError::Unroutable(routing_key));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes every message of `messages`, in order, on `channel` (which must be in confirm
+/// mode) and returns their confirms without waiting for them, so a caller can go on working and
+/// wait later ([`Confirms::wait`]). A message without an exchange goes to `default_exchange`;
+/// unset content type, `message_id` and `app_id` are filled (`application/json`, a new uuid,
+/// `app_id`).
+///
+/// # Errors
+///
+/// [`PublishError::Unavailable`] (lapin's error text: a closed channel, `ACCESS_REFUSED`, a
+/// message over the broker's maximum size). Messages before the failed one may be in the broker.
+pub async fn publish_batch(
+    channel: &Channel,
+    default_exchange: &str,
+    app_id: &str,
+    messages: &[Message<'_>],
+) -> Result<Confirms, PublishError> {
+    let mut pending = Vec::with_capacity(messages.len());
     for m in messages {
         let mut props = m.properties.clone();
         props = props.with_delivery_mode(if m.persistent { 2 } else { 1 });
@@ -324,18 +371,9 @@ pub async fn publish_confirmed(
             )
             .await
             .map_err(unavailable)?;
-        confirms.push((m.routing_key, confirm));
+        pending.push((m.routing_key.to_string(), confirm));
     }
-    for (routing_key, confirm) in confirms {
-        let confirmation = confirm.await.map_err(unavailable)?;
-        if confirmation.is_nack() {
-            return Err(PublishError::Nacked);
-        }
-        if confirmation.take_message().is_some() {
-            return Err(PublishError::Unroutable(routing_key.to_string()));
-        }
-    }
-    Ok(())
+    Ok(Confirms { pending })
 }
 
 /// The open connection and its confirm-mode channel.

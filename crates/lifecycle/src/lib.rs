@@ -52,7 +52,7 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use checkpoint::{Checkpoint, Record, RunState};
+pub use checkpoint::{Checkpoint, CheckpointCover, Record, RecordRef, RunState};
 pub use effects::{DeliveryId, Effects, FinalStatus, Write};
 pub use embedded::Embedded;
 pub use line_protocol::{encode, Backslashes};

@@ -2,21 +2,24 @@
 //! flight, the snapshot tick, the checkpoint and the status.
 //!
 //! - A delivery is validated (invalid ones and bad tokens are dead-lettered with the reason),
-//!   held, and fed to the lifecycle; what the lifecycle says is superseded is acked at once.
+//!   held, and fed to the lifecycle; what the lifecycle says is superseded is acked at once
+//!   (with the other acks of that turn of the loop, pipelined: [`Active::flush_acks`]).
 //! - The runs' outboxes are written beside the loop, one batch at a time ([`crate::outbox`]):
 //!   while InfluxDB is down the write retries with backoff and the loop goes on consuming and
 //!   checkpointing; the points wait in the outboxes (bounded) and are written later with their
 //!   own timestamps. Points rejected for good are dropped; when a run's final record is
 //!   rejected, the deliveries the run still holds are dead-lettered with the reason.
-//! - Every snapshot interval (once the tick's write is done, or 2 s after the tick), and as soon
-//!   as `checkpoint.after_deliveries` deliveries are unacked, the changed runs are checkpointed
-//!   to the stream; once the broker confirms the records, the deliveries they cover are acked.
+//! - Every snapshot interval (once the tick's write is done, or 5 s after the tick), and as soon
+//!   as `checkpoint.after_deliveries` deliveries were taken in since the last, the changed runs
+//!   are checkpointed to the stream; the confirms are awaited beside the loop (at most
+//!   [`MAX_CHECKPOINTS_IN_FLIGHT`] checkpoints, in order), and once the broker confirms the
+//!   records, the deliveries they cover are acked.
 //!   A run whose final record is written is checkpointed at once (its tombstone), then its
 //!   deliveries are acked.
 //! - `event.completed` and the dead letters go through the kit's confirming [`Publisher`], the
-//!   running set to the status fanout.
+//!   running set to the status fanout (within [`STATUS_COALESCE`] of a change).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,11 +38,42 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::Worker;
 use crate::outbox::{self, WriteOutcome, MAX_BATCH_BYTES};
-use crate::state::StateStream;
+use crate::state::{RunsMessages, StateStream};
 
 /// After a tick, the checkpoint waits this long at most for the tick's write (so the records
-/// usually carry no written-meanwhile points).
-const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(2);
+/// usually carry no written-meanwhile points). Serializing a checkpoint holds the loop, which
+/// also drives the write: at 10,000 runs a tick's write takes seconds, and a checkpoint of every
+/// run in the middle of it delayed its last snapshots (`bench/pipeline.sh`).
+const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(5);
+
+/// A change of the running set is published this long after it at most: the changes of a
+/// burst (10,000 registrations) go out as one status message, not one each (each carries the
+/// whole set).
+const STATUS_COALESCE: Duration = Duration::from_millis(500);
+
+/// Checkpoints sent and not confirmed yet, at most, before the loop waits for one to start the
+/// next that `checkpoint.after_deliveries` asks for.
+const MAX_CHECKPOINTS_IN_FLIGHT: usize = 2;
+
+/// A checkpoint sent to the stream, its confirms awaited beside the loop (consuming goes on);
+/// what it covers is acked once they are in.
+struct Confirming {
+    confirmed: BoxFuture<'static, anyhow::Result<()>>,
+    covers: Vec<DeliveryId>,
+}
+
+/// Waits for the oldest checkpoint in flight to be confirmed and returns what it covers; never
+/// resolves when none is in flight. (Checkpoints reach the stream in the order sent, and are
+/// acked in that order.)
+async fn first_confirmed(q: &mut VecDeque<Confirming>) -> anyhow::Result<Vec<DeliveryId>> {
+    match q.front_mut() {
+        Some(c) => {
+            (&mut c.confirmed).await?;
+            Ok(q.pop_front().map(|c| c.covers).unwrap_or_default())
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// A delivery held until the lifecycle says it may be acked.
 struct Held {
@@ -58,8 +92,15 @@ pub(crate) struct Active<'a> {
     /// Valid deliveries not settled yet (acked or dead-lettered exactly once: see
     /// [`Active::ack`]).
     held: HashMap<DeliveryId, Held>,
-    /// Unacked deliveries that trigger a checkpoint.
+    /// Deliveries taken in since the last checkpoint that trigger the next.
     threshold: usize,
+    /// Deliveries held since the last checkpoint was sent.
+    uncovered: usize,
+    /// The running set changed since the last status was published.
+    status_changed: bool,
+    /// Settled deliveries whose acks are not sent yet: sent together, pipelined, at the end of
+    /// each turn of the loop ([`Active::flush_acks`]).
+    acks: Vec<DeliveryId>,
     shutdown: &'a CancellationToken,
 }
 
@@ -96,6 +137,9 @@ impl<'a> Active<'a> {
             lifecycle,
             held: HashMap::new(),
             threshold: worker.checkpoint.threshold(worker.amqp.prefetch),
+            uncovered: 0,
+            status_changed: false,
+            acks: Vec::new(),
             shutdown,
         }
     }
@@ -111,8 +155,12 @@ impl<'a> Active<'a> {
         self.publish_status().await;
         // Restored outboxes (points of an outage, or of a writer that died) go out at once.
         let mut inflight = self.start_write();
+        let mut confirming: VecDeque<Confirming> = VecDeque::new();
         let shutdown = self.shutdown;
         loop {
+            if self.status_changed {
+                next_status = next_status.min(Instant::now() + STATUS_COALESCE);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 d = consumer.next() => {
@@ -122,18 +170,31 @@ impl<'a> Active<'a> {
                         None => anyhow::bail!("the broker cancelled the consumer"),
                     };
                     self.on_delivery(delivery).await?;
-                    if self.held.len() >= self.threshold {
-                        self.checkpoint().await?;
+                    // And what else has arrived, so the acks of a burst go out together.
+                    self.drain_ready(consumer, true).await?;
+                    if self.uncovered >= self.threshold
+                        && confirming.len() < MAX_CHECKPOINTS_IN_FLIGHT
+                    {
+                        confirming.push_back(self.send_checkpoint().await?);
                     }
                     if inflight.is_none() {
                         inflight = self.start_write();
+                    }
+                }
+                covers = first_confirmed(&mut confirming) => {
+                    for tag in covers? {
+                        self.ack(tag);
+                    }
+                    self.count_unacked();
+                    if self.uncovered >= self.threshold {
+                        confirming.push_back(self.send_checkpoint().await?);
                     }
                 }
                 outcome = written(&mut inflight) => {
                     let ended = self.on_written(outcome).await?;
                     if ended || checkpoint_at.is_some() {
                         checkpoint_at = None;
-                        self.checkpoint().await?;
+                        confirming.push_back(self.send_checkpoint().await?);
                     }
                     // Replaces the write just done.
                     inflight = self.start_write();
@@ -143,14 +204,14 @@ impl<'a> Active<'a> {
                     // Take in what has already arrived before snapshotting: the prefetched
                     // backlog may hold commits sent before this tick, and a snapshot from older
                     // stats would land after the run's end.
-                    self.drain_ready(consumer).await?;
+                    self.drain_ready(consumer, false).await?;
                     let fx = self.lifecycle.tick(Utc::now());
                     self.apply(fx).await?;
                     if inflight.is_none() {
                         inflight = self.start_write();
                     }
                     if inflight.is_none() {
-                        self.checkpoint().await?;
+                        confirming.push_back(self.send_checkpoint().await?);
                     } else {
                         checkpoint_at = Some(Instant::now() + CHECKPOINT_AFTER_TICK);
                     }
@@ -160,18 +221,28 @@ impl<'a> Active<'a> {
                 }
                 _ = until(checkpoint_at) => {
                     checkpoint_at = None;
-                    self.checkpoint().await?;
+                    confirming.push_back(self.send_checkpoint().await?);
                 }
                 _ = tokio::time::sleep_until(next_status) => {
                     next_status = Instant::now() + status_every;
                     self.publish_status().await;
                 }
             }
+            self.flush_acks().await?;
         }
         // Shutdown: a write in flight was cancelled (its points stay in the outboxes); what is
         // folded in is checkpointed, so the next writer has it without waiting for redeliveries.
         drop(inflight);
-        match tokio::time::timeout(Duration::from_secs(5), self.checkpoint()).await {
+        let last = async {
+            while let Some(c) = confirming.pop_front() {
+                c.confirmed.await?;
+                for tag in c.covers {
+                    self.ack(tag);
+                }
+            }
+            self.checkpoint().await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), last).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "last checkpoint failed"),
             Err(_) => tracing::warn!("last checkpoint timed out"),
@@ -212,34 +283,67 @@ impl<'a> Active<'a> {
         Ok(ended)
     }
 
-    /// Checkpoints the changed runs (and tombstones), then acks what the records cover.
+    /// Checkpoints the changed runs (and tombstones), waits for the confirms, then acks what the
+    /// records cover.
     async fn checkpoint(&mut self) -> anyhow::Result<()> {
-        let cp = self.lifecycle.checkpoint(Utc::now());
-        let bytes = self.stream.publish(&cp).await?;
-        metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
-        metrics::counter!("loadtest_writer_checkpoint_records_total")
-            .increment(cp.records.len() as u64);
-        metrics::counter!("loadtest_writer_checkpoint_bytes_total").increment(bytes as u64);
-        tracing::debug!(
-            records = cp.records.len(),
-            bytes,
-            covers = cp.covers.len(),
-            "checkpointed"
-        );
-        for tag in cp.covers {
-            self.ack(tag).await?;
+        let c = self.send_checkpoint().await?;
+        c.confirmed.await?;
+        for tag in c.covers {
+            self.ack(tag);
         }
+        self.flush_acks().await?;
         self.count_unacked();
         Ok(())
+    }
+
+    /// Sends a checkpoint of the changed runs (and tombstones) to the stream; the caller acks
+    /// what it covers once it is confirmed.
+    async fn send_checkpoint(&mut self) -> anyhow::Result<Confirming> {
+        // Each record is serialized as the lifecycle hands it over: no copy of the runs' state.
+        let mut runs = RunsMessages::new();
+        let mut failed = None;
+        let cp = self.lifecycle.checkpoint_each(Utc::now(), |r| {
+            if failed.is_none() {
+                failed = runs.push(r).err();
+            }
+        });
+        if let Some(e) = failed {
+            // The runs count as checkpointed now: the session must end (the broker redelivers).
+            return Err(e);
+        }
+        self.uncovered = 0;
+        let sent = self.stream.send(runs.finish()?, cp.low_water).await?;
+        let bytes = sent.bytes;
+        metrics::counter!("loadtest_writer_checkpoints_total").increment(1);
+        metrics::counter!("loadtest_writer_checkpoint_records_total").increment(cp.records as u64);
+        metrics::counter!("loadtest_writer_checkpoint_bytes_total").increment(bytes as u64);
+        tracing::debug!(
+            records = cp.records,
+            bytes,
+            covers = cp.covers.len(),
+            "checkpoint sent"
+        );
+        Ok(Confirming {
+            confirmed: sent.confirmed().boxed(),
+            covers: cp.covers,
+        })
     }
 
     fn count_unacked(&self) {
         metrics::gauge!("loadtest_writer_unacked_deliveries").set(self.held.len() as f64);
     }
 
-    /// Handles the deliveries already buffered, without waiting for more (bounded by the prefetch).
-    async fn drain_ready(&mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
+    /// Handles the deliveries already buffered, without waiting for more (bounded by the
+    /// prefetch; with `until_checkpoint`, also stops once a checkpoint is due).
+    async fn drain_ready(
+        &mut self,
+        consumer: &mut lapin::Consumer,
+        until_checkpoint: bool,
+    ) -> anyhow::Result<()> {
         for _ in 0..self.worker.amqp.prefetch.max(1) {
+            if until_checkpoint && self.uncovered >= self.threshold {
+                break;
+            }
             match consumer.next().now_or_never() {
                 Some(Some(Ok(d))) => self.on_delivery(d).await?,
                 Some(Some(Err(e))) => return Err(anyhow::Error::new(e).context("consuming")),
@@ -287,6 +391,7 @@ impl<'a> Active<'a> {
                     .await;
             }
         }
+        self.uncovered += 1;
         self.held.insert(
             tag,
             Held {
@@ -306,7 +411,7 @@ impl<'a> Active<'a> {
     /// status. (The points computed are in the outboxes: [`Active::start_write`].)
     async fn apply(&mut self, fx: Effects) -> anyhow::Result<()> {
         for tag in fx.ack {
-            self.ack(tag).await?;
+            self.ack(tag);
         }
         if fx.dropped_snapshots > 0 {
             metrics::counter!("loadtest_writer_snapshots_dropped_total")
@@ -320,19 +425,38 @@ impl<'a> Active<'a> {
                 .await
                 .context("publishing event.completed")?;
         }
-        if fx.running_changed {
-            self.publish_status().await;
-        }
+        // Published within STATUS_COALESCE by the loop (or at the tick).
+        self.status_changed |= fx.running_changed;
         Ok(())
     }
 
-    /// Acks a held delivery. A tag that is not held any more was settled already: acking it
-    /// twice would be a channel error (PRECONDITION_FAILED) that ends the session.
-    async fn ack(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
-        if self.held.remove(&tag).is_none() {
+    /// Settles a held delivery: its ack goes out with the next [`Active::flush_acks`]. A tag that
+    /// is not held any more was settled already: acking it twice would be a channel error
+    /// (PRECONDITION_FAILED) that ends the session.
+    fn ack(&mut self, tag: DeliveryId) {
+        if self.held.remove(&tag).is_some() {
+            self.acks.push(tag);
+        }
+    }
+
+    /// Sends the pending acks, pipelined (every frame queued before the first is awaited: one
+    /// wake-up of lapin's I/O loop for the lot, not one each), in the order they were settled
+    /// (a checkpoint's registers first).
+    async fn flush_acks(&mut self) -> anyhow::Result<()> {
+        if self.acks.is_empty() {
             return Ok(());
         }
-        self.ack_raw(tag).await
+        let ch = &self.consume;
+        let sent = futures::future::join_all(
+            self.acks
+                .drain(..)
+                .map(|tag| ch.basic_ack(tag, BasicAckOptions::default())),
+        )
+        .await;
+        for r in sent {
+            r.context("acking")?;
+        }
+        Ok(())
     }
 
     async fn ack_raw(&mut self, tag: DeliveryId) -> anyhow::Result<()> {
@@ -383,7 +507,8 @@ impl<'a> Active<'a> {
 
     /// Publishes the running set to the status fanout (only the leader does: a standing-by
     /// writer would publish an empty set).
-    async fn publish_status(&self) {
+    async fn publish_status(&mut self) {
+        self.status_changed = false;
         let running = self.lifecycle.running();
         metrics::gauge!("loadtest_writer_runs_running").set(running.running as f64);
         let body = match serde_json::to_vec(&running) {

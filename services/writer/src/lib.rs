@@ -42,13 +42,16 @@ pub fn build_sink(settings: &Settings) -> anyhow::Result<AnySink> {
             })?;
             AnySink::V2(InfluxV2Sink::new(&s.url, &s.org, &s.bucket, &token)?)
         }
-        SinkKind::V1 => AnySink::V1(InfluxV1Sink::new(
-            &s.url,
-            &s.database,
-            s.retention_policy.clone(),
-            s.username.clone(),
-            s.password.clone(),
-        )?),
+        SinkKind::V1 => AnySink::V1(
+            InfluxV1Sink::new(
+                &s.url,
+                &s.database,
+                s.retention_policy.clone(),
+                s.username.clone(),
+                s.password.clone(),
+            )?
+            .gzip(s.gzip),
+        ),
         SinkKind::File => AnySink::file(&s.path)
             .map_err(|e| anyhow::anyhow!("opening sink.path {}: {e}", s.path.display()))?,
     })

@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+/// jemalloc rather than glibc's allocator: the writer frees on one thread what lapin's I/O
+/// thread allocated (every delivery), and glibc's per-thread arenas kept that memory: resident
+/// memory per running run was about twice what jemalloc keeps (`bench/pipeline.sh`).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Consumes load-test messages from RabbitMQ (queue `<exchange>.writer`) and writes a snapshot
 /// of every running run each snapshot interval, and the final record on commit, to InfluxDB.
 ///

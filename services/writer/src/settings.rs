@@ -16,8 +16,10 @@ use lifecycle::{Backslashes, LifecycleSettings};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch,
-    /// delivery limit; publisher confirms wait `confirm_timeout_ms` (default 10000 here).
+    /// Broker connection and names (`<exchange>.writer`, `.dlx`, `.dead`, `.status`), prefetch
+    /// (default 20000 here: the writer keeps consuming while checkpoints are being confirmed
+    /// only below it), delivery limit; publisher confirms wait `confirm_timeout_ms` (default
+    /// 10000 here).
     pub amqp: AmqpSettings,
     /// Run lifecycle timings.
     pub lifecycle: LifecycleConfig,
@@ -112,8 +114,8 @@ pub struct CheckpointSettings {
     pub max_segment_size_bytes: u64,
     /// An unchanged run is checkpointed again after this long, s (default 60).
     pub refresh_s: f64,
-    /// Checkpoint as soon as this many deliveries are unacked (default 1000; at most half the
-    /// prefetch), besides every snapshot interval.
+    /// Checkpoint as soon as this many deliveries were taken in since the last checkpoint
+    /// (default 1000; at most half the prefetch), besides every snapshot interval.
     pub after_deliveries: usize,
     /// A standing-by writer tries to take the leader lock this often, s (default 1).
     pub lock_retry_s: f64,
@@ -187,6 +189,9 @@ pub struct SinkSettings {
     /// Basic-auth password (v1), optional.
     #[serde(serialize_with = "kit::settings::serialize_opt_secret")]
     pub password: Option<SecretString>,
+    /// Gzip request bodies of 1 KiB and more (v1; default true): line protocol shrinks about
+    /// ten times, which is what a remote InfluxDB (or Cloud) mostly waits for.
+    pub gzip: bool,
     /// Output file (file sink).
     pub path: PathBuf,
     /// How the store reads a backslash in a tag value (a request name): `literal` (default;
@@ -251,6 +256,7 @@ pub struct LogSettings {
 const DEFAULTS: &str = r#"
 [amqp]
 confirm_timeout_ms = 10000
+prefetch = 20000
 
 [lifecycle]
 snapshot_interval_s = 15.0
@@ -274,6 +280,7 @@ url = "http://127.0.0.1:8086"
 org = "loadtest"
 bucket = "loadtest"
 database = "loadtest"
+gzip = true
 path = "loadtest-results.lp"
 backslashes = "literal"
 
@@ -360,6 +367,7 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(s.checkpoint.threshold(s.amqp.prefetch), 1000);
+        assert_eq!(s.amqp.prefetch, 20000);
         assert_eq!(s.checkpoint.threshold(50), 25, "at most half the prefetch");
         assert_eq!(
             s.lifecycle

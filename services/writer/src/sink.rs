@@ -97,6 +97,21 @@ pub struct InfluxV1Sink {
     retention_policy: Option<String>,
     username: Option<String>,
     password: Option<SecretString>,
+    gzip: bool,
+}
+
+/// Bodies from this size on are gzipped when the sink gzips, bytes.
+const GZIP_FROM_BYTES: usize = 1024;
+
+/// `lines` gzipped (fast level: a tick's 10 MB in about 0.1 s, ten times smaller).
+fn gzip(lines: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(lines.len() / 8),
+        flate2::Compression::fast(),
+    );
+    e.write_all(lines)?;
+    e.finish()
 }
 
 impl std::fmt::Debug for InfluxV1Sink {
@@ -128,7 +143,15 @@ impl InfluxV1Sink {
             retention_policy,
             username,
             password,
+            gzip: false,
         })
+    }
+
+    /// Gzips request bodies of 1 KiB and more (`Content-Encoding: gzip`, which InfluxDB 1.x and
+    /// 3.x accept).
+    pub fn gzip(mut self, on: bool) -> Self {
+        self.gzip = on;
+        self
     }
 }
 
@@ -138,11 +161,25 @@ impl Sink for InfluxV1Sink {
         if let Some(rp) = &self.retention_policy {
             query.push(("rp", rp.as_str()));
         }
-        let mut req = self
-            .http
-            .post(&self.write_url)
-            .query(&query)
-            .body(lines.to_vec());
+        let mut req = self.http.post(&self.write_url).query(&query);
+        req = if self.gzip && lines.len() >= GZIP_FROM_BYTES {
+            // Off the runtime's threads: the consume loop polls this write.
+            let plain = lines.to_vec();
+            let zipped = tokio::task::spawn_blocking(move || gzip(&plain))
+                .await
+                .map_err(|e| SinkError::Retryable {
+                    message: format!("gzip task: {e}"),
+                    retry_after: None,
+                })?
+                .map_err(|e| SinkError::Retryable {
+                    message: format!("gzip: {e}"),
+                    retry_after: None,
+                })?;
+            req.header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(zipped)
+        } else {
+            req.body(lines.to_vec())
+        };
         if let Some(user) = &self.username {
             req = req.basic_auth(user, self.password.as_ref().map(|p| p.expose_secret()));
         }

@@ -8,8 +8,8 @@
 //!   broker, retention `x-max-age`), fed through the fanout exchange of the same name. Messages
 //!   are JSON ([`StreamMessage`]), deflated (`content-encoding: deflate`: stats and line
 //!   protocol shrink several times, which keeps records under the broker's maximum message
-//!   size): each run's [`Record`] (its state, or a tombstone when the run ended), and after each
-//!   checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
+//!   size): the runs' [`Record`]s (a run's state, or a tombstone when the run ended), many to a
+//!   `runs` message (about 256 KiB of JSON each), and after each checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
 //!   record at or after it). They are published on a confirm-mode channel of
 //!   the lock's connection: a writer that lost the lock cannot publish any more.
 //! - **Restore**: the new leader publishes a `marker`, reads the stream from a recent timestamp
@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kit::amqp::{publish_confirmed, AmqpSettings, Message};
+use kit::amqp::{publish_batch, AmqpSettings, Confirms, Message};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -50,6 +50,11 @@ const READ_IDLE: Duration = Duration::from_secs(15);
 
 /// The `content-encoding` of the stream's messages.
 const DEFLATE: &str = "deflate";
+
+/// A checkpoint's records go to the stream in messages of about this much JSON each (before
+/// deflate; a message closes once it reaches it), bytes: a checkpoint of 10,000 runs is a few
+/// dozen messages and confirms, not 10,000, and records of similar runs deflate together.
+const RUNS_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// `json` deflated.
 fn deflate(json: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -79,6 +84,11 @@ fn json_of(d: &lapin::message::Delivery) -> std::io::Result<Vec<u8>> {
 pub enum StreamMessage {
     /// A run's state, or its tombstone (`"state": null`).
     Run(Box<Record>),
+    /// Several runs' records, in order (what [`StateStream::publish`] writes).
+    Runs {
+        /// The records.
+        records: Vec<Record>,
+    },
     /// The end of a checkpoint: every run the writer held then has a record taken at or after
     /// `lowWater`.
     Cycle {
@@ -221,6 +231,30 @@ enum Offset {
     At(DateTime<Utc>),
 }
 
+/// A checkpoint published, its confirms outstanding.
+#[derive(Debug)]
+pub struct Sent {
+    confirms: Confirms,
+    /// Bytes published (deflated).
+    pub bytes: usize,
+    timeout: Duration,
+}
+
+impl Sent {
+    /// Waits for every confirm (at most the confirm timeout).
+    ///
+    /// # Errors
+    ///
+    /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
+    /// covered deliveries must not be acked (end the session: the broker redelivers them).
+    pub async fn confirmed(self) -> anyhow::Result<()> {
+        tokio::time::timeout(self.timeout, self.confirms.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))?
+            .context("checkpoint confirm")
+    }
+}
+
 /// Publishing checkpoints to, and reading them back from, the stream.
 #[derive(Debug)]
 pub struct StateStream {
@@ -254,31 +288,64 @@ impl StateStream {
         })
     }
 
-    /// Publishes the checkpoint's records, then its `cycle` message, deflated, and waits for every
-    /// confirm (at most the confirm timeout). Returns the bytes published (deflated).
+    /// Publishes the checkpoint's records (`runs` messages of about [`RUNS_MESSAGE_BYTES`] of JSON
+    /// each), then its `cycle` message, deflated, and waits for every confirm (at most the
+    /// confirm timeout). Returns the bytes published (deflated).
     ///
     /// # Errors
     ///
     /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
     /// covered deliveries must not be acked (end the session: the broker redelivers them).
     pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
-        let mut bodies = Vec::with_capacity(cp.records.len() + 1);
+        let mut runs = RunsMessages::new();
         for r in &cp.records {
-            let json = serde_json::to_vec(&RunRef(r)).context("serializing a record")?;
-            bodies.push(deflate(&json)?);
+            runs.push(r)?;
         }
-        bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
-            at: Utc::now(),
-            low_water: cp.low_water,
-        })?)?);
-        let bytes = bodies.iter().map(Vec::len).sum();
-        tokio::time::timeout(self.confirm_timeout, self.send_all(&bodies))
-            .await
-            .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))??;
+        let sent = self.send(runs.finish()?, cp.low_water).await?;
+        let bytes = sent.bytes;
+        sent.confirmed().await?;
         Ok(bytes)
     }
 
+    /// Publishes a checkpoint's `runs` messages ([`RunsMessages`]) and its `cycle` message with
+    /// `low_water`, as [`StateStream::publish`] does, without waiting for the confirms: the caller goes on consuming and awaits [`Sent::confirmed`] before acking
+    /// what the checkpoint covers. Checkpoints sent one after another reach the stream in that
+    /// order (one channel).
+    ///
+    /// # Errors
+    ///
+    /// Serializing, or the broker's (end the session).
+    pub async fn send(
+        &self,
+        mut bodies: Vec<Vec<u8>>,
+        low_water: DateTime<Utc>,
+    ) -> anyhow::Result<Sent> {
+        bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
+            at: Utc::now(),
+            low_water,
+        })?)?);
+        let bytes = bodies.iter().map(Vec::len).sum();
+        let confirms = tokio::time::timeout(self.confirm_timeout, self.publish_all(&bodies))
+            .await
+            .map_err(|_| anyhow::anyhow!("checkpoint publish timed out"))??;
+        Ok(Sent {
+            confirms,
+            bytes,
+            timeout: self.confirm_timeout,
+        })
+    }
+
     async fn send_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
+        self.publish_all(bodies)
+            .await?
+            .wait()
+            .await
+            .context("checkpoint confirm")
+    }
+
+    /// Publishes `bodies` to the stream on the confirm-mode channel; the confirms are returned,
+    /// not awaited.
+    async fn publish_all(&self, bodies: &[Vec<u8>]) -> anyhow::Result<Confirms> {
         let messages: Vec<Message<'_>> = bodies
             .iter()
             .map(|body| {
@@ -287,7 +354,7 @@ impl StateStream {
                     .not_mandatory()
             })
             .collect();
-        publish_confirmed(&self.channel, &self.name, "loadtest-writer", &messages)
+        publish_batch(&self.channel, &self.name, "loadtest-writer", &messages)
             .await
             .context("publishing a checkpoint")
     }
@@ -390,6 +457,11 @@ impl StateStream {
                 Ok(StreamMessage::Run(r)) => {
                     latest.insert(r.event_id, *r);
                 }
+                Ok(StreamMessage::Runs { records }) => {
+                    for r in records {
+                        latest.insert(r.event_id, r);
+                    }
+                }
                 Ok(StreamMessage::Cycle { low_water: lw, .. }) => low_water = Some(lw),
                 Ok(StreamMessage::Marker { id, .. }) if id == marker => break,
                 Ok(StreamMessage::Marker { .. }) => {}
@@ -404,9 +476,78 @@ impl StateStream {
     }
 }
 
-/// Serializes a record as [`StreamMessage::Run`] without cloning it.
+/// Builds a checkpoint's [`StreamMessage::Runs`] messages as its records come (in order), each
+/// closed once it holds [`RUNS_MESSAGE_BYTES`] of JSON or more, and deflated then: one message's
+/// JSON is in memory at a time.
+#[derive(Debug)]
+pub struct RunsMessages {
+    max_bytes: usize,
+    json: Vec<u8>,
+    deflated: Vec<Vec<u8>>,
+}
+
+impl RunsMessages {
+    /// No message yet.
+    pub fn new() -> Self {
+        Self::with_max_bytes(RUNS_MESSAGE_BYTES)
+    }
+
+    fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            json: Vec::new(),
+            deflated: Vec::new(),
+        }
+    }
+
+    /// Adds a record ([`Record`] or [`lifecycle::RecordRef`]).
+    ///
+    /// # Errors
+    ///
+    /// Serializing or deflating.
+    pub fn push(&mut self, record: &impl Serialize) -> anyhow::Result<()> {
+        const OPEN: &[u8] = br#"{"kind":"runs","records":["#;
+        self.json
+            .extend_from_slice(if self.json.is_empty() { OPEN } else { b"," });
+        serde_json::to_writer(&mut self.json, record).context("serializing a record")?;
+        if self.json.len() >= self.max_bytes {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.json.extend_from_slice(b"]}");
+        self.deflated.push(deflate(&self.json)?);
+        self.json.clear();
+        Ok(())
+    }
+
+    /// The messages, deflated.
+    ///
+    /// # Errors
+    ///
+    /// Deflating.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Vec<u8>>> {
+        if !self.json.is_empty() {
+            self.close()?;
+        }
+        Ok(self.deflated)
+    }
+}
+
+impl Default for RunsMessages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
+/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
+#[cfg(test)]
 struct RunRef<'a>(&'a Record);
 
+#[cfg(test)]
 impl Serialize for RunRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -451,6 +592,39 @@ mod tests {
             StreamMessage::Run(back) => assert_eq!(back.event_id, Uuid::nil()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn records_go_many_to_a_message_in_order() {
+        let records: Vec<Record> = (0..10u128)
+            .map(|i| Record {
+                event_id: Uuid::from_u128(i),
+                at: Utc::now(),
+                state: None,
+            })
+            .collect();
+        let one = serde_json::to_vec(&records[0]).expect("json").len();
+        // Closed once 3 records are in.
+        let mut runs = RunsMessages::with_max_bytes(3 * one);
+        for r in &records {
+            runs.push(r).expect("push");
+        }
+        let messages = runs.finish().expect("finish");
+        assert_eq!(messages.len(), 4);
+        let mut back = Vec::new();
+        for m in &messages {
+            let mut json = Vec::new();
+            flate2::read::DeflateDecoder::new(&m[..])
+                .read_to_end(&mut json)
+                .expect("inflate");
+            match serde_json::from_slice::<StreamMessage>(&json).expect("parse") {
+                StreamMessage::Runs { records } => back.extend(records.iter().map(|r| r.event_id)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let ids: Vec<Uuid> = records.iter().map(|r| r.event_id).collect();
+        assert_eq!(back, ids);
+        assert!(RunsMessages::new().finish().expect("finish").is_empty());
     }
 
     #[test]

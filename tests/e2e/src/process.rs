@@ -11,11 +11,13 @@ use anyhow::{bail, Context};
 /// `target/debug` (or the profile the tests were built with).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test>
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    // Tests: target/<profile>/deps/<test>; binaries (bench/pipeline.sh): target/<profile>/<bin>.
+    if dir.ends_with("deps") {
+        dir.parent().map(PathBuf::from).unwrap_or_default()
+    } else {
+        dir
+    }
 }
 
 /// Builds the four binaries once per test process (same profile as the tests).
