@@ -253,8 +253,8 @@ impl Summary {
     pub(crate) fn of(entry: &StatsEntry, window_s: Option<f64>) -> Self {
         let rates = window_s.filter(|w| *w > 0.0).map(|w| {
             (
-                protocol::stats::rate(entry.num_requests, Some(w)),
-                protocol::stats::rate(entry.num_failures, Some(w)),
+                protocol::payload::rate(entry.num_requests, Some(w)),
+                protocol::payload::rate(entry.num_failures, Some(w)),
             )
         });
         let times = (entry.num_requests > 0).then(|| {

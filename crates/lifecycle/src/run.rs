@@ -292,7 +292,7 @@ impl Run {
         if !start.is_finite() || !end.is_finite() {
             return None;
         }
-        protocol::stats::load_window_s(start, Some(end), None)
+        protocol::payload::load_window_s(start, Some(end), None)
     }
 
     /// Merges the nodes' latest stats, folding names beyond `max_names` into [`OTHER_NAME`]

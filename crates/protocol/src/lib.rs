@@ -14,6 +14,7 @@ pub mod api;
 pub mod envelope;
 pub mod latency;
 pub mod lenient;
+pub mod payload;
 pub mod stats;
 pub mod status;
 pub mod time;
@@ -24,7 +25,8 @@ pub use envelope::{
     ThresholdOp, ThresholdVerdict, WireEnvelope, SCHEMA,
 };
 pub use latency::LatencyHistogram;
-pub use stats::{ErrorEntry, PercentileSource, StatsEntry, StatsPayload, AGGREGATED};
+pub use payload::{ErrorEntry, StatsPayload};
+pub use stats::{PercentileSource, StatsEntry, AGGREGATED};
 pub use status::{RunningEvent, RunningSet};
 pub use token::{event_token, run_id_for_key, verify_event_token};
 
