@@ -36,9 +36,9 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Worker;
 use crate::outbox::{self, WriteOutcome, MAX_BATCH_BYTES};
 use crate::state::{RunsMessages, StateStream};
+use crate::worker::Worker;
 
 /// After a tick, the checkpoint waits this long at most for the tick's write (so the records
 /// usually carry no written-meanwhile points). Serializing a checkpoint holds the loop, which

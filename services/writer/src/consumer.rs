@@ -21,15 +21,13 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
-use lifecycle::{Lifecycle, LifecycleSettings};
+use lifecycle::Lifecycle;
 use protocol::routing;
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::active::Active;
 use crate::settings::CheckpointSettings;
-use crate::sink::AnySink;
 use crate::state::{self, StateStream, CLOCK_SKEW};
 
 /// Declares the exchanges, the writer's quorum queue (single active consumer, delivery limit,
@@ -107,20 +105,7 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<
     Ok(())
 }
 
-/// What the writer needs.
-#[derive(Debug)]
-pub struct Worker {
-    /// Broker settings.
-    pub amqp: AmqpSettings,
-    /// Lifecycle settings.
-    pub lifecycle: LifecycleSettings,
-    /// The checkpoint stream and the leader lock.
-    pub checkpoint: CheckpointSettings,
-    /// Where points go.
-    pub sink: AnySink,
-    /// Event-token secret; `None` disables verification.
-    pub token_secret: Option<SecretString>,
-}
+pub use crate::worker::Worker;
 
 /// Consumes until `shutdown`, reconnecting on broker errors with capped exponential backoff
 /// (0.5 s doubling to 10 s), reset once a session was established: a broker blip costs the

@@ -24,6 +24,7 @@ pub mod redrive;
 pub mod settings;
 pub mod sink;
 pub mod state;
+pub mod worker;
 
 use kit::settings::secret_from;
 use secrecy::ExposeSecret;
