@@ -8,7 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 /// The load-test results REST API: registers runs, takes stats and commits from load generators,
 /// authorises and validates them, and publishes them to RabbitMQ with publisher confirms.
 ///
-/// Settings: defaults < `--config FILE` (TOML, see api.example.toml) < environment variables
+/// Settings: defaults < `--config FILE` (TOML, see config/api.example.toml) < environment variables
 /// `LOADTEST__SECTION__KEY`, e.g. LOADTEST__HTTP__LISTEN=0.0.0.0:8080,
 /// LOADTEST__AUTH__API_KEYS=key1,key2, LOADTEST__AUTH__TOKEN_SECRET=..., LOADTEST__AUTH__ENABLED=false.
 #[derive(Debug, Parser)]

@@ -14,7 +14,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Consumes load-test messages from RabbitMQ (queue `<exchange>.writer`) and writes a snapshot
 /// of every running run each snapshot interval, and the final record on commit, to InfluxDB.
 ///
-/// Settings: defaults < `--config FILE` (TOML, see writer.example.toml) < environment variables
+/// Settings: defaults < `--config FILE` (TOML, see config/writer.example.toml) < environment variables
 /// `LOADTEST__SECTION__KEY`, e.g. LOADTEST__SINK__KIND=v1, LOADTEST__SINK__DATABASE=loadtest,
 /// LOADTEST__AUTH__TOKEN_SECRET=..., LOADTEST__LIFECYCLE__SNAPSHOT_INTERVAL_S=15.
 #[derive(Debug, Parser)]

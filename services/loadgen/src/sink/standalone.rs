@@ -203,9 +203,10 @@ impl Sink for Standalone {
                 })?;
             Ok(Receipt {
                 message: format!(
-                    "Results written to {} (line protocol; import with: influx write -b BUCKET -f {})",
-                    output.display(),
-                    output.display()
+                    "Results written to {out} (line protocol; import into InfluxDB 2 with \
+                     `influx write -b BUCKET -f {out}`, into InfluxDB 1.x with \
+                     `curl -XPOST 'http://127.0.0.1:8086/write?db=DATABASE' --data-binary @{out}`)",
+                    out = output.display(),
                 ),
                 output: Some(output),
             })
