@@ -13,7 +13,13 @@ async fn main() -> ExitCode {
     // clean; colours only on a terminal.
     kit::telemetry::init(Some("text"), "warn");
     let shutdown = CancellationToken::new();
-    tokio::spawn(forward_signals(shutdown.clone()));
+    // `loadgen target` serves until stopped; it has no run to commit.
+    let stopping = if matches!(args.command, Some(loadgen::Command::Target(_))) {
+        "Stopping the target."
+    } else {
+        "Stopping; press ctrl-c again to exit without committing."
+    };
+    tokio::spawn(forward_signals(shutdown.clone(), stopping));
     match loadgen::run(args, shutdown).await {
         Ok(outcome) if outcome.thresholds_failed() => ExitCode::from(1),
         Ok(_) => ExitCode::SUCCESS,
@@ -24,12 +30,12 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The first ctrl-c or SIGTERM cancels `shutdown` (users stop, the run is committed); a second
-/// one exits at once.
-async fn forward_signals(shutdown: CancellationToken) {
+/// The first ctrl-c or SIGTERM cancels `shutdown` (users stop, the run is committed) and prints
+/// `stopping`; a second one exits at once.
+async fn forward_signals(shutdown: CancellationToken, stopping: &'static str) {
     kit::telemetry::signal().await;
     shutdown.cancel();
-    eprintln!("Stopping; press ctrl-c again to exit without committing.");
+    eprintln!("{stopping}");
     kit::telemetry::signal().await;
     eprintln!("Interrupted again, exiting.");
     std::process::exit(130);
