@@ -55,6 +55,15 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -f "$OUT/nginx.pid" ]; then kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; fi
+  # What the pipeline section created: its database and its exchange's queues.
+  if [ -n "${BENCH_DB:-}" ]; then
+    curl -s -XPOST http://127.0.0.1:8086/query --data-urlencode "q=DROP DATABASE $BENCH_DB" >/dev/null || true
+  fi
+  if [ -n "${LOADTEST__AMQP__EXCHANGE:-}" ] && command -v rabbitmqctl >/dev/null; then
+    for q in writer dead writer.state; do
+      rabbitmqctl -q delete_queue "$LOADTEST__AMQP__EXCHANGE.$q" >/dev/null 2>&1 || true
+    done
+  fi
 }
 trap cleanup EXIT
 
@@ -160,8 +169,9 @@ export LOADTEST__AMQP__EXCHANGE="bench-$ID"
 export LOADTEST__AUTH__TOKEN_SECRET="bench-secret-$ID"
 API_KEY="bench-key-$ID"
 if [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8086/ping)" = 204 ]; then
-  curl -s -XPOST http://127.0.0.1:8086/query --data-urlencode "q=CREATE DATABASE loadgen_bench" >/dev/null
-  SINK=(LOADTEST__SINK__KIND=v1 LOADTEST__SINK__URL=http://127.0.0.1:8086 LOADTEST__SINK__DATABASE=loadgen_bench)
+  BENCH_DB="loadgen_bench_$ID"
+  curl -s -XPOST http://127.0.0.1:8086/query --data-urlencode "q=CREATE DATABASE $BENCH_DB" >/dev/null
+  SINK=(LOADTEST__SINK__KIND=v1 LOADTEST__SINK__URL=http://127.0.0.1:8086 "LOADTEST__SINK__DATABASE=$BENCH_DB")
 else
   SINK=(LOADTEST__SINK__KIND=file "LOADTEST__SINK__PATH=$OUT/results.lp")
 fi
