@@ -12,7 +12,8 @@
 #
 # Settings (environment): ROUNDS (3), CONC concurrent senders (64), DURATION_S per ingest side
 # (10), CONSUME_RUNS (500) and CONSUME_MSGS (60000) for the consume phase, SCALES (1000,10000),
-# SCALE_TICKS measured per scale (3), SNAPSHOT_S (15), STATS_S (5).
+# SCALE_TICKS measured per scale (3), SNAPSHOT_S (15), STATS_S (5), PHASES (ingest,consume,scale:
+# which to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

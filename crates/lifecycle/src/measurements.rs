@@ -178,19 +178,9 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
             .float("fail_per_s", d_fail as f64 / dt);
     }
     if d_req > 0 {
-        let mut hist = now.response_times.clone();
-        if let Some(prev) = prev {
-            for (bucket, count) in &prev.response_times {
-                if let Some(c) = hist.get_mut(bucket) {
-                    *c = c.saturating_sub(*count);
-                }
-            }
-            hist.retain(|_, c| *c > 0);
-        }
-        let min_max = (
-            hist.keys().next().copied(),
-            hist.keys().next_back().copied(),
-        );
+        let since = prev.map(|prev| now.response_times.since(&prev.response_times));
+        let hist = since.as_ref().unwrap_or(&now.response_times);
+        let min_max = (hist.range().map(|r| r.0), hist.range().map(|r| r.1));
         let clamp = |v: f64| {
             let lo = now.min_response_time.unwrap_or(0.0);
             round_to_us(v.max(lo).min(now.max_response_time.max(lo)))
@@ -353,7 +343,7 @@ pub(crate) fn summary_points(
 /// `threshold` (the expression, e.g. `p95<300ms`); fields `passed` (1 or 0), `actual`, `limit`.
 pub(crate) fn threshold_points(
     id: Uuid,
-    nodes: &BTreeMap<String, NodeState>,
+    nodes: &BTreeMap<String, Box<NodeState>>,
     ts: i64,
 ) -> Vec<Point> {
     let event = id.hyphenated().to_string();

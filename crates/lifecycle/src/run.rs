@@ -146,7 +146,8 @@ pub(crate) struct Run {
     /// The registering API key's id, from the first register's envelope (for the API's
     /// per-key count of running runs).
     pub(crate) key_id: Option<String>,
-    pub(crate) nodes: BTreeMap<String, NodeState>,
+    /// Boxed: a `BTreeMap` node holds room for 11 entries, and a run has one to a few nodes.
+    pub(crate) nodes: BTreeMap<String, Box<NodeState>>,
     pub(crate) last_message_at: DateTime<Utc>,
     pub(crate) last_stats_at: Option<DateTime<Utc>>,
     pub(crate) first_commit_at: Option<DateTime<Utc>>,

@@ -64,7 +64,7 @@ fn parses_the_shared_stats_fixture() {
         panic!("stats")
     };
     assert_eq!(p.total.num_requests, 42);
-    assert_eq!(p.entries[0].response_times.get(&8), Some(&20));
+    assert_eq!(p.entries[0].response_times.get(8), Some(20));
     // Round trip through the wire form.
     let again = Envelope::from_json(&env.to_json()).expect("round trip");
     assert_eq!(again, env);

@@ -18,6 +18,8 @@ use hdrhistogram::Histogram;
 use serde::de;
 use serde::{Deserialize, Serialize};
 
+use crate::packed::{combine, Packed};
+
 /// Significant digits of every latency histogram (values exact to 0.1 %). Histograms of other
 /// precisions are refused: they would not add exactly.
 pub const SIGNIFICANT_DIGITS: u8 = 3;
@@ -40,13 +42,63 @@ const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
 const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
 
 /// A response-time histogram: microseconds, 3 significant digits, growing as needed.
-#[derive(Clone, PartialEq)]
-pub struct LatencyHistogram(Histogram<u64>);
+///
+/// Held in one of two forms. A histogram being recorded into (loadgen's) is the library's
+/// dense array of counts: recording is an index and an add. One read from the wire, merged or
+/// differenced (the writer's: one per endpoint per node of every running run) is packed: only
+/// its recorded buckets, as (the bucket's highest equivalent value minus the previous one,
+/// count) pairs of LEB128 varints, 2 to 4 bytes per recorded bucket instead of 8 bytes per
+/// bucket of the whole range (8,192 buckets, 64 KiB, for a range up to 100 ms). Merging,
+/// differencing and percentiles walk the packed buckets in one pass. Both forms give the same
+/// counts, percentiles and wire text; equality compares the counts.
+#[derive(Clone)]
+pub struct LatencyHistogram(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Dense(Box<Histogram<u64>>),
+    /// Recorded buckets, ascending, no zero counts: (highest equivalent value µs, count),
+    /// packed ([`Packed`]).
+    Packed(Packed),
+}
 
 impl fmt::Debug for LatencyHistogram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LatencyHistogram({} values)", self.0.len())
+        write!(f, "LatencyHistogram({} values)", self.len())
     }
+}
+
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.buckets().eq(other.buckets())
+    }
+}
+
+/// An empty dense histogram (3 digits, growing as needed).
+fn dense() -> Histogram<u64> {
+    // 3 significant digits with auto-resize is always valid; `new_with_max` is the same
+    // histogram with a fixed range, which cannot fail either.
+    Histogram::new(SIGNIFICANT_DIGITS)
+        .or_else(|_| Histogram::new_with_max(MAX_US, SIGNIFICANT_DIGITS))
+        .unwrap_or_else(|_| unreachable_histogram())
+}
+
+/// The recorded buckets of a dense histogram: (highest equivalent value, count), ascending.
+fn recorded(h: &Histogram<u64>) -> impl Iterator<Item = (u64, u64)> + '_ {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+}
+
+/// A dense histogram of recorded buckets (each bucket's highest equivalent value lands in that
+/// bucket again).
+fn dense_of(buckets: impl Iterator<Item = (u64, u64)>) -> Histogram<u64> {
+    let mut h = dense();
+    for (value, count) in buckets {
+        if h.record_n(value, count).is_err() {
+            h.saturating_record_n(value, count);
+        }
+    }
+    h
 }
 
 impl Default for LatencyHistogram {
@@ -73,14 +125,43 @@ pub enum HistogramError {
 }
 
 impl LatencyHistogram {
-    /// An empty histogram.
+    /// An empty histogram (allocating nothing until the first value is recorded).
     pub fn new() -> Self {
-        // 3 significant digits with auto-resize is always valid; `new_with_max` is the same
-        // histogram with a fixed range, which cannot fail either.
-        let h = Histogram::new(SIGNIFICANT_DIGITS)
-            .or_else(|_| Histogram::new_with_max(MAX_US, SIGNIFICANT_DIGITS))
-            .unwrap_or_else(|_| unreachable_histogram());
-        Self(h)
+        Self(Repr::Packed(Packed::default()))
+    }
+
+    /// The recorded buckets, ascending: (the bucket's highest equivalent value µs, count).
+    fn buckets(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        match &self.0 {
+            Repr::Dense(h) => Box::new(recorded(h)),
+            Repr::Packed(p) => Box::new(p.iter()),
+        }
+    }
+
+    /// The dense form, for recording into.
+    fn dense_mut(&mut self) -> &mut Histogram<u64> {
+        if let Repr::Packed(p) = &self.0 {
+            self.0 = Repr::Dense(Box::new(dense_of(p.iter())));
+        }
+        match &mut self.0 {
+            Repr::Dense(h) => h,
+            Repr::Packed(_) => unreachable_dense(),
+        }
+    }
+
+    /// A dense copy (or the dense form itself), for the library's encoder and `min`.
+    fn as_dense(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        match &self.0 {
+            Repr::Dense(h) => std::borrow::Cow::Borrowed(h),
+            Repr::Packed(p) => std::borrow::Cow::Owned(dense_of(p.iter())),
+        }
+    }
+
+    /// Turns a dense histogram into the packed form (what the writer keeps).
+    pub fn compact(&mut self) {
+        if let Repr::Dense(h) = &self.0 {
+            self.0 = Repr::Packed(Packed::from_buckets(recorded(h)));
+        }
     }
 
     /// Records one response time, `ms` milliseconds, as microseconds (at least 1 µs, at most
@@ -91,66 +172,84 @@ impl LatencyHistogram {
         } else {
             1
         };
-        if self.0.record(us).is_err() {
-            self.0.saturating_record(us);
+        let h = self.dense_mut();
+        if h.record(us).is_err() {
+            h.saturating_record(us);
         }
     }
 
     /// Adds `other`'s counts (merging two nodes, or two intervals).
     pub fn add(&mut self, other: &Self) {
-        // Auto-resizing histograms of one precision always add; a fixed-range one (never made
-        // here) would drop what does not fit rather than fail the merge.
-        if self.0.add(&other.0).is_err() {
-            for v in other.0.iter_recorded() {
-                self.0
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        match (&mut self.0, &other.0) {
+            (Repr::Dense(a), Repr::Dense(b)) => {
+                // Auto-resizing histograms of one precision always add; a fixed-range one
+                // (never made here) would drop what does not fit rather than fail the merge.
+                if a.add(&**b).is_err() {
+                    for v in b.iter_recorded() {
+                        a.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                    }
+                }
+            }
+            (Repr::Dense(a), Repr::Packed(b)) => {
+                for (value, count) in b.iter() {
+                    if a.record_n(value, count).is_err() {
+                        a.saturating_record_n(value, count);
+                    }
+                }
+            }
+            (Repr::Packed(a), _) => {
+                *a = combine(a.iter(), other.buckets(), u64::saturating_add);
             }
         }
     }
 
     /// The counts recorded since `earlier` (a previous cumulative histogram of the same
     /// requests): `self − earlier`, saturating at zero for a value `earlier` has more of.
+    /// The result is packed.
     pub fn since(&self, earlier: &Self) -> Self {
-        let mut out = self.clone();
-        if out.0.subtract(&earlier.0).is_err() {
-            let mut fresh = Self::new();
-            for v in self.0.iter_recorded() {
-                let value = v.value_iterated_to();
-                let before = earlier.0.count_at(value);
-                let n = v.count_at_value().saturating_sub(before);
-                if n > 0 {
-                    fresh.0.saturating_record_n(value, n);
-                }
-            }
-            out = fresh;
-        }
-        out
+        Self(Repr::Packed(combine(
+            self.buckets(),
+            earlier.buckets(),
+            u64::saturating_sub,
+        )))
     }
 
     /// Values recorded.
     pub fn len(&self) -> u64 {
-        self.0.len()
+        match &self.0 {
+            Repr::Dense(h) => h.len(),
+            Repr::Packed(p) => p.iter().fold(0u64, |acc, (_, c)| acc.saturating_add(c)),
+        }
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        match &self.0 {
+            Repr::Dense(h) => h.is_empty(),
+            Repr::Packed(p) => p.is_empty(),
+        }
     }
 
     /// The `q` quantile (a fraction, 0.95 for p95; clamped to 0–1), ms with µs resolution:
     /// HdrHistogram's `value_at_quantile` (the highest value equivalent to the recorded value
     /// at that rank). `None` when empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        if self.0.is_empty() {
+        if self.is_empty() {
             return None;
         }
-        let us = self.0.value_at_quantile(q.clamp(0.0, 1.0));
+        let q = q.clamp(0.0, 1.0);
+        let us = match &self.0 {
+            Repr::Dense(h) => h.value_at_quantile(q),
+            // The lowest equivalent value the library gives for q = 0 needs the bucket math.
+            Repr::Packed(_) if q == 0.0 => self.as_dense().value_at_quantile(q),
+            Repr::Packed(p) => packed_quantile(p, q),
+        };
         Some(us as f64 / 1_000.0)
     }
 
     /// Smallest recorded value, ms (`None` when empty).
     pub fn min_ms(&self) -> Option<f64> {
-        (!self.0.is_empty()).then(|| self.0.min() as f64 / 1_000.0)
+        (!self.is_empty()).then(|| self.as_dense().min() as f64 / 1_000.0)
     }
 
     /// The wire form: V2 compressed serialization, base64.
@@ -159,7 +258,7 @@ impl LatencyHistogram {
         // Serializing into a Vec can only fail for a histogram V2 cannot describe, which an
         // auto-resizing u64 histogram is not; an empty text then decodes as an empty histogram.
         if V2DeflateSerializer::new()
-            .serialize(&self.0, &mut bytes)
+            .serialize(&*self.as_dense(), &mut bytes)
             .is_err()
         {
             bytes.clear();
@@ -206,11 +305,25 @@ impl LatencyHistogram {
         let h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut inner.as_slice())
             .map_err(|e| HistogramError::Format(format!("{e:?}")))?;
-        // Keep it growing as needed, whatever range the sender fixed.
-        let mut out = Self::new();
-        out.add(&Self(h));
-        Ok(out)
+        // Kept packed: whatever range the sender fixed, only the recorded buckets.
+        Ok(Self(Repr::Packed(Packed::from_buckets(recorded(&h)))))
     }
+}
+
+/// `value_at_quantile` of the library (`hdrhistogram` 7, `Histogram::value_at_quantile`) over
+/// packed buckets, for `q` in (0, 1]: the highest equivalent value of the first bucket at which
+/// the running count reaches `ceil(q × total)` (at least 1).
+fn packed_quantile(p: &Packed, q: f64) -> u64 {
+    let total = p.iter().fold(0u64, |acc, (_, c)| acc.saturating_add(c));
+    let wanted = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0u64;
+    for (value, count) in p.iter() {
+        seen = seen.saturating_add(count);
+        if seen >= wanted {
+            return value;
+        }
+    }
+    0
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -222,6 +335,11 @@ fn be_u32(b: &[u8]) -> u32 {
 #[allow(clippy::panic)]
 fn unreachable_histogram() -> Histogram<u64> {
     panic!("hdrhistogram rejected constant parameters")
+}
+
+#[allow(clippy::panic)]
+fn unreachable_dense() -> &'static mut Histogram<u64> {
+    panic!("the histogram was just made dense")
 }
 
 impl Serialize for LatencyHistogram {
@@ -282,6 +400,43 @@ mod tests {
         assert_eq!(merged, all);
         assert_eq!(merged.since(&a), b);
         assert!(a.since(&merged).is_empty());
+    }
+
+    #[test]
+    fn packed_and_dense_forms_agree() {
+        let mut dense = LatencyHistogram::new();
+        let mut x: u64 = 12_345;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            dense.record_ms(0.05 + (x % 400_000) as f64 / 1_000.0);
+        }
+        let packed = LatencyHistogram::decode(&dense.encode()).expect("decodes");
+        assert!(matches!(packed.0, Repr::Packed(_)));
+        assert!(matches!(dense.0, Repr::Dense(_)));
+        assert_eq!(packed, dense);
+        assert_eq!(packed.len(), dense.len());
+        for q in [0.0, 0.000_01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999, 1.0] {
+            assert_eq!(packed.quantile_ms(q), dense.quantile_ms(q), "q = {q}");
+        }
+        assert_eq!(packed.min_ms(), dense.min_ms());
+        assert_eq!(packed.encode(), dense.encode());
+        // Adding in either form gives the same counts; recording into a packed one makes it
+        // dense.
+        let mut a = packed.clone();
+        a.add(&dense);
+        let mut b = dense.clone();
+        b.add(&packed);
+        assert_eq!(a, b);
+        assert_eq!(a.since(&packed), dense);
+        let mut c = packed.clone();
+        c.record_ms(1.0);
+        assert!(matches!(c.0, Repr::Dense(_)));
+        assert_eq!(c.len(), dense.len() + 1);
+        c.compact();
+        assert!(matches!(c.0, Repr::Packed(_)));
+        assert_eq!(c.len(), dense.len() + 1);
     }
 
     #[test]

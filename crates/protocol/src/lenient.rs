@@ -6,11 +6,12 @@
 //! fractional part up to 2^53, and reject anything else with a clear message (so the error still
 //! names the field).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use crate::ResponseTimes;
 
 /// Largest integer a float represents exactly.
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
@@ -72,27 +73,26 @@ pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
 }
 
 /// A response-time histogram: keys are integers (ms) written as strings, values are counts.
-pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<ResponseTimes, D::Error> {
     struct Hist;
     impl<'de> Visitor<'de> for Hist {
-        type Value = BTreeMap<u64, u64>;
+        type Value = ResponseTimes;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an object mapping response times in ms (\"12\") to counts")
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(BTreeMap::new())
+            Ok(ResponseTimes::new())
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
             while let Some(key) = map.next_key::<String>()? {
                 let bucket = histogram_key(&key).ok_or_else(|| {
                     de::Error::custom(format!("key {key:?} is not a whole number of milliseconds"))
                 })?;
                 let Count(n) = map.next_value::<Count>()?;
-                let slot = out.entry(bucket).or_insert(0u64);
-                *slot = slot.saturating_add(n);
+                pairs.push((bucket, n));
             }
-            Ok(out)
+            Ok(pairs.into_iter().collect())
         }
     }
     d.deserialize_any(Hist)
@@ -134,7 +134,7 @@ mod tests {
         #[serde(deserialize_with = "super::count")]
         n: u64,
         #[serde(default, deserialize_with = "super::histogram")]
-        h: std::collections::BTreeMap<u64, u64>,
+        h: crate::ResponseTimes,
     }
 
     #[test]
@@ -142,7 +142,7 @@ mod tests {
         let t: T =
             serde_json::from_str(r#"{"n": 2053.0, "h": {"12": 3.0, "100": 1}}"#).expect("ok");
         assert_eq!(t.n, 2053);
-        assert_eq!(t.h.get(&12), Some(&3));
+        assert_eq!(t.h.get(12), Some(3));
         assert!(serde_json::from_str::<T>(r#"{"n": 1.5}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n": -1}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n": "1"}"#).is_err());
@@ -151,6 +151,6 @@ mod tests {
         assert!(serde_json::from_str::<T>(r#"{"n": 1, "h": {"1.5": 1}}"#).is_err());
         let locust: T =
             serde_json::from_str(r#"{"n": 1, "h": {"130.0": 2, "130": 1}}"#).expect("locust keys");
-        assert_eq!(locust.h.get(&130), Some(&3));
+        assert_eq!(locust.h.get(130), Some(3));
     }
 }

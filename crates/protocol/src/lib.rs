@@ -14,7 +14,9 @@ pub mod api;
 pub mod envelope;
 pub mod latency;
 pub mod lenient;
+mod packed;
 pub mod payload;
+pub mod response_times;
 pub mod stats;
 pub mod status;
 pub mod time;
@@ -26,6 +28,7 @@ pub use envelope::{
 };
 pub use latency::LatencyHistogram;
 pub use payload::{ErrorEntry, StatsPayload};
+pub use response_times::ResponseTimes;
 pub use stats::{PercentileSource, StatsEntry, AGGREGATED};
 pub use status::{RunningEvent, RunningSet};
 pub use token::{event_token, run_id_for_key, verify_event_token};

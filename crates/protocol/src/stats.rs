@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencyHistogram;
+use crate::response_times::ResponseTimes;
 use crate::ValidationError;
 
 /// Longest accepted request name, in characters.
@@ -53,22 +54,24 @@ pub fn round_response_time(ms: f64) -> u64 {
 /// walks the buckets from the slowest down until at most `num_requests * percent` requests
 /// (truncated to an integer, as Locust's `int()`) remain. Returns 0 for an empty histogram.
 /// `percent` is a fraction (0.95 for p95).
-pub fn histogram_percentile(response_times: &BTreeMap<u64, u64>, percent: f64) -> u64 {
-    let num_requests: u64 = response_times
-        .values()
-        .fold(0u64, |acc, c| acc.saturating_add(*c));
+pub fn histogram_percentile(response_times: &ResponseTimes, percent: f64) -> u64 {
+    let num_requests = response_times.total();
     if num_requests == 0 {
         return 0;
     }
     let wanted = (num_requests as f64 * percent) as u64;
-    let mut processed = 0u64;
-    for (&bucket, &count) in response_times.iter().rev() {
-        processed = processed.saturating_add(count);
-        if num_requests.saturating_sub(processed) <= wanted {
-            return bucket;
+    // Locust walks down from the slowest bucket until at most `wanted` requests remain below
+    // it: that is the slowest bucket with at most `wanted` requests below it.
+    let mut below = 0u64;
+    let mut found = 0;
+    for (bucket, count) in response_times.iter() {
+        if below > wanted {
+            break;
         }
+        found = bucket;
+        below = below.saturating_add(count);
     }
-    0
+    found
 }
 
 /// Whether `entry` is Locust's total row (`name: "Aggregated"` with no method, as
@@ -123,7 +126,7 @@ pub struct StatsEntry {
     /// Rounded response time (ms) → count. JSON keys are the integers as strings.
     #[serde(default, deserialize_with = "crate::lenient::histogram")]
     #[cfg_attr(feature = "openapi", schema(value_type = std::collections::HashMap<String, u64>))]
-    pub response_times: BTreeMap<u64, u64>,
+    pub response_times: ResponseTimes,
     /// When this entry started counting, Unix seconds.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 0.0))]
@@ -193,7 +196,7 @@ impl StatsEntry {
             min_response_time: None,
             max_response_time: 0.0,
             total_content_length: 0,
-            response_times: BTreeMap::new(),
+            response_times: ResponseTimes::new(),
             start_time,
             last_request_timestamp: None,
             reported_percentiles: BTreeMap::new(),
@@ -223,10 +226,8 @@ impl StatsEntry {
         });
         self.max_response_time = self.max_response_time.max(response_time);
         self.total_content_length += content_length;
-        *self
-            .response_times
-            .entry(round_response_time(response_time))
-            .or_insert(0) += 1;
+        self.response_times
+            .add(round_response_time(response_time), 1);
         if let Some(h) = &mut self.hdr_histogram {
             h.record_ms(response_time);
         }
@@ -272,10 +273,7 @@ impl StatsEntry {
         self.total_content_length = self
             .total_content_length
             .saturating_add(other.total_content_length);
-        for (&bucket, &count) in &other.response_times {
-            let slot = self.response_times.entry(bucket).or_insert(0);
-            *slot = slot.saturating_add(count);
-        }
+        self.response_times.merge(&other.response_times);
         self.start_time = match (self.start_time, other.start_time) {
             (a, b) if a <= 0.0 => b,
             (a, b) if b <= 0.0 => a,
@@ -336,16 +334,8 @@ impl StatsEntry {
         let raw = match hdr {
             Some(v) => v,
             None => {
-                let mut hist = self.response_times.clone();
-                if let Some(prev) = earlier {
-                    for (bucket, count) in &prev.response_times {
-                        if let Some(c) = hist.get_mut(bucket) {
-                            *c = c.saturating_sub(*count);
-                        }
-                    }
-                    hist.retain(|_, c| *c > 0);
-                }
-                histogram_percentile(&hist, percent) as f64
+                let since = earlier.map(|prev| self.response_times.since(&prev.response_times));
+                histogram_percentile(since.as_ref().unwrap_or(&self.response_times), percent) as f64
             }
         };
         Some(round_to_us(clamp_to(

@@ -374,7 +374,7 @@ mod tests {
         );
         let c = parse_commit(body.as_bytes()).expect("parses");
         assert_eq!(c.stats.total.num_requests, 100);
-        assert_eq!(c.stats.entries[0].response_times.get(&40), Some(&19));
+        assert_eq!(c.stats.entries[0].response_times.get(40), Some(19));
         assert_eq!(c.node_id, DEFAULT_NODE);
     }
 

@@ -47,6 +47,8 @@ struct Config {
     scale_ticks: usize,
     snapshot_s: u64,
     stats_s: u64,
+    /// Which of `ingest`, `consume`, `scale` to run (all by default).
+    phases: Vec<String>,
 }
 
 fn env_num<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -73,7 +75,18 @@ impl Config {
             scale_ticks: env_num("SCALE_TICKS", 3),
             snapshot_s: env_num("SNAPSHOT_S", 15),
             stats_s: env_num("STATS_S", 5),
+            phases: std::env::var("PHASES")
+                .unwrap_or_else(|_| "ingest,consume,scale".into())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }
+    }
+}
+
+impl Config {
+    fn phase(&self, name: &str) -> bool {
+        self.phases.iter().any(|p| p == name)
     }
 }
 
@@ -93,19 +106,23 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut consume_writer = Vec::new();
     for round in 0..cfg.rounds {
         let raw_first = round % 2 == 0;
-        eprintln!("[bench] round {}: ingest", round + 1);
-        let (raw, api) = ingest_round(cfg, raw_first).await?;
-        eprintln!("[bench]   raw publish {raw:.0} msg/s, API stats {api:.0} msg/s");
-        publish_raw.push(raw);
-        publish_api.push(api);
-        eprintln!("[bench] round {}: consume", round + 1);
-        let (raw, writer) = consume_round(cfg, raw_first).await?;
-        eprintln!("[bench]   raw consume-and-ack {raw:.0} msg/s, writer {writer:.0} msg/s");
-        consume_raw.push(raw);
-        consume_writer.push(writer);
+        if cfg.phase("ingest") {
+            eprintln!("[bench] round {}: ingest", round + 1);
+            let (raw, api) = ingest_round(cfg, raw_first).await?;
+            eprintln!("[bench]   raw publish {raw:.0} msg/s, API stats {api:.0} msg/s");
+            publish_raw.push(raw);
+            publish_api.push(api);
+        }
+        if cfg.phase("consume") {
+            eprintln!("[bench] round {}: consume", round + 1);
+            let (raw, writer) = consume_round(cfg, raw_first).await?;
+            eprintln!("[bench]   raw consume-and-ack {raw:.0} msg/s, writer {writer:.0} msg/s");
+            consume_raw.push(raw);
+            consume_writer.push(writer);
+        }
     }
     let mut scale = Vec::new();
-    for &runs in &cfg.scales {
+    for &runs in cfg.scales.iter().filter(|_| cfg.phase("scale")) {
         eprintln!("[bench] scale: {runs} runs");
         scale.push(scale_phase(cfg, runs).await?);
     }
@@ -136,7 +153,7 @@ fn stats_payload(k: u64) -> StatsPayload {
             e.num_requests += count;
             e.total_response_time += (ms * count) as f64;
             e.total_content_length += 512 * count;
-            e.response_times.insert(ms, count);
+            e.response_times.add(ms, count);
         }
         e.num_failures = k;
         e.min_response_time = Some(1.0);
