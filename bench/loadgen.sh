@@ -223,7 +223,8 @@ core_ticks() { # busy clock ticks of CPU $1 (all processes), from /proc/stat
 # timed NAME CMD...: runs CMD pinned to CLIENT_CPU; leaves "wall user sys" in $OUT/NAME.time,
 # and for the next `record`: nginx's CPU seconds meanwhile (SERVER_CPU_S) and as a share of
 # CMD's wall time (SERVER_BUSY_PCT), and how much of the server's and the client's core other
-# processes took meanwhile (OTHERS_SERVER_PCT, OTHERS_CLIENT_PCT: the machine's noise).
+# processes took meanwhile (OTHERS_SERVER_PCT, OTHERS_CLIENT_PCT: the machine's noise; approximate,
+# as /proc/stat's per-core time is sampled at each tick while the processes' CPU time is exact).
 timed() {
   local name=$1; shift
   local before; before=$(server_ticks)
@@ -486,7 +487,7 @@ checks = []
 def table(title, lg, others):
     print(f"## {title}")
     print()
-    print("| tool | requests/s (median) | each round | CPU s | requests per CPU-second | nginx CPU s | nginx busy, each round | others on server/client core, each round | loadgen's requests/s ratio | loadgen's req/CPU-s ratio |")
+    print("| tool | requests/s (median) | each round | CPU s | requests per CPU-second | nginx CPU s | nginx busy, each round | others on server/client core (approx.), each round | loadgen's requests/s ratio | loadgen's req/CPU-s ratio |")
     print("|---|---:|---|---:|---:|---:|---|---|---:|---:|")
     for t in [lg] + others:
         if not vals(t, "rps"):
@@ -496,7 +497,7 @@ def table(title, lg, others):
         others = ", ".join(f"{a:.0f}/{b:.0f} %" for a, b in zip(vals(t, "others_server_pct"), vals(t, "others_client_pct")))
         print(f"| {t} | {med(t, 'rps'):,.0f} | {each} | {med(t, 'cpu_s'):.2f} | {eff(t):,.0f} | {med(t, 'server_cpu_s'):.2f} | {busy} | {others} | {med(lg, 'rps') / med(t, 'rps'):.2f}x | {eff(lg) / eff(t):.2f}x |")
     print()
-    print("nginx busy: nginx's CPU time during the tool's run over the run's wall time (one worker on one core: 100 % is its ceiling). Others: the share of the server's and the client's core that other processes took meanwhile (the machine's noise; 0 % on a quiet machine).")
+    print("nginx busy: nginx's CPU time during the tool's run over the run's wall time (one worker on one core: 100 % is its ceiling). Others: the share of the server's and the client's core that other processes took meanwhile, a noise indicator (near 0 % on a quiet machine): the core's busy time in /proc/stat, which the kernel samples at each tick, less the measured processes' own CPU time, which it measures exactly, so it is approximate: off by up to 30 points (even negative) when the machine is busy.")
     print()
 if "tls" in sections:
     table(f"HTTPS (TLS 1.3, HTTP/1.1): {conns} connections, {duration} s, medians of {rounds} interleaved rounds", "tls-loadgen", ["tls-oha", "tls-wrk"])
