@@ -25,6 +25,10 @@
 #   plain HTTP and HTTPS, each run for a fixed MEM_REQUESTS requests checked against nginx's
 #   own request counter (stub_status).
 #
+# Each measurement also records nginx's CPU seconds meanwhile (its worker's utime + stime from
+# /proc) and how busy that kept nginx's core (CPU seconds over the tool's wall time): near 100 %
+# nginx is the limit, and requests/s ratios near 1.0x say so rather than which client is faster.
+#
 # Everything is built and installed before the first measurement: wrk and nginx (Debian),
 # oha (crates.io, `cargo install oha`), Locust (PyPI), and the release binaries of this
 # repository. RabbitMQ on 127.0.0.1:5672 must be up (`rabbitmq-server -detached`); the writer
@@ -157,6 +161,9 @@ TLS_URL="https://127.0.0.1:$TLS_PORT/"
 for _ in $(seq 50); do curl -sf "$URL" >/dev/null && break; sleep 0.1; done
 curl -sf "$URL" >/dev/null || { log "nginx did not start; see $OUT/nginx-error.log"; exit 1; }
 log "nginx on $URL (worker pinned to CPU $SERVER_CPU)"
+# nginx's worker(s): their CPU time during each measurement shows whether nginx's core is the
+# limit (busy near 100 % of the measurement's wall time) or the client is.
+NGINX_WORKERS=$(pgrep -P "$(cat "$OUT/nginx.pid")" | tr '\n' ' ')
 
 # ---------------------------------------------------------------- the pipeline (stats on)
 if has pipeline; then
@@ -200,17 +207,43 @@ EOF
 fi
 # ---------------------------------------------------------------- measuring
 RESULTS="$OUT/measurements.csv"
-echo "round,tool,rps,cpu_s,p99_ms,pipeline_cpu_s" >"$RESULTS"
+echo "round,tool,rps,cpu_s,p99_ms,pipeline_cpu_s,server_cpu_s,server_busy_pct,others_server_pct,others_client_pct" >"$RESULTS"
+TICK=$(getconf CLK_TCK)
+server_ticks() { # utime + stime of nginx's workers, clock ticks
+  local t=0 p
+  for p in $NGINX_WORKERS; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+core_ticks() { # busy clock ticks of CPU $1 (all processes), from /proc/stat
+  awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
 
-# timed NAME CMD...: runs CMD pinned to CLIENT_CPU; leaves "wall user sys" in $OUT/NAME.time
+# timed NAME CMD...: runs CMD pinned to CLIENT_CPU; leaves "wall user sys" in $OUT/NAME.time,
+# and for the next `record`: nginx's CPU seconds meanwhile (SERVER_CPU_S) and as a share of
+# CMD's wall time (SERVER_BUSY_PCT), and how much of the server's and the client's core other
+# processes took meanwhile (OTHERS_SERVER_PCT, OTHERS_CLIENT_PCT: the machine's noise; approximate,
+# as /proc/stat's per-core time is sampled at each tick while the processes' CPU time is exact).
 timed() {
   local name=$1; shift
+  local before; before=$(server_ticks)
+  local s0 c0; s0=$(core_ticks "$SERVER_CPU"); c0=$(core_ticks "$CLIENT_CPU")
   /usr/bin/time -f "%e %U %S" -o "$OUT/$name.time" taskset -c "$CLIENT_CPU" "$@" \
     >"$OUT/$name.out" 2>"$OUT/$name.err" || {
       log "$name failed; see $OUT/$name.err"; tail -5 "$OUT/$name.err" >&2; return 1; }
+  SERVER_CPU_S=$(awk -v a="$before" -v b="$(server_ticks)" -v t="$TICK" 'BEGIN {printf "%.2f", (b - a) / t}')
+  SERVER_BUSY_PCT=$(awk -v c="$SERVER_CPU_S" '{printf "%.1f", ($1 > 0 ? 100 * c / $1 : 0)}' "$OUT/$name.time")
+  OTHERS_SERVER_PCT=$(awk -v a="$s0" -v b="$(core_ticks "$SERVER_CPU")" -v t="$TICK" -v c="$SERVER_CPU_S" \
+    '{printf "%.1f", ($1 > 0 ? 100 * ((b - a) / t - c) / $1 : 0)}' "$OUT/$name.time")
+  OTHERS_CLIENT_PCT=$(awk -v a="$c0" -v b="$(core_ticks "$CLIENT_CPU")" -v t="$TICK" \
+    '{printf "%.1f", ($1 > 0 ? 100 * ((b - a) / t - $2 - $3) / $1 : 0)}' "$OUT/$name.time")
 }
 cpu_of() { awk '{printf "%.3f", $2 + $3}' "$OUT/$1.time"; }
-record() { echo "$1,$2,$3,$4,${5:-},${6:-}" >>"$RESULTS"; log "round $1 $2: $3 req/s, $4 CPU s${5:+, p99 $5 ms}${6:+, pipeline $6 CPU s}"; }
+record() {
+  echo "$1,$2,$3,$4,${5:-},${6:-},${SERVER_CPU_S:-},${SERVER_BUSY_PCT:-},${OTHERS_SERVER_PCT:-},${OTHERS_CLIENT_PCT:-}" >>"$RESULTS"
+  log "round $1 $2: $3 req/s, $4 CPU s${5:+, p99 $5 ms}${6:+, pipeline $6 CPU s}, nginx ${SERVER_CPU_S:-?} CPU s (${SERVER_BUSY_PCT:-?} % busy; others took ${OTHERS_SERVER_PCT:-?} % of its core, ${OTHERS_CLIENT_PCT:-?} % of the client's)"
+}
 
 # The pipeline's processes (loadtest-api, loadtest-writer, RabbitMQ, InfluxDB): their CPU use
 # while loadgen runs is the server-side price of publishing (they share nginx's machine).
@@ -223,7 +256,6 @@ pipeline_ticks() { # utime + stime of the pipeline's processes, clock ticks
   done
   echo "$t"
 }
-TICK=$(getconf CLK_TCK)
 
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
 
@@ -455,13 +487,17 @@ checks = []
 def table(title, lg, others):
     print(f"## {title}")
     print()
-    print("| tool | requests/s (median) | each round | CPU s | requests per CPU-second | loadgen's requests/s ratio | loadgen's req/CPU-s ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| tool | requests/s (median) | each round | CPU s | requests per CPU-second | nginx CPU s | nginx busy, each round | others on server/client core (approx.), each round | loadgen's requests/s ratio | loadgen's req/CPU-s ratio |")
+    print("|---|---:|---|---:|---:|---:|---|---|---:|---:|")
     for t in [lg] + others:
         if not vals(t, "rps"):
             continue
         each = ", ".join(f"{v:,.0f}" for v in vals(t, "rps"))
-        print(f"| {t} | {med(t, 'rps'):,.0f} | {each} | {med(t, 'cpu_s'):.2f} | {eff(t):,.0f} | {med(lg, 'rps') / med(t, 'rps'):.2f}x | {eff(lg) / eff(t):.2f}x |")
+        busy = ", ".join(f"{v:.0f} %" for v in vals(t, "server_busy_pct"))
+        others = ", ".join(f"{a:.0f}/{b:.0f} %" for a, b in zip(vals(t, "others_server_pct"), vals(t, "others_client_pct")))
+        print(f"| {t} | {med(t, 'rps'):,.0f} | {each} | {med(t, 'cpu_s'):.2f} | {eff(t):,.0f} | {med(t, 'server_cpu_s'):.2f} | {busy} | {others} | {med(lg, 'rps') / med(t, 'rps'):.2f}x | {eff(lg) / eff(t):.2f}x |")
+    print()
+    print("nginx busy: nginx's CPU time during the tool's run over the run's wall time (one worker on one core: 100 % is its ceiling). Others: the share of the server's and the client's core that other processes took meanwhile, a noise indicator (near 0 % on a quiet machine): the core's busy time in /proc/stat, which the kernel samples at each tick, less the measured processes' own CPU time, which it measures exactly, so it is approximate: off by up to 30 points (even negative) when the machine is busy.")
     print()
 if "tls" in sections:
     table(f"HTTPS (TLS 1.3, HTTP/1.1): {conns} connections, {duration} s, medians of {rounds} interleaved rounds", "tls-loadgen", ["tls-oha", "tls-wrk"])
