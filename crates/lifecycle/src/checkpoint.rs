@@ -182,28 +182,70 @@ impl Lifecycle {
         self.runs.len()
     }
 
-    /// The points of every run's outbox, oldest first per run, up to about `max_bytes` of line
-    /// protocol (at least one run's). Empty when nothing waits.
+    /// The points of the runs' outboxes, up to about `max_bytes` of line protocol (at least one
+    /// item). Empty when nothing waits. Each run's items go oldest first. The runs' leading
+    /// items up to their next snapshot's request points come first (every run's
+    /// `loadtest_snapshot` point of a tick, the run-level view a dashboard shows first, before
+    /// any request point), then the rest level by level: every run's next item, then the one
+    /// after, and so on.
     pub fn batch(&self, max_bytes: usize) -> Batch {
-        let mut ids: Vec<&Uuid> = self
+        let mut runs: Vec<(&Uuid, &Run)> = self
             .runs
             .iter()
             .filter(|(_, r)| !r.pending.is_empty())
-            .map(|(id, _)| id)
             .collect();
-        ids.sort();
-        let mut batch = Batch::default();
+        runs.sort_by_key(|(id, _)| *id);
+        // Items taken of each run (a prefix of its outbox), until the batch is full.
+        let mut taken = vec![0usize; runs.len()];
         let mut bytes = 0;
-        for id in ids {
-            if bytes >= max_bytes && !batch.parts.is_empty() {
-                break;
+        let mut room = |item: &crate::pending::Pending, any: bool| {
+            if bytes >= max_bytes && any {
+                return false;
             }
-            if let Some(part) = self.runs.get(id).and_then(|r| r.batch_part(*id)) {
-                bytes += part.lines.len();
-                batch.parts.push(part);
+            bytes += item.lines.len();
+            true
+        };
+        let mut any = false;
+        'full: {
+            for (i, (_, run)) in runs.iter().enumerate() {
+                for item in run
+                    .pending
+                    .iter()
+                    .take_while(|p| p.kind != PendingKind::SnapshotRequests)
+                {
+                    if !room(item, any) {
+                        break 'full;
+                    }
+                    taken[i] += 1;
+                    any = true;
+                }
+            }
+            loop {
+                let mut more = false;
+                for (i, (_, run)) in runs.iter().enumerate() {
+                    let Some(item) = run.pending.get(taken[i]) else {
+                        continue;
+                    };
+                    if !room(item, any) {
+                        break 'full;
+                    }
+                    taken[i] += 1;
+                    any = true;
+                    more = true;
+                }
+                if !more {
+                    break;
+                }
             }
         }
-        batch
+        Batch {
+            parts: runs
+                .iter()
+                .zip(taken)
+                .filter(|(_, n)| *n > 0)
+                .map(|((id, run), n)| run.batch_part(**id, n))
+                .collect(),
+        }
     }
 
     /// `part` was written: its points leave the run's outbox. A finalizing run whose outbox is

@@ -294,9 +294,20 @@ impl Lifecycle {
         };
         t = t.max(end.saturating_sub(iv.saturating_mul(max_pending.snapshots as i64)));
         while t <= end {
-            let points = self.snapshot(id, t, t);
+            let mut points = self.snapshot(id, t, t);
+            // The run's `loadtest_snapshot` point comes first; its request points are an item of
+            // their own, written after every run's snapshot point (`Lifecycle::batch`).
+            let requests = points.split_off(points.len().min(1));
             if let Some(run) = self.runs.get_mut(&id) {
                 run.queue(id, PendingKind::Snapshot, t, points, max_pending, &mut fx);
+                run.queue(
+                    id,
+                    PendingKind::SnapshotRequests,
+                    t,
+                    requests,
+                    max_pending,
+                    &mut fx,
+                );
             }
             t += iv;
         }

@@ -30,10 +30,21 @@ pub(crate) struct Bound {
 pub(crate) enum PendingKind {
     /// The `running` event point.
     Event,
-    /// A snapshot (its `loadtest_snapshot` and `loadtest_request` points).
+    /// A snapshot's `loadtest_snapshot` point.
     Snapshot,
+    /// The same snapshot's `loadtest_request` points (one per endpoint), an item of their own so
+    /// that a tick's `loadtest_snapshot` points of every run are written before any of its
+    /// request points ([`crate::Lifecycle::batch`]). Dropped and replaced with its snapshot.
+    SnapshotRequests,
     /// The final record (final snapshot, summaries, errors, thresholds, final status).
     Final,
+}
+
+impl PendingKind {
+    /// Whether it is a snapshot's (its `loadtest_snapshot` point or its request points).
+    pub(crate) fn is_snapshot(self) -> bool {
+        matches!(self, PendingKind::Snapshot | PendingKind::SnapshotRequests)
+    }
 }
 
 /// One outbox item.

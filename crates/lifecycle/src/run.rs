@@ -387,22 +387,27 @@ impl Run {
             });
         }
         let over = |run: &Run| {
-            let (count, bytes) = run
-                .pending
-                .iter()
-                .filter(|p| p.kind == PendingKind::Snapshot)
-                .fold((0, 0), |(c, b), p| (c + 1, b + p.lines.len()));
+            let (count, bytes) =
+                run.pending
+                    .iter()
+                    .filter(|p| p.kind.is_snapshot())
+                    .fold((0, 0), |(c, b), p| {
+                        let one = usize::from(p.kind == PendingKind::Snapshot);
+                        (c + one, b + p.lines.len())
+                    });
             count > bound.snapshots.max(1) || (count > 1 && bytes > bound.bytes)
         };
         while over(self) {
             let Some(oldest) = self
                 .pending
                 .iter()
-                .position(|p| p.kind == PendingKind::Snapshot)
+                .find(|p| p.kind == PendingKind::Snapshot)
+                .map(|p| p.timestamp)
             else {
                 break;
             };
-            self.pending.remove(oldest);
+            self.pending
+                .retain(|p| !(p.kind.is_snapshot() && p.timestamp == oldest));
             self.dropped_snapshots += 1;
             fx.dropped_snapshots += 1;
             if self.dropped_snapshots % 100 == 1 {
@@ -414,30 +419,30 @@ impl Run {
     /// Drops outbox snapshots at or after `ts` (the final snapshot's timestamp replaces them).
     pub(crate) fn drop_snapshots_from(&mut self, ts: i64) {
         self.pending
-            .retain(|p| p.kind != PendingKind::Snapshot || p.timestamp < ts);
+            .retain(|p| !p.kind.is_snapshot() || p.timestamp < ts);
     }
 
-    /// This run's outbox as a batch part; `None` when it is empty.
-    pub(crate) fn batch_part(&self, id: Uuid) -> Option<BatchPart> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let mut lines = Vec::new();
-        for p in &self.pending {
+    /// A batch part of the first `items` items of this run's outbox (all when fewer).
+    pub(crate) fn batch_part(&self, id: Uuid, items: usize) -> BatchPart {
+        let taken = || self.pending.iter().take(items);
+        let mut lines = Vec::with_capacity(taken().map(|p| p.lines.len()).sum());
+        for p in taken() {
             lines.extend_from_slice(p.lines.as_bytes());
         }
-        Some(BatchPart {
+        BatchPart {
             event_id: id,
             lines,
-            points: self.pending.iter().map(|p| p.points).sum(),
-            final_record: self.pending.iter().any(|p| p.kind == PendingKind::Final),
-            items: self.pending.iter().map(|p| p.seq).collect(),
-        })
+            points: taken().map(|p| p.points).sum(),
+            final_record: taken().any(|p| p.kind == PendingKind::Final),
+            items: taken().map(|p| p.seq).collect(),
+        }
     }
 
-    /// Removes the items of `part` from the outbox.
+    /// Removes the items of `part` from the outbox. The run is not marked changed for it: a
+    /// checkpoint that still lists written points only means a writer restored from it writes
+    /// them again, the same points over themselves; and at 10,000 runs, marking every written
+    /// run changed made every tick checkpoint each run twice.
     pub(crate) fn remove_items(&mut self, part: &BatchPart) {
         self.pending.retain(|p| !part.items.contains(&p.seq));
-        self.dirty = true;
     }
 }

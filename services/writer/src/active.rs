@@ -10,8 +10,9 @@
 //!   own timestamps. Points rejected for good are dropped; when a run's final record is
 //!   rejected, the deliveries the run still holds are dead-lettered with the reason.
 //! - Every snapshot interval (once the tick's write is done, or 5 s after the tick), and as soon
-//!   as `checkpoint.after_deliveries` deliveries were taken in since the last, the changed runs
-//!   are checkpointed to the stream; the confirms are awaited beside the loop (at most
+//!   as `checkpoint.after_deliveries` deliveries were taken in since the last (while a tick's
+//!   points are being written, only once half the prefetch is unacked), the changed runs are
+//!   checkpointed to the stream; the confirms are awaited beside the loop (at most
 //!   [`MAX_CHECKPOINTS_IN_FLIGHT`] checkpoints, in order), and once the broker confirms the
 //!   records, the deliveries they cover are acked.
 //!   A run whose final record is written is checkpointed at once (its tombstone), then its
@@ -151,7 +152,11 @@ impl<'a> Active<'a> {
         let status_every = interval.min(Duration::from_secs(5));
         let mut next_tick = next_aligned(interval);
         let mut next_status = Instant::now() + status_every;
+        // Set after a tick while its points are being written: checkpoints wait (see
+        // `Active::checkpoint_due`) until the write is done or this instant.
         let mut checkpoint_at: Option<Instant> = None;
+        // A run ended (its final record is written): its tombstone is due.
+        let mut tombstone_due = false;
         self.publish_status().await;
         // Restored outboxes (points of an outage, or of a writer that died) go out at once.
         let mut inflight = self.start_write();
@@ -171,8 +176,9 @@ impl<'a> Active<'a> {
                     };
                     self.on_delivery(delivery).await?;
                     // And what else has arrived, so the acks of a burst go out together.
-                    self.drain_ready(consumer, true).await?;
-                    if self.uncovered >= self.threshold
+                    let after_tick = checkpoint_at.is_some();
+                    self.drain_ready(consumer, Some(after_tick)).await?;
+                    if self.checkpoint_due(after_tick)
                         && confirming.len() < MAX_CHECKPOINTS_IN_FLIGHT
                     {
                         confirming.push_back(self.send_checkpoint().await?);
@@ -186,26 +192,38 @@ impl<'a> Active<'a> {
                         self.ack(tag);
                     }
                     self.count_unacked();
-                    if self.uncovered >= self.threshold {
+                    if self.checkpoint_due(checkpoint_at.is_some()) {
                         confirming.push_back(self.send_checkpoint().await?);
                     }
                 }
                 outcome = written(&mut inflight) => {
-                    let ended = self.on_written(outcome).await?;
-                    if ended || checkpoint_at.is_some() {
+                    tombstone_due |= self.on_written(outcome).await?;
+                    // Replaces the write just done: the next batch goes out before any
+                    // checkpoint is serialized.
+                    inflight = self.start_write();
+                    // The tick's points are all written (or a run ended outside a tick's
+                    // write): the checkpoint they waited for.
+                    if (checkpoint_at.is_some() && inflight.is_none())
+                        || (checkpoint_at.is_none() && tombstone_due)
+                    {
                         checkpoint_at = None;
+                        tombstone_due = false;
                         confirming.push_back(self.send_checkpoint().await?);
                     }
-                    // Replaces the write just done.
-                    inflight = self.start_write();
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
                     next_tick = next_aligned(interval);
                     // Take in what has already arrived before snapshotting: the prefetched
                     // backlog may hold commits sent before this tick, and a snapshot from older
                     // stats would land after the run's end.
-                    self.drain_ready(consumer, false).await?;
+                    self.drain_ready(consumer, None).await?;
+                    let started = std::time::Instant::now();
                     let fx = self.lifecycle.tick(Utc::now());
+                    tracing::debug!(
+                        points = fx.writes.iter().map(|w| w.points.len()).sum::<usize>(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "tick computed"
+                    );
                     self.apply(fx).await?;
                     if inflight.is_none() {
                         inflight = self.start_write();
@@ -221,6 +239,7 @@ impl<'a> Active<'a> {
                 }
                 _ = until(checkpoint_at) => {
                     checkpoint_at = None;
+                    tombstone_due = false;
                     confirming.push_back(self.send_checkpoint().await?);
                 }
                 _ = tokio::time::sleep_until(next_status) => {
@@ -300,6 +319,7 @@ impl<'a> Active<'a> {
     /// what it covers once it is confirmed.
     async fn send_checkpoint(&mut self) -> anyhow::Result<Confirming> {
         // Each record is serialized as the lifecycle hands it over: no copy of the runs' state.
+        let started = std::time::Instant::now();
         let mut runs = RunsMessages::new();
         let mut failed = None;
         let cp = self.lifecycle.checkpoint_each(Utc::now(), |r| {
@@ -321,6 +341,7 @@ impl<'a> Active<'a> {
             records = cp.records,
             bytes,
             covers = cp.covers.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "checkpoint sent"
         );
         Ok(Confirming {
@@ -333,15 +354,25 @@ impl<'a> Active<'a> {
         metrics::gauge!("loadtest_writer_unacked_deliveries").set(self.held.len() as f64);
     }
 
+    /// Whether the deliveries taken in since the last checkpoint call for the next. While a
+    /// tick's points are being written (`after_tick`) only once half the prefetch is unacked:
+    /// right after a tick every run has changed, and serializing all of them (about a second at
+    /// 10,000 runs) would hold the loop that drives the tick's write.
+    fn checkpoint_due(&self, after_tick: bool) -> bool {
+        self.uncovered >= self.threshold
+            && (!after_tick || self.held.len() >= usize::from(self.worker.amqp.prefetch) / 2)
+    }
+
     /// Handles the deliveries already buffered, without waiting for more (bounded by the
-    /// prefetch; with `until_checkpoint`, also stops once a checkpoint is due).
+    /// prefetch; with `Some(after_tick)`, also stops once a checkpoint is due:
+    /// [`Active::checkpoint_due`]).
     async fn drain_ready(
         &mut self,
         consumer: &mut lapin::Consumer,
-        until_checkpoint: bool,
+        until_checkpoint: Option<bool>,
     ) -> anyhow::Result<()> {
         for _ in 0..self.worker.amqp.prefetch.max(1) {
-            if until_checkpoint && self.uncovered >= self.threshold {
+            if until_checkpoint.is_some_and(|after_tick| self.checkpoint_due(after_tick)) {
                 break;
             }
             match consumer.next().now_or_never() {

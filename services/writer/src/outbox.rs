@@ -39,9 +39,18 @@ pub async fn write_batch(
 ) -> WriteOutcome {
     let mut out = WriteOutcome::default();
     let started = Instant::now();
-    let result = write_with_retry(sink, &batch.body(), cancel).await;
+    let body = batch.body();
+    let result = write_with_retry(sink, &body, cancel).await;
     metrics::histogram!("loadtest_writer_write_duration_seconds")
         .record(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        runs = batch.parts.len(),
+        points = batch.points(),
+        bytes = body.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        ok = result.is_ok(),
+        "batch written"
+    );
     match result {
         Ok(()) => out.written = batch.parts,
         Err(WriteFailure::Cancelled) => out.cancelled = true,

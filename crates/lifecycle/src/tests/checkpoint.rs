@@ -394,3 +394,81 @@ fn one_batch_carries_every_run_and_is_capped_in_bytes() {
     assert_eq!(capped.parts.len(), 3);
     assert_eq!(s.lc.batch(1).parts.len(), 1, "at least one run");
 }
+
+#[test]
+fn a_ticks_snapshot_points_of_every_run_are_batched_before_its_request_points() {
+    let mut s = Scenario::new();
+    s.outage(true);
+    let runs: Vec<uuid::Uuid> = (1..=3u128).map(uuid::Uuid::from_u128).collect();
+    for (i, id) in runs.iter().enumerate() {
+        let tag = i as u64 * 10;
+        for (k, body) in [
+            Body::Registered(super::scenario::info(None)),
+            Body::Stats(super::scenario::stats(20)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let env = protocol::Envelope {
+                event_id: *id,
+                node_id: "n".into(),
+                seq: k as u64,
+                sent_at: t("08:00:00"),
+                token: String::new(),
+                key_id: None,
+                body,
+            };
+            s.lc.handle(tag + k as u64, env, t("08:00:01"));
+        }
+    }
+    // Write the `running` event points, then tick.
+    let events = s.lc.batch(usize::MAX);
+    for part in &events.parts {
+        s.lc.written(part);
+    }
+    s.lc.tick(t("08:00:15"));
+    let all = s.lc.batch(usize::MAX);
+    let lines: Vec<String> = String::from_utf8_lossy(&all.body())
+        .lines()
+        .map(|l| l.split(',').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "loadtest_snapshot",
+            "loadtest_request",
+            "loadtest_snapshot",
+            "loadtest_request",
+            "loadtest_snapshot",
+            "loadtest_request"
+        ],
+        "one part per run, its items in order"
+    );
+    // A batch with room for the three snapshot lines takes every run's snapshot point first.
+    let room: usize = String::from_utf8_lossy(&all.body())
+        .lines()
+        .filter(|l| l.starts_with("loadtest_snapshot"))
+        .map(|l| l.len() + 1)
+        .sum();
+    let first = s.lc.batch(room);
+    let body = String::from_utf8_lossy(&first.body()).to_string();
+    assert_eq!(first.parts.len(), 3);
+    assert!(
+        body.lines().all(|l| l.starts_with("loadtest_snapshot")),
+        "{body}"
+    );
+    // Written one run at a time: the next batch still takes the other runs' snapshot points
+    // before the written run's request points.
+    s.lc.written(&first.parts[0]);
+    let next = s.lc.batch(1);
+    assert_eq!(next.parts.len(), 1);
+    assert_eq!(next.parts[0].event_id, first.parts[1].event_id);
+    for part in &first.parts[1..] {
+        s.lc.written(part);
+    }
+    let rest = s.lc.batch(usize::MAX);
+    assert_eq!(rest.points(), 3);
+    assert!(String::from_utf8_lossy(&rest.body())
+        .lines()
+        .all(|l| l.starts_with("loadtest_request")));
+}

@@ -577,6 +577,11 @@ fn writer_settings(stack: &Stack, interval_s: u64) -> Vec<(&'static str, String)
             interval_s.to_string(),
         ),
         ("LOADTEST__LIFECYCLE__EXPIRE_AFTER_S", "600".into()),
+        (
+            "RUST_LOG",
+            std::env::var("WRITER_LOG")
+                .unwrap_or_else(|_| "warn,loadtest_writer::consumer=info".into()),
+        ),
     ]
 }
 
@@ -613,9 +618,10 @@ fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
 /// What one scale phase measured.
 struct Scale {
     runs: usize,
-    /// Per tick: seconds from the tick until its last snapshot was in InfluxDB (`None`: not
-    /// within the interval), and how many of the runs' snapshots were there then.
-    ticks: Vec<(Option<f64>, usize)>,
+    /// Per tick: seconds from the tick until its last snapshot (`loadtest_snapshot` point) was
+    /// in InfluxDB (`None`: not within the interval), how many of the runs' snapshots were there
+    /// then, and seconds until its last request point was.
+    ticks: Vec<(Option<f64>, usize, Option<f64>)>,
     /// InfluxDB write requests per tick (after the first measured tick).
     requests_per_tick: Vec<f64>,
     /// Writer RSS before any run, and at the last tick, KiB.
@@ -683,7 +689,6 @@ async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
     let port = free_port()?;
     let mut env = writer_settings(&stack, cfg.snapshot_s);
     env.push(("LOADTEST__METRICS__LISTEN", format!("127.0.0.1:{port}")));
-    env.push(("RUST_LOG", "warn,loadtest_writer::consumer=info".into()));
     let writer = stack.start_writer("bench-scale-writer", &env)?;
     wait_log(&writer, "active consumer", Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -734,19 +739,36 @@ async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
         let mut latency = None;
         let give_up = tick + interval - 1_000_000_000;
         while loadtest_e2e::now_ns() < give_up {
-            found = snapshot_count(&stack.db(), tick).await.unwrap_or(0);
+            found = point_count(&stack.db(), "loadtest_snapshot", tick)
+                .await
+                .unwrap_or(0);
             if found >= runs {
                 latency = Some((loadtest_e2e::now_ns() - tick) as f64 / 1e9);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // And the tick's request points (3 endpoints per run), written after every snapshot.
+        let mut all_latency = None;
+        while latency.is_some() && loadtest_e2e::now_ns() < give_up {
+            let requests = point_count(&stack.db(), "loadtest_request", tick)
+                .await
+                .unwrap_or(0);
+            if requests >= 3 * runs {
+                all_latency = Some((loadtest_e2e::now_ns() - tick) as f64 / 1e9);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let secs =
+            |l: Option<f64>| l.map_or("(not within the interval)".into(), |s| format!("{s:.2} s"));
         eprintln!(
-            "[bench]   tick {}: {found} of {runs} snapshots, after {}",
+            "[bench]   tick {}: {found} of {runs} snapshots, after {}; every request point after {}",
             tick / 1_000_000_000,
-            latency.map_or("(not within the interval)".into(), |s| format!("{s:.2} s"))
+            secs(latency),
+            secs(all_latency)
         );
-        ticks.push((latency, found));
+        ticks.push((latency, found, all_latency));
         // Requests and memory late in the interval, once the tick's writes are done.
         sleep_until_ns(give_up).await;
         let text = http.get(&metrics).send().await?.text().await?;
@@ -829,10 +851,11 @@ async fn sleep_until_ns(at: i64) {
 }
 
 /// Snapshots of aligned time `at` (ns) in `db`.
-async fn snapshot_count(db: &str, at: i64) -> anyhow::Result<usize> {
+/// Points of `measurement` at time `at` (each has a `requests` field).
+async fn point_count(db: &str, measurement: &str, at: i64) -> anyhow::Result<usize> {
     let v = loadtest_e2e::influx_query(
         db,
-        &format!("SELECT count(\"requests\") FROM \"loadtest_snapshot\" WHERE time = {at}"),
+        &format!("SELECT count(\"requests\") FROM \"{measurement}\" WHERE time = {at}"),
     )
     .await?;
     Ok(v["results"][0]["series"][0]["values"][0][1]
@@ -898,27 +921,33 @@ fn report(
         "\n## Scale: 2 nodes per run, stats every {} s, snapshots every {} s\n",
         cfg.stats_s, cfg.snapshot_s
     );
-    println!("| runs | stats msg/s fed | InfluxDB alone: a tick's points (s) | tick → last snapshot in InfluxDB (s, per tick) | InfluxDB requests per tick | writer RSS (MiB) | memory per run (KB) |");
-    println!("|---:|---:|---:|---|---|---:|---:|");
+    println!("| runs | stats msg/s fed | InfluxDB alone: a tick's points (s) | tick → last snapshot in InfluxDB (s, per tick) | tick → last request point (s, per tick) | InfluxDB requests per tick | writer RSS (MiB) | memory per run (KB) |");
+    println!("|---:|---:|---:|---|---|---|---:|---:|");
     let mut slowest_10k: Option<Option<f64>> = None;
     let mut per_run_10k = None;
     for s in scale {
         let ticks: Vec<String> = s
             .ticks
             .iter()
-            .map(|(l, found)| match l {
+            .map(|(l, found, _)| match l {
                 Some(l) => format!("{l:.2}"),
                 None => format!("> interval ({found} of {})", s.runs),
             })
             .collect();
+        let all: Vec<String> = s
+            .ticks
+            .iter()
+            .map(|(_, _, a)| a.map_or("> interval".into(), |a| format!("{a:.2}")))
+            .collect();
         let per_run =
             (s.rss_kib.saturating_sub(s.rss_base_kib)) as f64 * 1024.0 / s.runs as f64 / 1000.0;
         println!(
-            "| {} | {:.0} | {:.2} | {} | {} | {:.1} | {per_run:.1} |",
+            "| {} | {:.0} | {:.2} | {} | {} | {} | {:.1} | {per_run:.1} |",
             s.runs,
             s.feed_rate,
             s.influx_alone_s,
             ticks.join(", "),
+            all.join(", "),
             s.requests_per_tick
                 .iter()
                 .map(|r| format!("{r:.0}"))
@@ -930,7 +959,7 @@ fn report(
             slowest_10k = Some(
                 s.ticks
                     .iter()
-                    .try_fold(0.0f64, |m, (l, _)| l.map(|l| m.max(l))),
+                    .try_fold(0.0f64, |m, (l, _, _)| l.map(|l| m.max(l))),
             );
             per_run_10k = Some(per_run);
         }
