@@ -180,7 +180,9 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
     if d_req > 0 {
         let since = prev.map(|prev| now.response_times.since(&prev.response_times));
         let hist = since.as_ref().unwrap_or(&now.response_times);
-        let min_max = (hist.range().map(|r| r.0), hist.range().map(|r| r.1));
+        let min_max = hist
+            .range()
+            .map_or((None, None), |(lo, hi)| (Some(lo), Some(hi)));
         let clamp = |v: f64| {
             let lo = now.min_response_time.unwrap_or(0.0);
             round_to_us(v.max(lo).min(now.max_response_time.max(lo)))
@@ -194,20 +196,19 @@ fn interval_fields(p: Point, now: &StatsEntry, prev: Option<&StatsEntry>, dt: f6
                 .float("response_time_min", clamp(lo as f64))
                 .float("response_time_max", clamp(hi as f64));
         }
-        for (field, pct) in SNAPSHOT_PERCENTILES {
-            // Only percentiles somebody measured: the interval's HdrHistogram or Locust map,
-            // or, for an entry sent without either (Locust's web stats) whose interval is the
-            // whole run, the percentiles its producer reported. Never the minimum of an empty
-            // histogram.
-            let measured = !now.response_times.is_empty()
-                || now.percentile_source() == protocol::stats::PercentileSource::Hdr;
-            let v = if measured {
-                now.interval_percentile(prev, pct)
-            } else if prev.is_none_or(|p| p.num_requests == 0) {
-                now.measured_percentile(pct)
-            } else {
-                None
-            };
+        // Only percentiles somebody measured: the interval's HdrHistogram or Locust map, or,
+        // for an entry sent without either (Locust's web stats) whose interval is the whole
+        // run, the percentiles its producer reported. Never the minimum of an empty histogram.
+        let measured = !now.response_times.is_empty()
+            || now.percentile_source() == protocol::stats::PercentileSource::Hdr;
+        let values = if measured {
+            now.interval_percentiles(prev, SNAPSHOT_PERCENTILES.map(|(_, pct)| pct))
+        } else if prev.is_none_or(|p| p.num_requests == 0) {
+            SNAPSHOT_PERCENTILES.map(|(_, pct)| now.measured_percentile(pct))
+        } else {
+            [None; SNAPSHOT_PERCENTILES.len()]
+        };
+        for ((field, _), v) in SNAPSHOT_PERCENTILES.iter().zip(values) {
             if let Some(v) = v {
                 p = p.float(field, v);
             }

@@ -322,27 +322,46 @@ impl StatsEntry {
     /// one, else of Locust's maps; clamped to this entry's `[min, max]`, rounded to µs. `None`
     /// when the interval had no requests.
     pub fn interval_percentile(&self, earlier: Option<&StatsEntry>, percent: f64) -> Option<f64> {
+        let [v] = self.interval_percentiles(earlier, [percent]);
+        v
+    }
+
+    /// [`StatsEntry::interval_percentile`] of several fractions: the interval's histogram is
+    /// computed once.
+    pub fn interval_percentiles<const N: usize>(
+        &self,
+        earlier: Option<&StatsEntry>,
+        percents: [f64; N],
+    ) -> [Option<f64>; N] {
         let before = earlier.map_or(0, |e| e.num_requests);
         if self.num_requests <= before {
-            return None;
+            return [None; N];
         }
         let hdr = match (&self.hdr_histogram, earlier.map(|e| &e.hdr_histogram)) {
-            (Some(now), None) => now.quantile_ms(percent),
-            (Some(now), Some(Some(prev))) => now.since(prev).quantile_ms(percent),
+            (Some(now), None) => Some(std::borrow::Cow::Borrowed(now)),
+            (Some(now), Some(Some(prev))) => Some(std::borrow::Cow::Owned(now.since(prev))),
             _ => None,
+        }
+        .filter(|h| !h.is_empty());
+        let locust = match (&hdr, earlier) {
+            (Some(_), _) => None,
+            (None, Some(prev)) => Some(self.response_times.since(&prev.response_times)),
+            (None, None) => None,
         };
-        let raw = match hdr {
-            Some(v) => v,
-            None => {
-                let since = earlier.map(|prev| self.response_times.since(&prev.response_times));
-                histogram_percentile(since.as_ref().unwrap_or(&self.response_times), percent) as f64
-            }
-        };
-        Some(round_to_us(clamp_to(
-            raw,
-            self.min_response_time,
-            self.max_response_time,
-        )))
+        percents.map(|percent| {
+            let raw = match &hdr {
+                Some(h) => h.quantile_ms(percent).unwrap_or(0.0),
+                None => {
+                    histogram_percentile(locust.as_ref().unwrap_or(&self.response_times), percent)
+                        as f64
+                }
+            };
+            Some(round_to_us(clamp_to(
+                raw,
+                self.min_response_time,
+                self.max_response_time,
+            )))
+        })
     }
 
     /// Where [`StatsEntry::percentile`] takes its values from.
