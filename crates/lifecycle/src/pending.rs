@@ -22,6 +22,9 @@ pub(crate) struct Bound {
     pub(crate) snapshots: usize,
     pub(crate) bytes: usize,
     pub(crate) dialect: Backslashes,
+    /// Whether the points also go in the [`crate::Effects::writes`] (see
+    /// [`crate::Lifecycle::keep_points_in_effects`]).
+    pub(crate) points_in_effects: bool,
 }
 
 /// What an outbox item carries.

@@ -380,7 +380,7 @@ impl Run {
             self.next_pending += 1;
             self.dirty = true;
         }
-        if !points.is_empty() {
+        if !points.is_empty() && bound.points_in_effects {
             fx.writes.push(Write {
                 event_id: id,
                 points,

@@ -11,8 +11,8 @@
 //!   rejected, the deliveries the run still holds are dead-lettered with the reason.
 //! - Every snapshot interval (once the tick's write is done, or 5 s after the tick), and as soon
 //!   as `checkpoint.after_deliveries` deliveries were taken in since the last (while a tick's
-//!   points are being written, only once half the prefetch is unacked), the changed runs are
-//!   checkpointed to the stream; the confirms are awaited beside the loop (at most
+//!   snapshot points are being written, only once three quarters of the prefetch are unacked),
+//!   the changed runs are checkpointed to the stream; the confirms are awaited beside the loop (at most
 //!   [`MAX_CHECKPOINTS_IN_FLIGHT`] checkpoints, in order), and once the broker confirms the
 //!   records, the deliveries they cover are acked.
 //!   A run whose final record is written is checkpointed at once (its tombstone), then its
@@ -41,10 +41,10 @@ use crate::outbox::{self, WriteOutcome, MAX_BATCH_BYTES};
 use crate::state::{RunsMessages, StateStream};
 use crate::worker::Worker;
 
-/// After a tick, the checkpoint waits this long at most for the tick's write (so the records
-/// usually carry no written-meanwhile points). Serializing a checkpoint holds the loop, which
-/// also drives the write: at 10,000 runs a tick's write takes seconds, and a checkpoint of every
-/// run in the middle of it delayed its last snapshots (`bench/pipeline.sh`).
+/// After a tick, the checkpoint waits this long at most for the tick's snapshot points to be
+/// written. Serializing a checkpoint holds the loop, which also drives the write: at 10,000 runs
+/// a checkpoint of every run takes about a second, and in the middle of the tick's write it
+/// delayed the last snapshots by that much (`bench/pipeline.sh`).
 const CHECKPOINT_AFTER_TICK: Duration = Duration::from_secs(5);
 
 /// A change of the running set is published this long after it at most: the changes of a
@@ -152,8 +152,8 @@ impl<'a> Active<'a> {
         let status_every = interval.min(Duration::from_secs(5));
         let mut next_tick = next_aligned(interval);
         let mut next_status = Instant::now() + status_every;
-        // Set after a tick while its points are being written: checkpoints wait (see
-        // `Active::checkpoint_due`) until the write is done or this instant.
+        // Set after a tick while its snapshot points are being written: checkpoints wait (see
+        // `Active::checkpoint_due`) until they are written or this instant.
         let mut checkpoint_at: Option<Instant> = None;
         // A run ended (its final record is written): its tombstone is due.
         let mut tombstone_due = false;
@@ -201,9 +201,12 @@ impl<'a> Active<'a> {
                     // Replaces the write just done: the next batch goes out before any
                     // checkpoint is serialized.
                     inflight = self.start_write();
-                    // The tick's points are all written (or a run ended outside a tick's
-                    // write): the checkpoint they waited for.
-                    if (checkpoint_at.is_some() && inflight.is_none())
+                    // The tick's snapshot points are all written (its request points may still
+                    // be going out), or a run ended outside a tick's write: the checkpoint they
+                    // waited for.
+                    let snapshots_written = inflight.is_none()
+                        || self.lifecycle.pending_snapshots() == 0;
+                    if (checkpoint_at.is_some() && snapshots_written)
                         || (checkpoint_at.is_none() && tombstone_due)
                     {
                         checkpoint_at = None;
@@ -220,7 +223,7 @@ impl<'a> Active<'a> {
                     let started = std::time::Instant::now();
                     let fx = self.lifecycle.tick(Utc::now());
                     tracing::debug!(
-                        points = fx.writes.iter().map(|w| w.points.len()).sum::<usize>(),
+                        runs = self.lifecycle.runs(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "tick computed"
                     );
@@ -355,12 +358,12 @@ impl<'a> Active<'a> {
     }
 
     /// Whether the deliveries taken in since the last checkpoint call for the next. While a
-    /// tick's points are being written (`after_tick`) only once half the prefetch is unacked:
-    /// right after a tick every run has changed, and serializing all of them (about a second at
-    /// 10,000 runs) would hold the loop that drives the tick's write.
+    /// tick's snapshot points are being written (`after_tick`) only once three quarters of the
+    /// prefetch are unacked: right after a tick every run has changed, and serializing all of
+    /// them (about a second at 10,000 runs) would hold the loop that drives the tick's write.
     fn checkpoint_due(&self, after_tick: bool) -> bool {
         self.uncovered >= self.threshold
-            && (!after_tick || self.held.len() >= usize::from(self.worker.amqp.prefetch) / 2)
+            && (!after_tick || self.held.len() >= usize::from(self.worker.amqp.prefetch) * 3 / 4)
     }
 
     /// Handles the deliveries already buffered, without waiting for more (bounded by the

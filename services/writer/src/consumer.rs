@@ -184,6 +184,8 @@ async fn lead(
         worker.lifecycle.checkpoint_refresh + 2 * worker.lifecycle.snapshot_interval + CLOCK_SKEW;
     let restored = stream.restore(conn, window).await?;
     let mut lifecycle = Lifecycle::new(worker.lifecycle.clone());
+    // The writer writes the outboxes' line protocol; the points themselves are not needed.
+    lifecycle.keep_points_in_effects(false);
     let runs = lifecycle.restore(restored.records);
     channel
         .basic_qos(worker.amqp.prefetch, BasicQosOptions::default())
