@@ -183,69 +183,74 @@ impl Lifecycle {
     }
 
     /// The points of the runs' outboxes, up to about `max_bytes` of line protocol (at least one
-    /// item). Empty when nothing waits. Each run's items go oldest first. The runs' leading
-    /// items up to their next snapshot's request points come first (every run's
+    /// item). Empty when nothing waits. As the first of [`Lifecycle::batches`].
+    pub fn batch(&self, max_bytes: usize) -> Batch {
+        self.batches(max_bytes, 1).pop().unwrap_or_default()
+    }
+
+    /// Up to `count` batches of the runs' outboxes, one after another in writing order, each up
+    /// to about `max_bytes` of line protocol (at least one item): disjoint, so they can be
+    /// written at the same time. None when nothing waits. Each run's items go oldest first. The
+    /// runs' leading items up to their next snapshot's request points come first (every run's
     /// `loadtest_snapshot` point of a tick, the run-level view a dashboard shows first, before
     /// any request point), then the rest level by level: every run's next item, then the one
     /// after, and so on.
-    pub fn batch(&self, max_bytes: usize) -> Batch {
+    pub fn batches(&self, max_bytes: usize, count: usize) -> Vec<Batch> {
         let mut runs: Vec<(&Uuid, &Run)> = self
             .runs
             .iter()
             .filter(|(_, r)| !r.pending.is_empty())
             .collect();
         runs.sort_by_key(|(id, _)| *id);
-        // Items taken of each run (a prefix of its outbox), until the batch is full.
-        let mut taken = vec![0usize; runs.len()];
-        let mut bytes = 0;
-        let mut room = |item: &crate::pending::Pending, any: bool| {
-            if bytes >= max_bytes && any {
-                return false;
+        // The writing order: (run, item) pairs, each run's items in order.
+        let mut order = Vec::new();
+        let mut next = vec![0usize; runs.len()];
+        for (i, (_, run)) in runs.iter().enumerate() {
+            for _ in run
+                .pending
+                .iter()
+                .take_while(|p| p.kind != PendingKind::SnapshotRequests)
+            {
+                order.push((i, next[i]));
+                next[i] += 1;
             }
-            bytes += item.lines.len();
-            true
-        };
-        let mut any = false;
-        'full: {
+        }
+        loop {
+            let before = order.len();
             for (i, (_, run)) in runs.iter().enumerate() {
-                for item in run
-                    .pending
-                    .iter()
-                    .take_while(|p| p.kind != PendingKind::SnapshotRequests)
-                {
-                    if !room(item, any) {
-                        break 'full;
-                    }
-                    taken[i] += 1;
-                    any = true;
+                if next[i] < run.pending.len() {
+                    order.push((i, next[i]));
+                    next[i] += 1;
                 }
             }
-            loop {
-                let mut more = false;
-                for (i, (_, run)) in runs.iter().enumerate() {
-                    let Some(item) = run.pending.get(taken[i]) else {
-                        continue;
-                    };
-                    if !room(item, any) {
-                        break 'full;
-                    }
-                    taken[i] += 1;
-                    any = true;
-                    more = true;
-                }
-                if !more {
+            if order.len() == before {
+                break;
+            }
+        }
+        // Cut into batches by size; a run's items in one batch are a range of its outbox.
+        let mut out = Vec::new();
+        let mut rest = order.into_iter().peekable();
+        while out.len() < count && rest.peek().is_some() {
+            let mut ranges: Vec<Option<std::ops::Range<usize>>> = vec![None; runs.len()];
+            let mut bytes = 0;
+            while let Some(&(i, item)) = rest.peek() {
+                if bytes >= max_bytes && bytes > 0 {
                     break;
                 }
+                bytes += runs[i].1.pending[item].lines.len().max(1);
+                let range = ranges[i].get_or_insert(item..item);
+                range.end = item + 1;
+                rest.next();
             }
+            out.push(Batch {
+                parts: runs
+                    .iter()
+                    .zip(ranges)
+                    .filter_map(|((id, run), r)| r.map(|r| run.batch_part(**id, r)))
+                    .collect(),
+            });
         }
-        Batch {
-            parts: runs
-                .iter()
-                .zip(taken)
-                .filter(|(_, n)| *n > 0)
-                .map(|((id, run), n)| run.batch_part(**id, n))
-                .collect(),
-        }
+        out
     }
 
     /// `part` was written: its points leave the run's outbox. A finalizing run whose outbox is

@@ -422,9 +422,12 @@ impl Run {
             .retain(|p| !p.kind.is_snapshot() || p.timestamp < ts);
     }
 
-    /// A batch part of the first `items` items of this run's outbox (all when fewer).
-    pub(crate) fn batch_part(&self, id: Uuid, items: usize) -> BatchPart {
-        let taken = || self.pending.iter().take(items);
+    /// A batch part of the items `range` of this run's outbox (as far as there are).
+    pub(crate) fn batch_part(&self, id: Uuid, range: std::ops::Range<usize>) -> BatchPart {
+        let taken = || {
+            self.pending
+                .range(range.start.min(self.pending.len())..range.end.min(self.pending.len()))
+        };
         let mut lines = Vec::with_capacity(taken().map(|p| p.lines.len()).sum());
         for p in taken() {
             lines.extend_from_slice(p.lines.as_bytes());

@@ -1,4 +1,4 @@
-//! Writing the runs' outboxes: one request for every run's points (a [`Batch`]), retried with
+//! Writing the runs' outboxes: batches of the runs' points (a [`Batch`] each, up to [`MAX_BATCH_BYTES`], two at a time), retried with
 //! the sink's backoff, while the consume loop goes on (the write runs beside it, see
 //! [`crate::consumer`]).
 //!
@@ -28,6 +28,19 @@ pub struct WriteOutcome {
     pub rejected: Vec<(BatchPart, String)>,
     /// Shutdown came first: these parts were not written (they stay in the outboxes).
     pub cancelled: bool,
+}
+
+impl WriteOutcome {
+    /// The outcomes of batches written at the same time, as one (their parts in order).
+    pub fn combine(outcomes: Vec<WriteOutcome>) -> WriteOutcome {
+        let mut all = WriteOutcome::default();
+        for o in outcomes {
+            all.written.extend(o.written);
+            all.rejected.extend(o.rejected);
+            all.cancelled |= o.cancelled;
+        }
+        all
+    }
 }
 
 /// Writes `batch` (one request; run by run after a permanent rejection of the whole), retrying

@@ -450,6 +450,15 @@ fn a_ticks_snapshot_points_of_every_run_are_batched_before_its_request_points() 
         .filter(|l| l.starts_with("loadtest_snapshot"))
         .map(|l| l.len() + 1)
         .sum();
+    // Two batches at once are disjoint and in the same order: the snapshot points, then the
+    // request points.
+    let two = s.lc.batches(room, 2);
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0], s.lc.batch(room));
+    assert_eq!(two[0].points() + two[1].points(), 6);
+    assert!(String::from_utf8_lossy(&two[1].body())
+        .lines()
+        .all(|l| l.starts_with("loadtest_request")));
     let first = s.lc.batch(room);
     let body = String::from_utf8_lossy(&first.body()).to_string();
     assert_eq!(first.parts.len(), 3);
