@@ -93,12 +93,17 @@ fn recorded(h: &Histogram<u64>) -> impl Iterator<Item = (u64, u64)> + '_ {
 /// bucket again).
 fn dense_of(buckets: impl Iterator<Item = (u64, u64)>) -> Histogram<u64> {
     let mut h = dense();
+    record_all(&mut h, buckets);
+    h
+}
+
+/// Adds recorded buckets to a dense histogram (saturating what does not fit).
+fn record_all(h: &mut Histogram<u64>, buckets: impl Iterator<Item = (u64, u64)>) {
     for (value, count) in buckets {
         if h.record_n(value, count).is_err() {
             h.saturating_record_n(value, count);
         }
     }
-    h
 }
 
 impl Default for LatencyHistogram {
@@ -185,18 +190,10 @@ impl LatencyHistogram {
                 // Auto-resizing histograms of one precision always add; a fixed-range one
                 // (never made here) would drop what does not fit rather than fail the merge.
                 if a.add(&**b).is_err() {
-                    for v in b.iter_recorded() {
-                        a.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-                    }
+                    record_all(a, recorded(b));
                 }
             }
-            (Repr::Dense(a), Repr::Packed(b)) => {
-                for (value, count) in b.iter() {
-                    if a.record_n(value, count).is_err() {
-                        a.saturating_record_n(value, count);
-                    }
-                }
-            }
+            (Repr::Dense(a), Repr::Packed(b)) => record_all(a, b.iter()),
             (Repr::Packed(a), _) => {
                 *a = combine(a.iter(), other.buckets(), u64::saturating_add);
             }

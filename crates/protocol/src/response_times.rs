@@ -64,10 +64,7 @@ impl ResponseTimes {
             self.0 = Repr::Open(p.iter().collect());
         }
         if let Repr::Open(v) = &mut self.0 {
-            match v.binary_search_by_key(&bucket, |&(b, _)| b) {
-                Ok(i) => v[i].1 = v[i].1.saturating_add(count),
-                Err(i) => v.insert(i, (bucket, count)),
-            }
+            add_sorted(v, bucket, count);
         }
     }
 
@@ -121,10 +118,7 @@ impl ResponseTimes {
         match &mut self.0 {
             Repr::Open(v) => {
                 for (bucket, count) in other.iter() {
-                    match v.binary_search_by_key(&bucket, |&(b, _)| b) {
-                        Ok(i) => v[i].1 = v[i].1.saturating_add(count),
-                        Err(i) => v.insert(i, (bucket, count)),
-                    }
+                    add_sorted(v, bucket, count);
                 }
             }
             Repr::Packed(p) => *p = combine(p.iter(), other.iter(), u64::saturating_add),
@@ -146,6 +140,14 @@ impl ResponseTimes {
         if let Repr::Open(v) = &self.0 {
             self.0 = Repr::Packed(Packed::from_buckets(v.iter().copied()));
         }
+    }
+}
+
+/// Adds `count` to `bucket` in an open histogram, keeping it sorted.
+fn add_sorted(v: &mut Vec<(u64, u64)>, bucket: u64, count: u64) {
+    match v.binary_search_by_key(&bucket, |&(b, _)| b) {
+        Ok(i) => v[i].1 = v[i].1.saturating_add(count),
+        Err(i) => v.insert(i, (bucket, count)),
     }
 }
 

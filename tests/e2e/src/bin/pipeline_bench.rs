@@ -735,31 +735,18 @@ async fn scale_phase(cfg: &Config, runs: usize) -> anyhow::Result<Scale> {
     let mut rss_kib = 0;
     for _ in 0..cfg.scale_ticks {
         sleep_until_ns(tick).await;
-        let mut found = 0;
-        let mut latency = None;
         let give_up = tick + interval - 1_000_000_000;
-        while loadtest_e2e::now_ns() < give_up {
-            found = point_count(&stack.db(), "loadtest_snapshot", tick)
-                .await
-                .unwrap_or(0);
-            if found >= runs {
-                latency = Some((loadtest_e2e::now_ns() - tick) as f64 / 1e9);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let db = stack.db();
+        let (latency, found) = until_count(&db, "loadtest_snapshot", tick, runs, give_up).await;
         // And the tick's request points (3 endpoints per run), written after every snapshot.
-        let mut all_latency = None;
-        while latency.is_some() && loadtest_e2e::now_ns() < give_up {
-            let requests = point_count(&stack.db(), "loadtest_request", tick)
-                .await
-                .unwrap_or(0);
-            if requests >= 3 * runs {
-                all_latency = Some((loadtest_e2e::now_ns() - tick) as f64 / 1e9);
-                break;
+        let all_latency = match latency {
+            Some(_) => {
+                until_count(&db, "loadtest_request", tick, 3 * runs, give_up)
+                    .await
+                    .0
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            None => None,
+        };
         let secs =
             |l: Option<f64>| l.map_or("(not within the interval)".into(), |s| format!("{s:.2} s"));
         eprintln!(
@@ -851,6 +838,27 @@ async fn sleep_until_ns(at: i64) {
 }
 
 /// Snapshots of aligned time `at` (ns) in `db`.
+/// Polls (every 100 ms, until `give_up`, Unix ns) until `want` points of `measurement` at
+/// `tick` are in InfluxDB: the seconds from the tick until then (`None` when not by
+/// `give_up`), and the count last seen.
+async fn until_count(
+    db: &str,
+    measurement: &str,
+    tick: i64,
+    want: usize,
+    give_up: i64,
+) -> (Option<f64>, usize) {
+    let mut found = 0;
+    while loadtest_e2e::now_ns() < give_up {
+        found = point_count(db, measurement, tick).await.unwrap_or(0);
+        if found >= want {
+            return (Some((loadtest_e2e::now_ns() - tick) as f64 / 1e9), found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (None, found)
+}
+
 /// Points of `measurement` at time `at` (each has a `requests` field).
 async fn point_count(db: &str, measurement: &str, at: i64) -> anyhow::Result<usize> {
     let v = loadtest_e2e::influx_query(
