@@ -439,54 +439,35 @@ impl Envelope {
 
     /// The direct way of [`Envelope::from_json`]; `None` when anything is wrong.
     fn from_json_direct(bytes: &[u8]) -> Option<Self> {
-        /// [`WireEnvelope`] with the payload left as JSON text.
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Direct<'a> {
-            schema: String,
-            kind: String,
-            event_id: String,
-            #[serde(default)]
-            node_id: String,
-            #[serde(default)]
-            seq: u64,
-            sent_at: String,
-            #[serde(default)]
-            token: String,
-            #[serde(default)]
-            key_id: Option<String>,
-            #[serde(borrow)]
-            payload: &'a serde_json::value::RawValue,
-        }
-        let d: Direct<'_> = serde_json::from_slice(bytes).ok()?;
-        let text = d.payload.get();
-        let body = match d.kind.as_str() {
-            "registered" => Body::Registered(serde_json::from_str(text).ok()?),
-            "stats" => {
-                let p: StatsPayload = serde_json::from_str(text).ok()?;
-                p.validate("payload").ok()?;
-                Body::Stats(p)
+        let mut d: Direct<'_> = serde_json::from_slice(bytes).ok()?;
+        let kind = d.kind.take()?;
+        let body = match (d.parsed.take(), d.text) {
+            (Some(body), _) => body?,
+            (None, Some(text)) => {
+                let mut de = serde_json::Deserializer::from_str(text.get());
+                payload_of_kind(&kind, &mut de).ok()??
             }
-            "committed" => {
-                let p: CommitPayload = serde_json::from_str(text).ok()?;
+            (None, None) => return None,
+        };
+        match &body {
+            Body::Stats(p) => p.validate("payload").ok()?,
+            Body::Committed(p) => {
                 p.stats.validate("payload.stats").ok()?;
                 for (i, t) in p.thresholds.iter().enumerate() {
                     t.validate(&format!("payload.thresholds[{i}]")).ok()?;
                 }
-                Body::Committed(p)
             }
-            "completed" => Body::Completed(serde_json::from_str(text).ok()?),
-            _ => return None,
-        };
+            Body::Registered(_) | Body::Completed(_) => {}
+        }
         let head = WireEnvelope {
-            schema: d.schema,
-            kind: d.kind,
-            event_id: d.event_id,
-            node_id: d.node_id,
-            seq: d.seq,
-            sent_at: d.sent_at,
-            token: d.token,
-            key_id: d.key_id,
+            schema: d.schema?,
+            kind,
+            event_id: d.event_id?,
+            node_id: d.node_id.unwrap_or_default(),
+            seq: d.seq.unwrap_or_default(),
+            sent_at: d.sent_at?,
+            token: d.token.unwrap_or_default(),
+            key_id: d.key_id.flatten(),
             payload: serde_json::Value::Null,
         };
         let (event_id, sent_at) = check_head(&head).ok()?;
@@ -499,6 +480,120 @@ impl Envelope {
             key_id: head.key_id,
             body,
         })
+    }
+}
+
+/// [`WireEnvelope`] as [`Envelope::from_json`]'s direct way reads it, in one pass: the payload
+/// is deserialized straight into its type when `kind` comes before it (as [`Envelope::to_json`]
+/// writes it), and kept as JSON text to parse afterwards otherwise. A field given twice is an
+/// error (the checked way then reports the message).
+#[derive(Default)]
+struct Direct<'a> {
+    schema: Option<String>,
+    kind: Option<String>,
+    event_id: Option<String>,
+    node_id: Option<String>,
+    seq: Option<u64>,
+    sent_at: Option<String>,
+    token: Option<String>,
+    key_id: Option<Option<String>>,
+    /// The payload parsed (`None` for an unknown kind), when the kind came before it.
+    parsed: Option<Option<Body>>,
+    /// The payload's text, when it came before the kind.
+    text: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `d` deserialized as the payload of `kind`; `None` (the value skipped) for an unknown kind.
+fn payload_of_kind<'de, D: serde::Deserializer<'de>>(
+    kind: &str,
+    d: D,
+) -> Result<Option<Body>, D::Error> {
+    Ok(Some(match kind {
+        "registered" => Body::Registered(RunInfo::deserialize(d)?),
+        "stats" => Body::Stats(StatsPayload::deserialize(d)?),
+        "committed" => Body::Committed(CommitPayload::deserialize(d)?),
+        "completed" => Body::Completed(CompletedPayload::deserialize(d)?),
+        _ => {
+            serde::de::IgnoredAny::deserialize(d)?;
+            return Ok(None);
+        }
+    }))
+}
+
+impl<'de> Deserialize<'de> for Direct<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, Error, MapAccess, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "camelCase")]
+        enum Field {
+            Schema,
+            Kind,
+            EventId,
+            NodeId,
+            Seq,
+            SentAt,
+            Token,
+            KeyId,
+            Payload,
+            #[serde(other)]
+            Other,
+        }
+
+        /// The payload, by the kind read before it.
+        struct OfKind<'k>(&'k str);
+        impl<'de> DeserializeSeed<'de> for OfKind<'_> {
+            type Value = Option<Body>;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                payload_of_kind(self.0, d)
+            }
+        }
+
+        /// Sets `slot` once; a second value is an error.
+        fn once<T, E: Error>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), E> {
+            if slot.replace(v).is_some() {
+                return Err(E::duplicate_field(name));
+            }
+            Ok(())
+        }
+
+        struct DirectVisitor;
+        impl<'de> Visitor<'de> for DirectVisitor {
+            type Value = Direct<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a loadtest envelope")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Direct<'de>, A::Error> {
+                let mut d = Direct::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Schema => once(&mut d.schema, map.next_value()?, "schema")?,
+                        Field::Kind => once(&mut d.kind, map.next_value()?, "kind")?,
+                        Field::EventId => once(&mut d.event_id, map.next_value()?, "eventId")?,
+                        Field::NodeId => once(&mut d.node_id, map.next_value()?, "nodeId")?,
+                        Field::Seq => once(&mut d.seq, map.next_value()?, "seq")?,
+                        Field::SentAt => once(&mut d.sent_at, map.next_value()?, "sentAt")?,
+                        Field::Token => once(&mut d.token, map.next_value()?, "token")?,
+                        Field::KeyId => once(&mut d.key_id, map.next_value()?, "keyId")?,
+                        Field::Payload if d.parsed.is_some() || d.text.is_some() => {
+                            return Err(A::Error::duplicate_field("payload"));
+                        }
+                        Field::Payload => match d.kind.as_deref() {
+                            Some(kind) => d.parsed = Some(map.next_value_seed(OfKind(kind))?),
+                            None => d.text = Some(map.next_value()?),
+                        },
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(d)
+            }
+        }
+        d.deserialize_map(DirectVisitor)
     }
 }
 

@@ -114,6 +114,23 @@ fn the_direct_way_parses_as_the_checked_way() {
         Envelope::from_json_direct(&commit).expect("direct"),
         checked(&commit)
     );
+    // The payload before the kind is read in a second pass, to the same envelope.
+    let written = String::from_utf8(Envelope::from_json_direct(stats).expect("direct").to_json())
+        .expect("utf-8");
+    let (head, payload) = written.split_once(",\"payload\":").expect("payload last");
+    let payload_first = format!(
+        "{{\"payload\":{},{}}}",
+        payload.strip_suffix('}').expect("object"),
+        head.strip_prefix('{').expect("object")
+    );
+    assert!(payload_first.starts_with("{\"payload\":{"));
+    assert_eq!(
+        Envelope::from_json_direct(payload_first.as_bytes()).expect("payload first"),
+        checked(stats)
+    );
+    // A field given twice is left to the checked way.
+    let twice = written.replacen("\"seq\":", "\"seq\":1,\"seq\":", 1);
+    assert!(Envelope::from_json_direct(twice.as_bytes()).is_none());
     // A payload the direct way refuses is refused by the checked way, naming the field.
     let mut v: serde_json::Value = serde_json::from_str(FIXTURE).expect("json");
     v["payload"]["total"]["num_requests"] = "many".into();

@@ -85,10 +85,7 @@ pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<ResponseTimes, D::Er
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-            while let Some(key) = map.next_key::<String>()? {
-                let bucket = histogram_key(&key).ok_or_else(|| {
-                    de::Error::custom(format!("key {key:?} is not a whole number of milliseconds"))
-                })?;
+            while let Some(BucketKey(bucket)) = map.next_key::<BucketKey>()? {
                 let Count(n) = map.next_value::<Count>()?;
                 pairs.push((bucket, n));
             }
@@ -96,6 +93,28 @@ pub fn histogram<'de, D: Deserializer<'de>>(d: D) -> Result<ResponseTimes, D::Er
         }
     }
     d.deserialize_any(Hist)
+}
+
+/// A histogram key, read without allocating: serde_json lends a key without escapes straight
+/// from the input.
+struct BucketKey(u64);
+
+impl<'de> de::Deserialize<'de> for BucketKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of milliseconds as a string (\"12\")")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<u64, E> {
+                histogram_key(key).ok_or_else(|| {
+                    E::custom(format!("key {key:?} is not a whole number of milliseconds"))
+                })
+            }
+        }
+        d.deserialize_str(Key).map(BucketKey)
+    }
 }
 
 /// A histogram key: `"130"`, or `"130.0"` as real Locust writes keys of 100 ms and more

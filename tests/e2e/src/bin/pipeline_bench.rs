@@ -109,14 +109,20 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
         if cfg.phase("ingest") {
             eprintln!("[bench] round {}: ingest", round + 1);
             let (raw, api) = ingest_round(cfg, raw_first).await?;
-            eprintln!("[bench]   raw publish {raw:.0} msg/s, API stats {api:.0} msg/s");
+            eprintln!(
+                "[bench]   raw publish {:.0} msg/s, API stats {:.0} msg/s",
+                raw.rate, api.rate
+            );
             publish_raw.push(raw);
             publish_api.push(api);
         }
         if cfg.phase("consume") {
             eprintln!("[bench] round {}: consume", round + 1);
             let (raw, writer) = consume_round(cfg, raw_first).await?;
-            eprintln!("[bench]   raw consume-and-ack {raw:.0} msg/s, writer {writer:.0} msg/s");
+            eprintln!(
+                "[bench]   raw consume-and-ack {:.0} msg/s, writer {:.0} msg/s",
+                raw.rate, writer.rate
+            );
             consume_raw.push(raw);
             consume_writer.push(writer);
         }
@@ -135,6 +141,91 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
         &scale,
     );
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// CPU per message
+
+/// One side of a round: messages/s, and CPU time per message of the broker, of the service on
+/// the path (the API or the writer; none for the raw side) and of this bench driver.
+#[derive(Debug, Clone, Copy, Default)]
+struct Side {
+    rate: f64,
+    broker_us: f64,
+    service_us: f64,
+    bench_us: f64,
+}
+
+/// CPU seconds (user + system, every thread) process `pid` has used so far: fields 14 and 15
+/// of `/proc/PID/stat`, in USER_HZ ticks (100 per second on Linux, `man 5 proc`). 0 when the
+/// process is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the name, field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The RabbitMQ node's process (`beam.smp`) on this machine, if it runs here.
+fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
+}
+
+/// CPU seconds of the broker, the service (`service` pid) and this process at its start.
+struct CpuMeter {
+    broker: Option<u32>,
+    service: Option<u32>,
+    start: [f64; 3],
+}
+
+impl CpuMeter {
+    fn start(service: Option<u32>) -> Self {
+        let broker = broker_pid();
+        let mut m = Self {
+            broker,
+            service,
+            start: [0.0; 3],
+        };
+        m.start = m.now();
+        m
+    }
+
+    fn now(&self) -> [f64; 3] {
+        [
+            self.broker.map_or(0.0, cpu_seconds),
+            self.service.map_or(0.0, cpu_seconds),
+            cpu_seconds(std::process::id()),
+        ]
+    }
+
+    /// The side's figures: `msgs` messages in `secs` seconds since [`CpuMeter::start`].
+    fn side(&self, msgs: f64, secs: f64) -> Side {
+        let now = self.now();
+        let per_msg = |i: usize| (now[i] - self.start[i]) * 1e6 / msgs.max(1.0);
+        Side {
+            rate: msgs / secs,
+            broker_us: per_msg(0),
+            service_us: per_msg(1),
+            bench_us: per_msg(2),
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -289,7 +380,7 @@ async fn purge(conn: &Connection, queue: &str) -> anyhow::Result<()> {
 // ------------------------------------------------------------------------------------------
 // Ingest: raw confirmed publish vs the API's stats endpoint
 
-async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64)> {
+async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(Side, Side)> {
     let stack = Stack::new("bench-ingest");
     let conn = amqp_connect(AMQP_URL).await?;
     declare(&conn, &stack).await?;
@@ -298,8 +389,8 @@ async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64
         ("LOADTEST__AUTH__REGISTER_RATE_PER_KEY", "0".into()),
         ("RUST_LOG", "warn".into()),
     ])?;
-    let mut raw = 0.0;
-    let mut via_api = 0.0;
+    let mut raw = Side::default();
+    let mut via_api = Side::default();
     for side in if raw_first {
         [true, false]
     } else {
@@ -309,7 +400,7 @@ async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64
         if side {
             raw = raw_publish(cfg, &conn, &stack).await?;
         } else {
-            via_api = api_publish(cfg, &url, &stack).await?;
+            via_api = api_publish(cfg, &url, &stack, api.pid()).await?;
         }
     }
     purge(&conn, &stack.queue()).await?;
@@ -320,9 +411,10 @@ async fn ingest_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64
 
 /// `CONC` tasks on one confirm-mode channel (as the API shares one), each publishing and
 /// awaiting its confirm in a loop: confirmed messages/s.
-async fn raw_publish(cfg: &Config, conn: &Connection, stack: &Stack) -> anyhow::Result<f64> {
+async fn raw_publish(cfg: &Config, conn: &Connection, stack: &Stack) -> anyhow::Result<Side> {
     let ch = confirm_channel(conn).await?;
     let count = Arc::new(AtomicU64::new(0));
+    let cpu = CpuMeter::start(None);
     let started = Instant::now();
     let deadline = started + cfg.duration;
     let mut tasks = Vec::new();
@@ -348,18 +440,20 @@ async fn raw_publish(cfg: &Config, conn: &Connection, stack: &Stack) -> anyhow::
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
+    let side = cpu.side(count.load(Ordering::Relaxed) as f64, secs);
     let _ = ch.close(200, "done").await;
-    Ok(count.load(Ordering::Relaxed) as f64 / secs)
+    Ok(side)
 }
 
 /// `CONC` keep-alive HTTP/1.1 connections, each posting a node's stats for its own run in a
 /// loop: 202s per second.
-async fn api_publish(cfg: &Config, url: &str, stack: &Stack) -> anyhow::Result<f64> {
+async fn api_publish(cfg: &Config, url: &str, stack: &Stack, api: u32) -> anyhow::Result<Side> {
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
     let count = Arc::new(AtomicU64::new(0));
+    let cpu = CpuMeter::start(Some(api));
     let started = Instant::now();
     let deadline = started + cfg.duration;
     let mut tasks = Vec::new();
@@ -399,7 +493,8 @@ async fn api_publish(cfg: &Config, url: &str, stack: &Stack) -> anyhow::Result<f
     for t in tasks {
         t.await??;
     }
-    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let secs = started.elapsed().as_secs_f64();
+    Ok(cpu.side(count.load(Ordering::Relaxed) as f64, secs))
 }
 
 /// Reads one HTTP/1.1 response (headers and a `Content-Length` body) into `buf`; returns its
@@ -475,9 +570,9 @@ fn consume_messages(secret: &str, runs: usize, msgs: usize) -> Vec<(&'static str
     out
 }
 
-async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f64)> {
-    let mut raw = 0.0;
-    let mut writer = 0.0;
+async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(Side, Side)> {
+    let mut raw = Side::default();
+    let mut writer = Side::default();
     for side in if raw_first {
         [true, false]
     } else {
@@ -505,11 +600,12 @@ async fn consume_round(cfg: &Config, raw_first: bool) -> anyhow::Result<(f64, f6
 const WRITER_PREFETCH: u16 = 20_000;
 
 /// Consumes `n` messages with the writer's prefetch, acking each: messages/s from the consume.
-async fn raw_consume(conn: &Connection, stack: &Stack, n: usize) -> anyhow::Result<f64> {
+async fn raw_consume(conn: &Connection, stack: &Stack, n: usize) -> anyhow::Result<Side> {
     use futures::StreamExt;
     let ch = conn.create_channel().await?;
     ch.basic_qos(WRITER_PREFETCH, BasicQosOptions::default())
         .await?;
+    let cpu = CpuMeter::start(None);
     let started = Instant::now();
     let mut consumer = ch
         .basic_consume(
@@ -529,20 +625,21 @@ async fn raw_consume(conn: &Connection, stack: &Stack, n: usize) -> anyhow::Resu
             .await?;
         got += 1;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let side = cpu.side(n as f64, started.elapsed().as_secs_f64());
     let _ = ch.close(200, "done").await;
-    Ok(n as f64 / secs)
+    Ok(side)
 }
 
 /// Starts the writer on the prefilled queue; messages/s from its consuming until it has folded
 /// all `n` (its `loadtest_writer_messages_total{outcome="accepted"}`).
-async fn writer_consume(stack: &Stack, n: usize) -> anyhow::Result<f64> {
+async fn writer_consume(stack: &Stack, n: usize) -> anyhow::Result<Side> {
     influx_create_db(&stack.db()).await?;
     let port = free_port()?;
     let mut env = writer_settings(stack, 15);
     env.push(("LOADTEST__METRICS__LISTEN", format!("127.0.0.1:{port}")));
     let mut writer = stack.start_writer("bench-writer", &env)?;
     let started = wait_log(&writer, "active consumer", Duration::from_secs(60)).await?;
+    let cpu = CpuMeter::start(Some(writer.pid()));
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let http = reqwest::Client::new();
     loop {
@@ -560,9 +657,9 @@ async fn writer_consume(stack: &Stack, n: usize) -> anyhow::Result<f64> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let side = cpu.side(n as f64, started.elapsed().as_secs_f64());
     let _ = writer.terminate(Duration::from_secs(10));
-    Ok(n as f64 / secs)
+    Ok(side)
 }
 
 /// The writer's settings for the bench: v1 sink into the stack's database, snapshots every
@@ -893,16 +990,24 @@ fn list(v: &[f64]) -> String {
         .join(", ")
 }
 
+/// The median of one figure of `sides`.
+fn median_of(sides: &[Side], figure: impl Fn(&Side) -> f64) -> f64 {
+    median(&sides.iter().map(figure).collect::<Vec<_>>())
+}
+
 fn report(
     cfg: &Config,
-    publish_raw: &[f64],
-    publish_api: &[f64],
-    consume_raw: &[f64],
-    consume_writer: &[f64],
+    publish_raw: &[Side],
+    publish_api: &[Side],
+    consume_raw: &[Side],
+    consume_writer: &[Side],
     scale: &[Scale],
 ) {
-    let (pr, pa) = (median(publish_raw), median(publish_api));
-    let (cr, cw) = (median(consume_raw), median(consume_writer));
+    let rates = |v: &[Side]| v.iter().map(|s| s.rate).collect::<Vec<_>>();
+    let (publish_raw_rates, publish_api_rates) = (rates(publish_raw), rates(publish_api));
+    let (consume_raw_rates, consume_writer_rates) = (rates(consume_raw), rates(consume_writer));
+    let (pr, pa) = (median(&publish_raw_rates), median(&publish_api_rates));
+    let (cr, cw) = (median(&consume_raw_rates), median(&consume_writer_rates));
     let ingest_ratio = pa / pr;
     let consume_ratio = cw / cr;
     println!(
@@ -917,14 +1022,41 @@ fn report(
     println!("|---|---:|---:|---:|---|");
     println!(
         "| ingest: raw confirmed publish vs API stats | {pr:.0} | {pa:.0} | {ingest_ratio:.2}x | {}; {} |",
-        list(publish_raw),
-        list(publish_api)
+        list(&publish_raw_rates),
+        list(&publish_api_rates)
     );
     println!(
         "| consume: raw consume-and-ack vs writer | {cr:.0} | {cw:.0} | {consume_ratio:.2}x | {}; {} |",
-        list(consume_raw),
-        list(consume_writer)
+        list(&consume_raw_rates),
+        list(&consume_writer_rates)
     );
+    println!(
+        "\n## CPU per message (µs, medians; /proc/PID/stat): where the two sides' time goes\n"
+    );
+    println!("| path | side | broker | API or writer | bench driver | all three |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (path, sides) in [
+        (
+            "ingest",
+            [("raw publish", publish_raw), ("API", publish_api)],
+        ),
+        (
+            "consume",
+            [("raw consume", consume_raw), ("writer", consume_writer)],
+        ),
+    ] {
+        for (side, v) in sides {
+            let (b, s, d) = (
+                median_of(v, |s| s.broker_us),
+                median_of(v, |s| s.service_us),
+                median_of(v, |s| s.bench_us),
+            );
+            println!(
+                "| {path} | {side} | {b:.1} | {s:.1} | {d:.1} | {:.1} |",
+                b + s + d
+            );
+        }
+    }
     println!(
         "\n## Scale: 2 nodes per run, stats every {} s, snapshots every {} s\n",
         cfg.stats_s, cfg.snapshot_s
