@@ -5,12 +5,6 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-/// jemalloc rather than glibc's allocator: every stats post allocates its parsed payload and
-/// the published message, and frees them on whichever worker thread the confirm wakes; glibc's
-/// malloc and free were a sixth of the API's CPU under `bench/pipeline.sh`'s ingest phase.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// The load-test results REST API: registers runs, takes stats and commits from load generators,
 /// authorises and validates them, and publishes them to RabbitMQ with publisher confirms.
 ///
