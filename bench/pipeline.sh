@@ -6,8 +6,8 @@
 #
 # Builds loadtest-api, loadtest-writer and the bench driver (tests/e2e/src/bin/pipeline_bench.rs)
 # with --release, then runs the driver against the shared RabbitMQ (127.0.0.1:5672) and
-# InfluxDB 1.x (127.0.0.1:8086). It prints a table of ratios and the acceptance lines
-# (docs/performance.md). Everything it creates (exchanges, queues and streams under a unique
+# InfluxDB 1.x (127.0.0.1:8086). It prints a table of ratios, the CPU per message of RabbitMQ,
+# the API or writer and the driver on each side, and the acceptance lines (docs/performance.md). Everything it creates (exchanges, queues and streams under a unique
 # exchange name per phase, InfluxDB databases) is removed at the end, also on failure or ctrl-c.
 #
 # Settings (environment): ROUNDS (3), CONC concurrent senders (64), DURATION_S per ingest side

@@ -14,6 +14,9 @@
 //!   last snapshot is in InfluxDB, the writer's resident memory and memory per running run, and
 //!   the InfluxDB requests per tick.
 //!
+//! - **CPU per message** of each ingest and consume side: RabbitMQ's node (`beam.smp`), the API
+//!   or the writer, and this driver, from `/proc/PID/stat` before and after the side.
+//!
 //! Rounds are interleaved (ingest and consume alternate which side goes first) and the closing
 //! table has medians. Every round uses its own exchange (so its own queues and stream) and the
 //! scale phases their own InfluxDB database; all are removed at the end, also on failure or
