@@ -137,6 +137,7 @@ fn hostname() -> String {
 }
 
 /// A load test (no subcommand).
+#[allow(clippy::too_many_lines)] // TODO(issue 22): split into phases
 async fn run_test(opts: RunArgs, shutdown: CancellationToken) -> anyhow::Result<RunOutcome> {
     let host = opts
         .host

@@ -150,6 +150,7 @@ impl<'a> Active<'a> {
     }
 
     /// Consumes until shutdown (`Ok`, after a last checkpoint) or a broker error.
+    #[allow(clippy::too_many_lines)] // TODO(issue 22): split into phases
     pub(crate) async fn run(mut self, consumer: &mut lapin::Consumer) -> anyhow::Result<()> {
         let interval = self.worker.lifecycle.snapshot_interval;
         // Status is refreshed more often than snapshots so `isrunning` stays fresh.

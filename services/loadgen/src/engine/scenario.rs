@@ -151,6 +151,7 @@ impl Scenario {
     }
 
     /// Parses scenario TOML; errors read `LINE:COLUMN: FIELD: what is wrong`.
+    #[allow(clippy::too_many_lines)] // TODO(issue 22): split into phases
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));

@@ -18,6 +18,7 @@ impl Report<'_> {
     /// JSON. After drawing, the page checks that each canvas has painted pixels and writes the
     /// count into `data-charts-drawn` and the points per chart into `data-chart-points` on
     /// `<body>`, for tests: attributes, not text a user sees.
+    #[allow(clippy::too_many_lines)] // TODO(issue 22): split into phases
     pub(crate) fn html(&self) -> String {
         let data = self.json().to_string().replace("</", "<\\/");
         let m = self.meta;
