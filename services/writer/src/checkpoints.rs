@@ -304,7 +304,11 @@ impl CheckpointStream {
     /// # Errors
     ///
     /// The broker's, or the stream going quiet before the marker shows up.
-    pub(crate) async fn restore(&self, conn: &Connection, window: Duration) -> anyhow::Result<Restored> {
+    pub(crate) async fn restore(
+        &self,
+        conn: &Connection,
+        window: Duration,
+    ) -> anyhow::Result<Restored> {
         let marker = Uuid::new_v4();
         let body = deflate(&serde_json::to_vec(&StreamMessage::Marker {
             id: marker,

@@ -213,9 +213,7 @@ impl<'a> Leader<'a> {
 }
 
 /// A delivery from the consumer as the policy takes it; the consumer's end is an error.
-fn delivery(
-    d: Option<Result<lapin::message::Delivery, lapin::Error>>,
-) -> anyhow::Result<Delivery> {
+fn delivery(d: Option<Result<lapin::message::Delivery, lapin::Error>>) -> anyhow::Result<Delivery> {
     match d {
         Some(Ok(d)) => Ok(Inbound {
             tag: d.delivery_tag,

@@ -83,7 +83,10 @@ pub(crate) enum Action<M> {
     Ack(Vec<DeliveryId>),
     /// Publish the delivery to the dead-letter exchange with `reason` in its
     /// `x-loadtest-dead-reason` header, then ack it.
-    DeadLetter { delivery: Inbound<M>, reason: String },
+    DeadLetter {
+        delivery: Inbound<M>,
+        reason: String,
+    },
     /// Publish this `event.completed` envelope (JSON): a run's final record is written.
     PublishCompleted(Vec<u8>),
     /// Publish the running set (JSON, [`protocol::RunningSet`]) to the status fanout; best

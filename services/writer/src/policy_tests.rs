@@ -85,7 +85,12 @@ fn payload(requests: u64, at: DateTime<Utc>) -> StatsPayload {
     let start = wall_start().timestamp() as f64;
     let mut e = StatsEntry::new("GET", "/", start);
     for i in 0..requests {
-        e.log(10.0 + (i % 50) as f64, 100, i % 10 == 0, at.timestamp() as f64);
+        e.log(
+            10.0 + (i % 50) as f64,
+            100,
+            i % 10 == 0,
+            at.timestamp() as f64,
+        );
     }
     StatsPayload::from_entries(vec![e], vec![], 5, "running")
 }
@@ -381,7 +386,10 @@ impl Sim {
                     self.max_in_flight = self.max_in_flight.max(self.in_flight.len());
                 }
                 Action::StartWrite(batches) => {
-                    assert!(self.write.is_none(), "a write started while one is in flight");
+                    assert!(
+                        self.write.is_none(),
+                        "a write started while one is in flight"
+                    );
                     let answer_at = self.write_latency.map(|d| Instant::now() + d);
                     self.write = Some((batches, answer_at));
                     self.writes.push(Instant::now());
@@ -562,9 +570,17 @@ async fn a_ticks_checkpoint_waits_for_its_write_or_5_s() {
     let tick = sim.policy.next_tick;
     assert_eq!(tick, sim.t0 + Duration::from_millis(14_505));
     sim.run_until(tick + Duration::from_secs(10)).await;
-    assert_eq!(sim.writes, vec![sim.at(0.0), tick], "the register, then the tick");
+    assert_eq!(
+        sim.writes,
+        vec![sim.at(0.0), tick],
+        "the register, then the tick"
+    );
     let sent: Vec<Instant> = sim.checkpoints.iter().map(|(at, _)| *at).collect();
-    assert_eq!(sent, vec![tick + Duration::from_secs(2)], "once the write is done");
+    assert_eq!(
+        sent,
+        vec![tick + Duration::from_secs(2)],
+        "once the write is done"
+    );
     // InfluxDB goes down: the next tick's write never ends, and its checkpoint goes 5 s after
     // the tick.
     sim.write_latency = None;
@@ -622,7 +638,11 @@ async fn most_unacked(runs: u32) -> usize {
     sim.run_for(Duration::from_secs(f64::from(runs / 100) as u64 + 30))
         .await;
     assert_eq!(sim.msgs.len(), 2 * runs as usize);
-    assert_eq!(sim.acked.len(), 2 * runs as usize, "everything, once checkpointed");
+    assert_eq!(
+        sim.acked.len(),
+        2 * runs as usize,
+        "everything, once checkpointed"
+    );
     assert_eq!(sim.policy.unacked(), 0);
     assert!(sim.max_in_flight <= MAX_CHECKPOINTS_IN_FLIGHT);
     sim.max_unacked
@@ -634,7 +654,10 @@ async fn the_unacked_set_stays_small_whatever_the_number_of_runs() {
     let few = most_unacked(200).await;
     let many = most_unacked(1500).await;
     let bound = (MAX_CHECKPOINTS_IN_FLIGHT + 1) * 100;
-    assert!(few <= bound && many <= bound, "at most {few} and {many} unacked");
+    assert!(
+        few <= bound && many <= bound,
+        "at most {few} and {many} unacked"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -816,7 +839,11 @@ async fn a_writer_killed_at_any_instant_loses_nothing() {
     };
     assert_eq!(reference.len(), 4);
     for (_, c) in &reference {
-        let figures = (c["status"].as_str(), c["requests"].as_u64(), c["nodes"].as_u64());
+        let figures = (
+            c["status"].as_str(),
+            c["requests"].as_u64(),
+            c["nodes"].as_u64(),
+        );
         assert_eq!(figures, (Some("committed"), Some(190), Some(2)));
     }
     // Killed every 0.45 s of the 23 s the runs last, one instant per pass; slow confirms
@@ -829,7 +856,12 @@ async fn a_writer_killed_at_any_instant_loses_nothing() {
         sim.run_until(sim.at(f64::from(k) * 0.45)).await;
         sim.crash();
         sim.run_for(Duration::from_secs(40)).await;
-        assert_eq!(outcomes(&sim), reference, "killed at {:.2} s", f64::from(k) * 0.45);
+        assert_eq!(
+            outcomes(&sim),
+            reference,
+            "killed at {:.2} s",
+            f64::from(k) * 0.45
+        );
         assert!(sim.backlog.is_empty() && sim.consumer.is_empty());
         assert_eq!(sim.policy.unacked(), 0, "everything settled in the end");
         assert!(sim.dead.is_empty());
