@@ -464,29 +464,6 @@ impl RunsMessages {
     }
 }
 
-/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
-/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
-#[cfg(test)]
-struct RunRef<'a>(&'a Record);
-
-#[cfg(test)]
-impl Serialize for RunRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Tagged<'a> {
-            kind: &'static str,
-            #[serde(flatten)]
-            record: &'a Record,
-        }
-        Tagged {
-            kind: "run",
-            record: self.0,
-        }
-        .serialize(s)
-    }
-}
-
 #[cfg(test)]
 #[path = "checkpoints_tests.rs"]
 mod tests;

@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
+/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
+struct RunRef<'a>(&'a Record);
+
+impl Serialize for RunRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Tagged<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            record: &'a Record,
+        }
+        Tagged {
+            kind: "run",
+            record: self.0,
+        }
+        .serialize(s)
+    }
+}
+
 #[test]
 fn messages_are_tagged_json() {
     let cycle = StreamMessage::Cycle {
