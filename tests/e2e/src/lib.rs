@@ -10,9 +10,10 @@
 //! - [`stack`]: one test's API and writers ([`Stack`]) and the writer settings.
 //! - [`target`]: counting HTTP targets.
 //! - [`influx`]: InfluxDB 1.x reads and writes, waiting for a run's status or summary.
-//! - [`victoria_metrics`]: the VictoriaMetrics address.
+//! - [`victoria_metrics`]: the VictoriaMetrics address and its `/api/v1/export` ([`export`]).
 //! - [`amqp`]: direct RabbitMQ access (publish, dead letters, queue counts).
 //! - [`nodes`]: private RabbitMQ and InfluxDB instances a test may stop.
+//! - [`compose`]: the stack tests' `docker-compose` project ([`Compose`]) and `docker` helpers.
 //! - [`loadgen`]: `loadgen` runs and its output.
 //! - [`checks`]: whole-run assertions and the reliability table.
 //! - [`raw`]: raw HTTP/1.1 clients (half-sent requests, stalled bodies) and their answers.
@@ -21,6 +22,7 @@
 
 pub mod amqp;
 pub mod checks;
+pub mod compose;
 pub mod influx;
 pub mod loadgen;
 pub mod nodes;
@@ -34,6 +36,7 @@ pub mod webhook;
 
 pub use amqp::*;
 pub use checks::*;
+pub use compose::*;
 pub use influx::*;
 pub use loadgen::*;
 pub use nodes::*;

@@ -23,15 +23,14 @@
 //! Containers, volumes and networks are removed also when the test fails (their logs are kept
 //! in a file whose path is printed).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use chrono::{DateTime, Utc};
-use loadtest_e2e::{eventually, registered_run, summary_requests};
-use serde_json::Value;
+use loadtest_e2e::{
+    docker, docker_logs, eventually, export, log_times, registered_run, require_images, stack_tag,
+    summary_requests, target_count, Compose, Series,
+};
 
 /// The writer's default snapshot interval, which the compose file keeps.
 const INTERVAL_MS: i64 = 15_000;
@@ -55,21 +54,19 @@ const HEALTHY: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and the images of .ci/images.sh; run by .ci/run"]
 async fn compose_stack_failover_outage_and_teardown() -> anyhow::Result<()> {
-    let tag = std::env::var("LOADTEST_STACK_TAG").unwrap_or_else(|_| "ci".into());
-    for image in [
-        format!("loadtest-api:{tag}"),
-        format!("loadtest-writer:{tag}"),
-        format!("loadgen:{tag}"),
-        format!("loadtest-notifier:{tag}"),
-        "loadtest-ci/rabbitmq:3.10".into(),
-        "loadtest-ci/victoriametrics:1.79".into(),
-    ] {
-        ensure!(
-            docker(&["image", "inspect", &image]).is_ok(),
-            "image {image} is missing; build the images first with `bash .ci/images.sh {tag}`"
-        );
-    }
-    let mut stack = Compose::new(&tag)?;
+    let tag = stack_tag();
+    require_images(
+        &tag,
+        &[
+            format!("loadtest-api:{tag}"),
+            format!("loadtest-writer:{tag}"),
+            format!("loadgen:{tag}"),
+            format!("loadtest-notifier:{tag}"),
+            "loadtest-ci/rabbitmq:3.10".into(),
+            "loadtest-ci/victoriametrics:1.79".into(),
+        ],
+    )?;
+    let mut stack = Compose::new(&tag, "stack", &[])?;
     let result = scenarios(&mut stack).await;
     if let Err(e) = &result {
         stack.keep_logs();
@@ -81,12 +78,12 @@ async fn compose_stack_failover_outage_and_teardown() -> anyhow::Result<()> {
 
 async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     let started = Instant::now();
-    stack.up()?;
+    stack.up(SERVICES, HEALTHY)?;
     println!(
         "STACK | up and healthy in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    stack.notifier_is_off()?;
+    notifier_is_off(stack)?;
     let store = format!("http://{}", stack.port("influxdb", 8086)?);
     let api = format!("http://{}", stack.port("api", 8080)?);
     let target = format!("http://{}", stack.port("target", 8000)?);
@@ -94,7 +91,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
 
     // 1. Writer failover.
     let before = target_count(&http, &target).await?;
-    let nodes = stack.start_nodes("failover", "60s")?;
+    let nodes = start_nodes(stack, "failover", "60s")?;
     let uuid = run_id(stack, &nodes)?;
     let active = eventually(Duration::from_secs(30), "an active writer", || async {
         let mut active = Vec::new();
@@ -130,7 +127,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     .await?;
     let takeover_ms = (took_over - kill_at).num_milliseconds();
     println!("STACK | killed {active} ({killed:.12}); {standby} active {takeover_ms} ms later");
-    let totals = stack.finish_nodes(&nodes)?;
+    let totals = finish_nodes(&nodes)?;
     let after = target_count(&http, &target).await?;
     let fig = check_run(&http, &store, &uuid, &totals, after - before, None).await?;
     println!(
@@ -146,7 +143,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     // 2. Broker outage.
     let restarts_before = stack.restarts(&["api", "writer-1", "writer-2", "target"])?;
     let before = target_count(&http, &target).await?;
-    let nodes = stack.start_nodes("outage", "75s")?;
+    let nodes = start_nodes(stack, "outage", "75s")?;
     let uuid = run_id(stack, &nodes)?;
     snapshots_appear(&http, &store, &uuid).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -167,7 +164,7 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     })
     .await?;
     let api_ready_s = restarted.elapsed().as_secs_f64();
-    let totals = stack.finish_nodes(&nodes)?;
+    let totals = finish_nodes(&nodes)?;
     // The writers reconnect by themselves (backoff up to 10 s): their first new session.
     let mut writer_back = Vec::new();
     for w in ["writer-1", "writer-2"] {
@@ -199,322 +196,81 @@ async fn scenarios(stack: &mut Compose) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// The compose project
-// ---------------------------------------------------------------------------------------------
-
-/// One compose project with its own name, secrets and random host ports; taken down on drop.
-struct Compose {
-    project: String,
-    root: PathBuf,
-    env_file: PathBuf,
-    /// `loadgen` containers started with `docker-compose run -d`.
-    nodes: Vec<String>,
-    down: bool,
-}
-
-impl Compose {
-    fn new(tag: &str) -> anyhow::Result<Self> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let project = format!("loadtest-stack-{}", &id[..10]);
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let root = root.canonicalize().context("the repository root")?;
-        let env_file = std::env::temp_dir().join(format!("{project}.env"));
-        let secret = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4().simple());
-        let env = [
-            format!("LOADTEST_TAG={tag}"),
-            format!("LOADTEST_API_KEY={}", secret("key")),
-            format!("LOADTEST_TOKEN_SECRET={}", secret("secret")),
-            format!("INFLUXDB_TOKEN={}", secret("token")),
-            format!("INFLUXDB_ADMIN_PASSWORD={}", secret("password")),
-            // Random ports on loopback: the host's own RabbitMQ, InfluxDB and VictoriaMetrics
-            // hold the usual ones, and other runs of this test may be up at the same time.
-            "LOADTEST_API_PUBLISH=127.0.0.1:".into(),
-            "LOADTEST_TARGET_PUBLISH=127.0.0.1:".into(),
-            "RABBITMQ_AMQP_PUBLISH=127.0.0.1:".into(),
-            "RABBITMQ_MANAGEMENT_PUBLISH=127.0.0.1:".into(),
-            "INFLUXDB_PUBLISH=127.0.0.1:".into(),
-            // docker-compose.ci.yml's store is VictoriaMetrics, which unescapes `\\`.
-            "SINK_BACKSLASHES=escaped".into(),
-        ];
-        std::fs::write(&env_file, env.join("\n") + "\n")?;
-        Ok(Self {
-            project,
-            root,
-            env_file,
-            nodes: Vec::new(),
-            down: false,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("docker-compose");
-        cmd.current_dir(&self.root)
-            .args(["-p", &self.project, "--env-file"])
-            .arg(&self.env_file)
-            .args(["-f", "docker-compose.yml", "-f", "docker-compose.ci.yml"])
-            .args(args);
-        cmd
-    }
-
-    /// Runs `docker-compose ARGS`; its stdout, or an error with its stderr.
-    fn compose(&self, args: &[&str]) -> anyhow::Result<String> {
-        output(
-            self.command(args),
-            &format!("docker-compose {}", args.join(" ")),
-        )
-    }
-
-    fn up(&self) -> anyhow::Result<()> {
-        let mut args = vec!["up", "-d", "--no-build"];
-        args.extend_from_slice(SERVICES);
-        self.compose(&args)?;
-        self.wait_healthy(HEALTHY)
-    }
-
-    /// The notifier without a webhook: says Slack is off, exits 0, is not restarted.
-    fn notifier_is_off(&self) -> anyhow::Result<()> {
-        let id = self.container("notifier")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let state = loop {
-            let state = docker(&[
-                "inspect",
-                "-f",
-                "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
-                &id,
-            ])?;
-            let state = state.trim().to_string();
-            if !state.starts_with("running") && !state.starts_with("created") {
-                break state;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the notifier without a webhook still runs after 60 s: {state}\n{}",
-                docker_logs(&id)?
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        let logs = docker_logs(&id)?;
+/// The notifier without a webhook: says Slack is off, exits 0, is not restarted.
+fn notifier_is_off(stack: &Compose) -> anyhow::Result<()> {
+    let id = stack.container("notifier")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+            &id,
+        ])?;
+        let state = state.trim().to_string();
+        if !state.starts_with("running") && !state.starts_with("created") {
+            break state;
+        }
         ensure!(
-            state == "exited 0 0" && logs.contains("Slack notifications are off"),
-            "the notifier without a webhook: {state} (status, exit code, restarts):\n{logs}"
+            Instant::now() < deadline,
+            "the notifier without a webhook still runs after 60 s: {state}\n{}",
+            docker_logs(&id)?
         );
-        println!("STACK | notifier without a webhook: Slack off, exited 0, not restarted");
-        Ok(())
-    }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let logs = docker_logs(&id)?;
+    ensure!(
+        state == "exited 0 0" && logs.contains("Slack notifications are off"),
+        "the notifier without a webhook: {state} (status, exit code, restarts):\n{logs}"
+    );
+    println!("STACK | notifier without a webhook: Slack off, exited 0, not restarted");
+    Ok(())
+}
 
-    fn wait_healthy(&self, services: &[&str]) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        for service in services {
-            let id = self.container(service)?;
-            loop {
-                let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &id])?;
-                if health.trim() == "healthy" {
-                    break;
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "{service} is {} after 180 s",
-                    health.trim()
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-        Ok(())
+/// Starts the nodes of one run: `docker-compose run -d loadgen …`, the documented command.
+fn start_nodes(stack: &mut Compose, name: &str, run_time: &str) -> anyhow::Result<Vec<String>> {
+    let run_key = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+    let mut names = Vec::new();
+    for i in 1..=NODES {
+        let node_id = format!("node-{i}");
+        #[rustfmt::skip]
+        let container = stack.run_detached(&format!("{name}-node-{i}"), &[
+            "loadgen",
+            "--host", "http://target:8000", "-u", "5", "--arrival-rate", NODE_RATE,
+            "-t", run_time, "--path", "/", "--path", "/api/items", "--path", "/api/flaky",
+            "--run-key", &run_key, "--expected-nodes", "5", "--node-id", &node_id,
+            "--stats-interval", "5s", "-q",
+        ])?;
+        names.push(container);
     }
+    Ok(names)
+}
 
-    /// The container id of `service`.
-    fn container(&self, service: &str) -> anyhow::Result<String> {
-        let id = self.compose(&["ps", "-q", service])?.trim().to_string();
-        ensure!(!id.is_empty(), "no container for {service}");
-        Ok(id)
-    }
-
-    /// `127.0.0.1:PORT` where `service`'s `port` is published.
-    fn port(&self, service: &str, port: u16) -> anyhow::Result<String> {
-        let addr = self.compose(&["port", service, &port.to_string()])?;
-        let addr = addr.trim().to_string();
+/// Waits for the nodes to exit; each must succeed. Returns their own totals.
+fn finish_nodes(nodes: &[String]) -> anyhow::Result<Vec<NodeTotal>> {
+    let mut totals = Vec::new();
+    for node in nodes {
+        let code = docker(&["wait", node])?;
+        let out = docker_logs(node)?;
         ensure!(
-            addr.starts_with("127.0.0.1:"),
-            "{service}:{port} published at {addr:?}"
+            code.trim() == "0",
+            "{node} exited with {}:\n{out}",
+            code.trim()
         );
-        Ok(addr)
+        totals.push(NodeTotal {
+            requests: summary_requests(&out)
+                .with_context(|| format!("no Aggregated row from {node}:\n{out}"))?,
+            failures: summary_failures(&out)
+                .with_context(|| format!("no failures column from {node}:\n{out}"))?,
+        });
     }
-
-    /// Restart count and start time of each service's container.
-    fn restarts(&self, services: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        for s in services {
-            let id = self.container(s)?;
-            let v = docker(&[
-                "inspect",
-                "-f",
-                "{{.RestartCount}} {{.State.StartedAt}}",
-                &id,
-            ])?;
-            out.insert(s.to_string(), v.trim().to_string());
-        }
-        Ok(out)
-    }
-
-    /// Starts the nodes of one run: `docker-compose run -d loadgen …`, the documented command.
-    fn start_nodes(&mut self, name: &str, run_time: &str) -> anyhow::Result<Vec<String>> {
-        let run_key = format!("{name}-{}", uuid::Uuid::new_v4().simple());
-        let mut names = Vec::new();
-        for i in 1..=NODES {
-            let container = format!("{}-{name}-node-{i}", self.project);
-            let node_id = format!("node-{i}");
-            self.nodes.push(container.clone());
-            #[rustfmt::skip]
-            self.compose(&[
-                "run", "-d", "--name", &container, "loadgen",
-                "--host", "http://target:8000", "-u", "5", "--arrival-rate", NODE_RATE,
-                "-t", run_time, "--path", "/", "--path", "/api/items", "--path", "/api/flaky",
-                "--run-key", &run_key, "--expected-nodes", "5", "--node-id", &node_id,
-                "--stats-interval", "5s", "-q",
-            ])?;
-            names.push(container);
-        }
-        Ok(names)
-    }
-
-    /// Waits for the nodes to exit; each must succeed. Returns their own totals.
-    fn finish_nodes(&self, nodes: &[String]) -> anyhow::Result<Vec<NodeTotal>> {
-        let mut totals = Vec::new();
-        for node in nodes {
-            let code = docker(&["wait", node])?;
-            let out = docker_logs(node)?;
-            ensure!(
-                code.trim() == "0",
-                "{node} exited with {}:\n{out}",
-                code.trim()
-            );
-            totals.push(NodeTotal {
-                requests: summary_requests(&out)
-                    .with_context(|| format!("no Aggregated row from {node}:\n{out}"))?,
-                failures: summary_failures(&out)
-                    .with_context(|| format!("no failures column from {node}:\n{out}"))?,
-            });
-        }
-        Ok(totals)
-    }
-
-    /// Copies every container's log to a file (printed) before the stack goes away.
-    fn keep_logs(&self) {
-        let path = std::env::temp_dir().join(format!("{}.log", self.project));
-        let mut text = String::new();
-        let mut cmd = self.command(&["logs", "--no-color", "--timestamps"]);
-        if let Ok(out) = cmd.output() {
-            text.push_str(&String::from_utf8_lossy(&out.stdout));
-        }
-        for node in &self.nodes {
-            text.push_str(&format!(
-                "\n==== {node}\n{}",
-                docker_logs(node).unwrap_or_default()
-            ));
-        }
-        if std::fs::write(&path, text).is_ok() {
-            eprintln!("stack logs kept in {}", path.display());
-        }
-    }
-
-    /// `docker-compose down -v`, then checks that no container, volume or network of the project
-    /// is left.
-    fn down_and_check_nothing_is_left(mut self) -> anyhow::Result<()> {
-        self.compose(&["down", "-v", "--remove-orphans", "-t", "30"])?;
-        self.down = true;
-        let label = format!("label=com.docker.compose.project={}", self.project);
-        let left = [
-            docker(&["ps", "-aq", "--filter", &label])?,
-            docker(&["volume", "ls", "-q", "--filter", &label])?,
-            docker(&["network", "ls", "-q", "--filter", &label])?,
-        ];
-        ensure!(
-            left.iter().all(|l| l.trim().is_empty()),
-            "left after `docker-compose down -v`: containers {:?}, volumes {:?}, networks {:?}",
-            left[0].trim(),
-            left[1].trim(),
-            left[2].trim()
-        );
-        println!(
-            "STACK | docker-compose down -v: no container, volume or network of the project left"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Compose {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.keep_logs();
-        }
-        if !self.down {
-            for node in &self.nodes {
-                let _ = docker(&["rm", "-f", node]);
-            }
-            let _ = self
-                .command(&["down", "-v", "--remove-orphans", "-t", "10"])
-                .output();
-        }
-        let _ = std::fs::remove_file(&self.env_file);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Docker, the nodes, the target and the store
-// ---------------------------------------------------------------------------------------------
-
-fn output(mut cmd: Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new("docker");
-    cmd.args(args);
-    output(cmd, &format!("docker {}", args.join(" ")))
-}
-
-/// A container's stdout and stderr.
-fn docker_logs(container: &str) -> anyhow::Result<String> {
-    let out = Command::new("docker").args(["logs", container]).output()?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
+    Ok(totals)
 }
 
 /// When a writer logged `active consumer: leader lock taken, runs restored; consuming` (it took
 /// the leader lock and consumes), by Docker's log timestamps.
 fn active_since(container: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
     log_times(container, "active consumer: leader lock taken")
-}
-
-/// When `container` logged a line containing `needle`, by Docker's log timestamps.
-fn log_times(container: &str, needle: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
-    let out = Command::new("docker")
-        .args(["logs", "--timestamps", container])
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(text
-        .lines()
-        .filter(|l| l.contains(needle))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .collect())
 }
 
 /// One node's own totals, from its summary's `Aggregated` row.
@@ -550,7 +306,7 @@ fn run_id(stack: &Compose, nodes: &[String]) -> anyhow::Result<String> {
             ensure!(
                 Instant::now() < deadline,
                 "{node} did not register within 60 s:\n{out}\n(project {})",
-                stack.project
+                stack.project()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -560,70 +316,6 @@ fn run_id(stack: &Compose, nodes: &[String]) -> anyhow::Result<String> {
         "the nodes registered different runs: {ids:?}"
     );
     Ok(ids[0].clone())
-}
-
-async fn target_count(http: &reqwest::Client, target: &str) -> anyhow::Result<u64> {
-    let v: Value = http
-        .get(format!("{target}/__count"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    v["requests"].as_u64().context("no requests in /__count")
-}
-
-/// One series of VictoriaMetrics' `/api/v1/export`.
-#[derive(Debug)]
-struct Series {
-    labels: serde_json::Map<String, Value>,
-    values: Vec<f64>,
-    timestamps: Vec<i64>,
-}
-
-impl Series {
-    fn label(&self, key: &str) -> &str {
-        self.labels
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    }
-}
-
-/// The series of run `uuid` whose name matches the regex `names`.
-async fn export(
-    http: &reqwest::Client,
-    store: &str,
-    uuid: &str,
-    names: &str,
-) -> anyhow::Result<Vec<Series>> {
-    http.get(format!("{store}/internal/force_flush"))
-        .send()
-        .await?;
-    let text = http
-        .get(format!("{store}/api/v1/export"))
-        .query(&[(
-            "match[]",
-            format!("{{__name__=~\"{names}\",event_id=\"{uuid}\"}}"),
-        )])
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut series = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("export line {line}"))?;
-        let nums = |key: &str| -> Vec<Value> { v[key].as_array().cloned().unwrap_or_default() };
-        series.push(Series {
-            labels: v["metric"].as_object().cloned().unwrap_or_default(),
-            values: nums("values").iter().filter_map(Value::as_f64).collect(),
-            timestamps: nums("timestamps")
-                .iter()
-                .filter_map(Value::as_i64)
-                .collect(),
-        });
-    }
-    Ok(series)
 }
 
 async fn snapshots_appear(http: &reqwest::Client, store: &str, uuid: &str) -> anyhow::Result<()> {
