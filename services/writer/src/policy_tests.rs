@@ -411,14 +411,20 @@ impl Sim {
     fn check_durable(&self, i: usize) {
         let m = &self.msgs[i].0;
         let waiting: HashSet<usize> = self.consumer.iter().map(|d| d.meta).collect();
-        let superseded = m.kind == Kind::Stats
-            && self.delivered.values().any(|&j| {
-                let n = &self.msgs[j].0;
-                j != i
-                    && !waiting.contains(&j)
-                    && (n.run, n.node) == (m.run, m.node)
-                    && (n.kind == Kind::Commit || (n.kind == Kind::Stats && n.seq >= m.seq))
-            });
+        // Stats are superseded by the node's newer stats or its commit; a register or commit
+        // repeats one taken in before it (which is held, or durable).
+        let superseded = self.delivered.values().any(|&j| {
+            let n = &self.msgs[j].0;
+            j != i
+                && !waiting.contains(&j)
+                && (n.run, n.node) == (m.run, m.node)
+                && match m.kind {
+                    Kind::Stats => {
+                        n.kind == Kind::Commit || (n.kind == Kind::Stats && n.seq >= m.seq)
+                    }
+                    Kind::Register | Kind::Commit => n.kind == m.kind && j < i,
+                }
+        });
         if superseded {
             return;
         }
@@ -872,5 +878,47 @@ async fn a_writer_killed_at_any_instant_loses_nothing() {
         assert!(sim.backlog.is_empty() && sim.consumer.is_empty());
         assert_eq!(sim.policy.unacked(), 0, "everything settled in the end");
         assert!(sim.dead.is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_delivered_again_after_its_final_record_is_settled() {
+    // Each message twice, then the whole run again, 0 to 1 s after its final record was
+    // written (while the tombstone is being confirmed, or after).
+    for k in 0..20u32 {
+        let mut sim = Sim::with(|s| {
+            s.snapshot_interval = Duration::from_secs(3600);
+            s.checkpoint_after = 1000;
+        });
+        sim.confirm_latency = Some(Duration::from_millis(300));
+        sim.start();
+        let a = run_id(1);
+        let run = [
+            register(a, "n1"),
+            stats(a, "n1", 1, 40),
+            stats(a, "n1", 2, 80),
+            commit(a, "n1", 3, 100),
+        ];
+        for m in &run {
+            sim.publish(m.clone());
+            sim.publish(m.clone());
+        }
+        while sim.completed.is_empty() {
+            sim.run_for(Duration::from_millis(1)).await;
+        }
+        sim.run_for(Duration::from_millis(50) * k).await;
+        for m in &run {
+            sim.publish(m.clone());
+        }
+        sim.run_for(Duration::from_secs(10)).await;
+        let after = 50 * k;
+        assert_eq!(sim.policy.unacked(), 0, "replayed {after} ms after");
+        assert_eq!(sim.acked.len(), 12, "replayed {after} ms after");
+        assert!(sim.tombstoned(a));
+        let (_, last) = sim.checkpoints.last().expect("a tombstone");
+        assert!(
+            last.iter().all(|r| r.state.is_none()),
+            "replayed {after} ms after"
+        );
     }
 }
