@@ -17,7 +17,7 @@
 //! - `leader` (private): the leader loop, which executes the policy's actions against the
 //!   broker and InfluxDB.
 //! - [`sink`]: InfluxDB v2 and InfluxDB v1 sinks and the lifecycle's file sink behind
-//!   [`AnySink`](sink::AnySink), with the retry policy.
+//!   [`AnySink`], with the retry policy.
 //! - [`outbox`]: writing the runs' outboxes in batches.
 //! - [`metrics`]: Prometheus metrics on `metrics.listen`.
 //! - [`redrive`]: moves dead-lettered messages back (`loadtest-writer redrive`).

@@ -37,7 +37,7 @@ use crate::sink::AnySink;
 
 /// Declares the exchanges, the writer's quorum queue (single active consumer, delivery limit,
 /// dead-lettering) and the dead-letter queue. Idempotent. (The checkpoint stream:
-/// [`checkpoints::declare_stream`].)
+/// `checkpoints::declare_stream`.)
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
