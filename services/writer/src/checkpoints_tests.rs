@@ -98,3 +98,23 @@ fn deflate_round_trips_and_shrinks_repetitive_json() {
         .expect("inflate");
     assert_eq!(back, json);
 }
+
+#[test]
+fn a_cycle_message_is_deflated_json_with_the_low_water_mark() {
+    let at = Utc::now();
+    let low_water = at - chrono::Duration::seconds(60);
+    let body = cycle_message(at, low_water).expect("cycle");
+    let mut json = Vec::new();
+    flate2::read::DeflateDecoder::new(&body[..])
+        .read_to_end(&mut json)
+        .expect("inflate");
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert_eq!(v["kind"], "cycle");
+    match serde_json::from_slice::<StreamMessage>(&json).expect("parse") {
+        StreamMessage::Cycle {
+            at: a,
+            low_water: lw,
+        } => assert_eq!((a, lw), (at, low_water)),
+        other => panic!("{other:?}"),
+    }
+}
