@@ -112,15 +112,7 @@ impl Lifecycle {
         } else {
             env.node_id.clone()
         };
-        if self.runs.get(&event_id).is_some_and(Run::finalizing) {
-            // The final record is computed and waits to be written: a repeat, or a straggler
-            // after the commit grace, changes nothing.
-            fx.ack.push(delivery);
-            return fx;
-        }
-        if self.recently_finished.contains_key(&event_id) && !matches!(env.body, Body::Completed(_))
-        {
-            tracing::warn!(event_id = %event_id, node_id = %node_id, kind = env.body.kind(), "a message for a run whose final record is written: acked, changes nothing (a duplicate delivery, or a node that joined after the run ended)");
+        if self.is_straggler(event_id, &node_id, &env.body) {
             fx.ack.push(delivery);
             return fx;
         }
@@ -343,6 +335,21 @@ impl Lifecycle {
             t += iv;
         }
         fx
+    }
+
+    /// Whether a message for run `event_id` comes after its final record was computed (a
+    /// repeat, a straggler after the commit grace, a node that joined after the end): acked at
+    /// once, it changes nothing.
+    fn is_straggler(&self, event_id: Uuid, node_id: &str, body: &Body) -> bool {
+        if self.runs.get(&event_id).is_some_and(Run::finalizing) {
+            return true;
+        }
+        let finished =
+            self.recently_finished.contains_key(&event_id) && !matches!(body, Body::Completed(_));
+        if finished {
+            tracing::warn!(event_id = %event_id, node_id = %node_id, kind = body.kind(), "a message for a run whose final record is written: acked, changes nothing (a duplicate delivery, or a node that joined after the run ended)");
+        }
+        finished
     }
 
     /// How much an outbox keeps.
