@@ -9,7 +9,6 @@
 //! user would; the README's quick start, the plugin's `example_locust.py` against
 //! `loadgen target`, must run green (exit 0).
 
-use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,9 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use loadtest_e2e::*;
-
-/// The Locust version `.ci/services.sh` installs.
-const LOCUST_PIN: &str = "2.32.4";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -156,109 +152,11 @@ impl Drop for Locust {
     }
 }
 
-/// Splits one CSV line (RFC 4180 quoting, as Python's `csv` writes it).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
-}
-
-/// (method, name) → (requests, failures)
-type Counts = BTreeMap<(String, String), (u64, u64)>;
-
 /// Locust's `PREFIX_stats.csv`: per endpoint, and the `Aggregated` row under method "".
 fn read_stats_csv(path: &Path) -> anyhow::Result<Counts> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let header = csv_fields(lines.next().context("empty stats CSV")?);
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("no {name:?} column in {header:?}"))
-    };
-    let (ty, name, reqs, fails) = (
-        col("Type")?,
-        col("Name")?,
-        col("Request Count")?,
-        col("Failure Count")?,
-    );
-    let mut out = Counts::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f = csv_fields(line);
-        out.insert(
-            (f[ty].clone(), f[name].clone()),
-            (f[reqs].parse()?, f[fails].parse()?),
-        );
-    }
-    Ok(out)
-}
-
-/// The same counts from the summary table Locust prints at exit (`--only-summary`):
-/// `GET      /items      146     0(0.00%) |  ...`.
-fn read_printed_summary(output: &str) -> Counts {
-    let mut out = Counts::new();
-    let start = output
-        .lines()
-        .position(|l| l.starts_with("Type") && l.contains("# reqs"));
-    let Some(start) = start else {
-        return out;
-    };
-    for line in output.lines().skip(start + 1) {
-        if line.starts_with("Response time percentiles") {
-            break;
-        }
-        let Some((left, _)) = line.split_once('|') else {
-            continue;
-        };
-        if left.starts_with("--------") || left.trim().is_empty() {
-            continue;
-        }
-        let tokens: Vec<&str> = left.split_whitespace().collect();
-        if tokens.len() < 3 {
-            continue;
-        }
-        let fails = tokens[tokens.len() - 1]
-            .split('(')
-            .next()
-            .and_then(|n| n.parse().ok());
-        let reqs = tokens[tokens.len() - 2].parse().ok();
-        let (method, name) = if line.starts_with(' ') {
-            (String::new(), tokens[..tokens.len() - 2].join(" "))
-        } else {
-            (tokens[0].to_string(), tokens[1..tokens.len() - 2].join(" "))
-        };
-        if let (Some(r), Some(f)) = (reqs, fails) {
-            out.insert((method, name), (r, f));
-        }
-    }
-    out
-}
-
-/// The run's uuid from the plugin's `registered run UUID with ...` line.
-fn registered_uuid(output: &str) -> Option<String> {
-    output
-        .lines()
-        .find(|l| l.contains("locust_consumer: registered run "))
-        .and_then(|l| l.split("registered run ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .filter(|u| uuid::Uuid::parse_str(u).is_ok())
-        .map(str::to_string)
+    parse_stats_csv(&text)
 }
 
 /// The run's `loadtest_summary` counts, once the final record is there.
