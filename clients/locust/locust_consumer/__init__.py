@@ -62,6 +62,9 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     global _plugin
     options = getattr(environment, "parsed_options", None)
     _plugin = ConsumerPlugin(environment, Settings.from_options(options)) if options is not None else None
+    web_ui = getattr(environment, "web_ui", None)
+    if _plugin is not None and _plugin.active and web_ui is not None:
+        _plugin.add_web_route(web_ui)
 
 
 @events.test_start.add_listener

@@ -198,6 +198,8 @@ class Run:
         self._gone: set[str] = set()
         self.committed = False
         self.failed = False
+        #: Why the run is not recorded (registration failed), once that is known.
+        self.not_recorded: Optional[str] = None
         #: When the stats were read for the commit (``time.monotonic()``); they are final then.
         self.final_at: Optional[float] = None
 
@@ -242,6 +244,7 @@ class Run:
     def _required_failed(self, why: str) -> None:
         """``--consumer-required`` and no registration: one clear error, exit code 1."""
         self.failed = True
+        self.not_recorded = why
         self.environment.process_exit_code = 1
         logger.error(
             "cannot register the run with the load-test API at %s: %s. --consumer-required is set, "
@@ -283,13 +286,16 @@ class Run:
                     on_retry=lambda _what, last, _n: self._warn_unreachable(last),
                 )
             except Rejected as e:
+                self.not_recorded = str(e)
                 logger.error("%s; this run is not recorded", e)
                 return
             except Unavailable as e:
+                self.not_recorded = str(e)
                 self._warn_unreachable(e.last)
                 logger.info("giving up registering: %s; this run is not recorded", e)
                 return
             except ApiError as e:
+                self.not_recorded = str(e)
                 logger.error("%s; this run is not recorded", e)
                 return
             self._log_registered()
@@ -435,6 +441,27 @@ class Run:
             failures,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What ``GET /consumer/run`` answers for this run: ``startedAt`` (when the test
+        started, RFC 3339: tells runs apart), ``runId`` (``None`` until registered) and
+        ``state``: ``registering``, ``running``, ``committing`` (stopped, the commit under way),
+        ``committed``, ``not recorded`` (with ``detail``) or ``commit failed``."""
+        uuid = self.registration.uuid if self.registration else None
+        started_at = self.started_at.isoformat()
+        if self.committed:
+            state = "committed"
+        elif self.not_recorded is not None:
+            return {"startedAt": started_at, "runId": None, "state": "not recorded", "detail": self.not_recorded}
+        elif self.failed:
+            state = "commit failed"
+        elif uuid is None:
+            state = "registering"
+        elif self._stopped_at is not None:
+            state = "committing"
+        else:
+            state = "running"
+        return {"startedAt": started_at, "runId": uuid, "state": state}
+
     def finish_now(self, timeout: float) -> None:
         """``quitting``: Locust has received everything it will; commit now and wait for it."""
         if self._finisher is None:
@@ -471,6 +498,26 @@ class ConsumerPlugin:
             # Ends the greenlet running the runner's start() quietly, before it spawns any user
             # (GreenletExit is not an Exception, so Locust's event hook lets it through).
             raise gevent.GreenletExit()
+
+    def status(self) -> dict[str, Any]:
+        """``GET /consumer/run`` on the master's web UI: the current (or last) run's id and state
+        (:meth:`Run.status`); ``state`` is ``none`` before the first test."""
+        if self.run is None:
+            return {"startedAt": None, "runId": None, "state": "none"}
+        return self.run.status()
+
+    def add_web_route(self, web_ui: Any) -> None:
+        """Adds ``GET /consumer/run`` to Locust's web UI (behind its login when there is one), so
+        a script that starts a test through ``POST /swarm`` learns the run id
+        (``python -m locust_consumer.swarm``)."""
+        from flask import jsonify
+
+        def consumer_run() -> Any:
+            return jsonify(self.status())
+
+        guard = getattr(web_ui, "auth_required_if_enabled", None)
+        view = guard(consumer_run) if guard else consumer_run
+        web_ui.app.add_url_rule("/consumer/run", "consumer_run", view, methods=["GET"])
 
     def on_test_stop(self, environment: Any) -> None:
         """Commits the current run (in the background)."""

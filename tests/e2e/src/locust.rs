@@ -114,5 +114,7 @@ pub fn registered_uuid(output: &str) -> Option<String> {
 
 /// The `Aggregated` (requests, failures) of `counts`.
 pub fn aggregated(counts: &Counts) -> Option<(u64, u64)> {
-    counts.get(&(String::new(), "Aggregated".to_string())).copied()
+    counts
+        .get(&(String::new(), "Aggregated".to_string()))
+        .copied()
 }

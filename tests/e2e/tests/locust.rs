@@ -368,6 +368,130 @@ async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::
     Ok(())
 }
 
+/// The master's own counts, from its web UI's `GET /stats/requests` (`Aggregated` has no method).
+async fn master_stats(web: &str) -> anyhow::Result<Counts> {
+    let v: serde_json::Value = reqwest::get(format!("{web}/stats/requests"))
+        .await?
+        .json()
+        .await?;
+    let rows = v["stats"]
+        .as_array()
+        .context("no stats in /stats/requests")?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let method = r["method"].as_str().unwrap_or_default().to_string();
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            let n = |k: &str| r[k].as_u64().unwrap_or_default();
+            ((method, name), (n("num_requests"), n("num_failures")))
+        })
+        .collect())
+}
+
+/// `python -m locust_consumer.swarm ARGS` from the plugin's folder; its stdout (the run id), or an
+/// error with its stderr.
+async fn swarm(args: Vec<String>) -> anyhow::Result<String> {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python_tool("python"))
+            .args(["-m", "locust_consumer.swarm"])
+            .args(&args)
+            .current_dir(plugin_dir())
+            .output()
+    })
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success(),
+        "swarm failed ({}):\n{stderr}",
+        out.status
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The Kubernetes way (`infra/k8s/locust`, `run-locust-cluster.sh`): a master that stays up with
+/// its web UI, two workers, and two tests started by `python -m locust_consumer.swarm`. Each prints
+/// its run id, and each run's summary equals the master's own counts and the target's. Locust
+/// stops these tests without quitting: the workers leave the master's list until they are ready
+/// again (`--stop-timeout`), and their last stats come with their next report, after
+/// `test_stop`; the commit must wait for them (on main it did not: it committed at once, short of
+/// the last seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tests_started_through_the_web_ui_are_recorded_exactly() -> anyhow::Result<()> {
+    let p = start_pipeline("locust-swarm").await?;
+    let target = start_target().await?;
+    let port = free_port()?.to_string();
+    let web = format!("http://127.0.0.1:{}", free_port()?);
+    let web_port = web.rsplit(':').next().unwrap_or_default().to_string();
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        workers.push(Locust::start(
+            &format!("locust-swarm-worker{i}"),
+            &[
+                "-f",
+                failing_locustfile(),
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                &port,
+            ],
+            &[],
+        )?);
+    }
+    #[rustfmt::skip]
+    let master = Locust::start("locust-swarm-master", &[
+        "-f", failing_locustfile(), "--master", "--master-bind-host", "127.0.0.1",
+        "--master-bind-port", &port, "--web-host", "127.0.0.1", "--web-port", &web_port,
+        "--stop-timeout", "5", "--consumer-host", &p.api, "--consumer-api-key", &p.stack.api_key,
+        "--consumer-interval", "2s",
+    ], &[])?;
+    let mut runs = Vec::new();
+    for round in 1..=2 {
+        let before = target.count.load(std::sync::atomic::Ordering::SeqCst);
+        #[rustfmt::skip]
+        let uuid = swarm(vec![
+            "--web".into(), web.clone(), "--workers".into(), "2".into(), "--users".into(),
+            "6".into(), "--spawn-rate".into(), "10".into(), "--run-time".into(), "10s".into(),
+            "--host".into(), target.url.clone(), "--timeout".into(), "60".into(),
+        ])
+        .await?;
+        anyhow::ensure!(
+            uuid::Uuid::parse_str(&uuid).is_ok(),
+            "swarm printed {uuid:?}"
+        );
+        eventually(Duration::from_secs(60), "the commit", || async {
+            Ok(master
+                .output()
+                .contains(&format!("locust_consumer: committed run {uuid}"))
+                .then_some(()))
+        })
+        .await?;
+        let answered = target.count.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let reported = master_stats(&web).await?;
+        let summary = summary_counts(&p.db, &uuid).await?;
+        println!("round {round}: run {uuid}\n  master:   {reported:?}\n  influxdb: {summary:?}\n  target answered {answered}");
+        assert_eq!(summary, reported, "loadtest_summary vs the master's counts");
+        let total = aggregated(&reported).context("no Aggregated row")?;
+        assert_eq!(
+            total.0, answered,
+            "the master's total vs the target's count"
+        );
+        assert!(
+            total.0 > 50 && total.1 > 0,
+            "a real run with failures: {total:?}"
+        );
+        runs.push(uuid);
+    }
+    assert_ne!(runs[0], runs[1], "each test is a run of its own");
+    let out = master.output();
+    assert!(
+        !out.contains("/WARNING/locust_consumer") && !out.contains("/ERROR/locust_consumer"),
+        "the plugin complained:\n{out}"
+    );
+    drop(workers);
+    Ok(())
+}
+
 /// `--master` with two `--worker` processes on this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn locust_master_and_two_workers_equal_csv_exactly() -> anyhow::Result<()> {
