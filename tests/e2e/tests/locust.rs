@@ -413,8 +413,8 @@ async fn swarm(args: Vec<String>) -> anyhow::Result<String> {
 /// its run id, and each run's summary equals the master's own counts and the target's. Locust
 /// stops these tests without quitting: the workers leave the master's list until they are ready
 /// again (`--stop-timeout`), and their last stats come with their next report, after
-/// `test_stop`; the commit must wait for them (on main it did not: it committed at once, short of
-/// the last seconds).
+/// `test_stop`; the commit must wait for them. (Before, the plugin saw no worker left to wait for
+/// and committed at once: 1,111 of the 1,129 requests Locust counted, in a trial with 5 workers.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tests_started_through_the_web_ui_are_recorded_exactly() -> anyhow::Result<()> {
     let p = start_pipeline("locust-swarm").await?;
