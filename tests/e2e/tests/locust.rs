@@ -152,6 +152,20 @@ impl Drop for Locust {
     }
 }
 
+/// Starts `n` Locust workers (the failing locustfile) for the master on 127.0.0.1:`port`.
+fn start_workers(test: &str, port: &str, n: usize) -> anyhow::Result<Vec<Locust>> {
+    (0..n)
+        .map(|i| {
+            #[rustfmt::skip]
+            let args = [
+                "-f", failing_locustfile(), "--worker", "--master-host", "127.0.0.1",
+                "--master-port", port,
+            ];
+            Locust::start(&format!("{test}-worker{i}"), &args, &[])
+        })
+        .collect()
+}
+
 /// Locust's `PREFIX_stats.csv`: per endpoint, and the `Aggregated` row under method "".
 fn read_stats_csv(path: &Path) -> anyhow::Result<Counts> {
     let text =
@@ -308,21 +322,7 @@ async fn distributed_run_equals_csv(test: &str, use_processes: bool) -> anyhow::
             "--expect-workers",
             "2",
         ]);
-        for i in 0..2 {
-            workers.push(Locust::start(
-                &format!("{test}-worker{i}"),
-                &[
-                    "-f",
-                    failing_locustfile(),
-                    "--worker",
-                    "--master-host",
-                    "127.0.0.1",
-                    "--master-port",
-                    &port,
-                ],
-                &[],
-            )?);
-        }
+        workers = start_workers(test, &port, 2)?;
     }
     let master = Locust::start(&format!("{test}-master"), &args, &[])?;
     let (status, out) = master.wait(Duration::from_secs(120)).await?;
@@ -422,22 +422,7 @@ async fn tests_started_through_the_web_ui_are_recorded_exactly() -> anyhow::Resu
     let port = free_port()?.to_string();
     let web = format!("http://127.0.0.1:{}", free_port()?);
     let web_port = web.rsplit(':').next().unwrap_or_default().to_string();
-    let mut workers = Vec::new();
-    for i in 0..2 {
-        workers.push(Locust::start(
-            &format!("locust-swarm-worker{i}"),
-            &[
-                "-f",
-                failing_locustfile(),
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                &port,
-            ],
-            &[],
-        )?);
-    }
+    let workers = start_workers("locust-swarm", &port, 2)?;
     #[rustfmt::skip]
     let master = Locust::start("locust-swarm-master", &[
         "-f", failing_locustfile(), "--master", "--master-bind-host", "127.0.0.1",

@@ -38,6 +38,13 @@ const RUN_TIME_S: u64 = 60;
 const KILL_AFTER: Duration = Duration::from_secs(25);
 /// The pipeline's services the runs need (the Locust services are started per run).
 const SERVICES: &[&str] = &["rabbitmq", "influxdb", "api", "writer-1", "target"];
+/// Our images the test runs (`loadgen` is the demo target's).
+const IMAGES: &[&str] = &[
+    "loadtest-api",
+    "loadtest-writer",
+    "loadgen",
+    "loadtest-locust",
+];
 /// Where the compose file's master writes its CSV files (`LOCUST_CSV`).
 const CSV_STATS: &str = "/var/lib/loadtest/locust_stats.csv";
 
@@ -45,17 +52,7 @@ const CSV_STATS: &str = "/var/lib/loadtest/locust_stats.csv";
 #[ignore = "needs Docker and the images of .ci/images.sh; run by .ci/run"]
 async fn locust_master_and_five_workers_in_compose() -> anyhow::Result<()> {
     let tag = stack_tag();
-    require_images(
-        &tag,
-        &[
-            format!("loadtest-api:{tag}"),
-            format!("loadtest-writer:{tag}"),
-            format!("loadgen:{tag}"),
-            format!("loadtest-locust:{tag}"),
-            "loadtest-ci/rabbitmq:3.10".into(),
-            "loadtest-ci/victoriametrics:1.79".into(),
-        ],
-    )?;
+    require_images(&tag, IMAGES)?;
     let version = docker(&[
         "run",
         "--rm",
@@ -98,15 +95,7 @@ async fn scenarios(stack: &mut Compose, version: &str) -> anyhow::Result<()> {
 
     // 1. Five workers, nothing killed.
     let run = locust_run(stack, &env, None).await?;
-    let csv_total = aggregated(&run.csv).context("no Aggregated row in the CSV")?;
-    ensure!(
-        run.stored == run.csv && run.printed == run.csv,
-        "run {}: stored {:?}, Locust's CSV {:?}, Locust's printed summary {:?}",
-        run.uuid,
-        run.stored,
-        run.csv,
-        run.printed
-    );
+    let csv_total = run.stored_equals_locust()?;
     ensure!(
         csv_total.0 == run.target && csv_total.0 > 500,
         "run {}: Locust's CSV total {csv_total:?}, target's count {}",
@@ -134,15 +123,7 @@ async fn scenarios(stack: &mut Compose, version: &str) -> anyhow::Result<()> {
     // 2. One worker killed mid-run.
     let run = locust_run(stack, &env, Some(KILL_AFTER)).await?;
     let killed = run.killed.as_ref().context("no worker was killed")?;
-    let csv_total = aggregated(&run.csv).context("no Aggregated row in the CSV")?;
-    ensure!(
-        run.stored == run.csv && run.printed == run.csv,
-        "run {}: stored {:?}, Locust's CSV {:?}, Locust's printed summary {:?}",
-        run.uuid,
-        run.stored,
-        run.csv,
-        run.printed
-    );
+    let csv_total = run.stored_equals_locust()?;
     ensure!(
         run.target >= csv_total.0,
         "run {}: Locust counted {} requests, more than the target answered ({})",
@@ -196,6 +177,22 @@ struct LocustRun {
     users: Vec<u64>,
     exit_code: i64,
     killed: Option<Killed>,
+}
+
+impl LocustRun {
+    /// Checks that the stored summary equals Locust's CSV and its printed summary, per endpoint;
+    /// the CSV's `Aggregated` (requests, failures).
+    fn stored_equals_locust(&self) -> anyhow::Result<(u64, u64)> {
+        ensure!(
+            self.stored == self.csv && self.printed == self.csv,
+            "run {}: stored {:?}, Locust's CSV {:?}, Locust's printed summary {:?}",
+            self.uuid,
+            self.stored,
+            self.csv,
+            self.printed
+        );
+        aggregated(&self.csv).context("no Aggregated row in the CSV")
+    }
 }
 
 /// The worker run 2 killed.
