@@ -11,7 +11,7 @@
 #      inside `docker build` reaches PyPI here; the CA certificates this machine adds to Debian's
 #      store (/usr/local/share/ca-certificates, e.g. a TLS-intercepting proxy's) go to pip as the
 #      build argument EXTRA_CA_CERTS, never into the image. Docker's layer cache makes later runs
-#      take seconds.
+#      take seconds (loadtest-ci/locust-venv and loadtest-ci/locust keep it when TAG goes).
 #   4. Our images, from the binaries the test stage already built (infra/docker/Dockerfile's
 #      *-prebuilt targets; debug info stripped into target/docker/ to keep the context small),
 #      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG, loadtest-notifier:TAG.
@@ -107,7 +107,11 @@ if [ "$STEP" = base ] || [ "$STEP" = all ]; then
   build_base_image
   build loadtest-ci/rabbitmq:3.10 infra/docker/ci/rabbitmq.Dockerfile infra/docker/ci
   build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfile infra/docker/ci
+  # The venv stage (Locust from PyPI, the slow part) and the image also get tags of their own,
+  # so that .ci/run removing its TAG leaves their layers cached for the next run.
+  build loadtest-ci/locust-venv:latest infra/docker/Dockerfile . --target locust-venv
   build "loadtest-locust:$TAG" infra/docker/Dockerfile . --target locust
+  docker tag "loadtest-locust:$TAG" loadtest-ci/locust:latest
 fi
 
 if [ "$STEP" = stage ] || [ "$STEP" = all ]; then
