@@ -3,6 +3,8 @@
 //! `locust` profile with the CI override — against the counting demo target, recorded through
 //! the API, the writer and the store (VictoriaMetrics, read with `/api/v1/export`).
 //!
+//! 0. Standalone, the original command (`--headless -u 2 -r 2 -t 15s --only-summary`, no
+//!    master): the stored summary = Locust's CSV = its printed summary = the target's count.
 //! 1. Five workers, 60 s: the stored summary (`loadtest_summary`, per endpoint and
 //!    `Aggregated`) = Locust's own `--csv` stats = the summary Locust's master prints = the
 //!    target's count of requests answered.
@@ -22,6 +24,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use chrono::{DateTime, Utc};
 use loadtest_e2e::{
     aggregated, docker, docker_logs_since, eventually, export, log_times, parse_stats_csv,
     read_printed_summary, registered_uuid, require_images, stack_tag, target_count, wait_for_exit,
@@ -92,6 +95,20 @@ async fn scenarios(stack: &mut Compose, version: &str) -> anyhow::Result<()> {
         store: format!("http://{}", stack.port("influxdb", 8086)?),
         target: format!("http://{}", stack.port("target", 8000)?),
     };
+
+    // 0. Standalone, the original command.
+    let run = standalone_run(stack, &env).await?;
+    let total = run.stored_equals_locust()?;
+    ensure!(
+        total.0 == run.target && total.0 > 20,
+        "standalone run {}: Locust's total {total:?}, target's count {}",
+        run.uuid,
+        run.target
+    );
+    println!(
+        "STACK-LOCUST | run 0, standalone (--headless -u 2 -r 2 -t 15s --only-summary) | run {} | stored Aggregated {} = Locust's CSV = its printed summary = target's count {}",
+        run.uuid, total.0, run.target
+    );
 
     // 1. Five workers, nothing killed.
     let run = locust_run(stack, &env, None).await?;
@@ -211,7 +228,7 @@ async fn locust_run(
 ) -> anyhow::Result<LocustRun> {
     let before = target_count(&env.http, &env.target).await?;
     // The master's container is started again for run 2: its log of this run only.
-    let since = chrono::Utc::now();
+    let since = Utc::now();
     let scale = format!("locust-worker={WORKERS}");
     #[rustfmt::skip]
     stack.compose(&[
@@ -225,50 +242,108 @@ async fn locust_run(
         "{} worker containers: {workers:?}",
         workers.len()
     );
-    let uuid = eventually(
-        Duration::from_secs(150),
-        "the run's registration",
-        || async { Ok(registered_uuid(&docker_logs_since(&master, since)?)) },
-    )
-    .await?;
+    let uuid = registration(&master, since).await?;
     let killed = match kill_after {
         None => None,
         Some(after) => Some(kill_one_worker(&master, &workers[2], after, since).await?),
     };
-    let wait = Duration::from_secs(RUN_TIME_S + 120);
-    let exit_code = tokio::task::block_in_place(|| wait_for_exit(&master, wait))?;
-    let logs = docker_logs_since(&master, since)?;
+    let exit_code = tokio::task::block_in_place(|| {
+        wait_for_exit(&master, Duration::from_secs(RUN_TIME_S + 120))
+    })?;
+    for w in &workers {
+        tokio::task::block_in_place(|| wait_for_exit(w, Duration::from_secs(60)))?;
+    }
+    let ended = Ended {
+        container: master,
+        since,
+        uuid,
+        before,
+        exit_code,
+    };
+    read_back(env, ended, killed).await
+}
+
+/// The original command in the image, standalone (no master, no workers):
+/// `docker-compose run locust-master --headless -u 2 -r 2 -t 15s --only-summary`, with the
+/// service's consumer host, API key, target and CSV prefix.
+async fn standalone_run(stack: &mut Compose, env: &Env) -> anyhow::Result<LocustRun> {
+    let before = target_count(&env.http, &env.target).await?;
+    let since = Utc::now();
+    #[rustfmt::skip]
+    let container = stack.run_detached("standalone", &[
+        "locust-master", "--headless", "-u", "2", "-r", "2", "-t", "15s", "--only-summary",
+    ])?;
+    let uuid = registration(&container, since).await?;
+    let exit_code =
+        tokio::task::block_in_place(|| wait_for_exit(&container, Duration::from_secs(120)))?;
+    let ended = Ended {
+        container,
+        since,
+        uuid,
+        before,
+        exit_code,
+    };
+    read_back(env, ended, None).await
+}
+
+/// The run id the plugin logged in `container` since `since`.
+async fn registration(container: &str, since: DateTime<Utc>) -> anyhow::Result<String> {
+    eventually(
+        Duration::from_secs(150),
+        "the run's registration",
+        || async { Ok(registered_uuid(&docker_logs_since(container, since)?)) },
+    )
+    .await
+}
+
+/// A Locust process (a master, or standalone) that has exited.
+struct Ended {
+    container: String,
+    /// When its run started: its log from then on is this run's.
+    since: DateTime<Utc>,
+    uuid: String,
+    /// The target's count before the run.
+    before: u64,
+    exit_code: i64,
+}
+
+/// Reads a finished run back from Locust (its log and CSV file), the target and the store; the
+/// run must be committed, and without a worker killed, exit 0 with no warning from the plugin.
+async fn read_back(env: &Env, ended: Ended, killed: Option<Killed>) -> anyhow::Result<LocustRun> {
+    let Ended {
+        container,
+        since,
+        uuid,
+        before,
+        exit_code,
+    } = ended;
+    let logs = docker_logs_since(&container, since)?;
     ensure!(
         logs.contains(&format!("locust_consumer: committed run {uuid}")),
-        "the master did not commit run {uuid} (exit code {exit_code}):\n{logs}"
+        "{container} did not commit run {uuid} (exit code {exit_code}):\n{logs}"
     );
     if killed.is_none() {
         ensure!(
             exit_code == 0 && !logs.contains("/WARNING/locust_consumer"),
-            "the master exited with {exit_code}, or the plugin warned:\n{logs}"
+            "{container} exited with {exit_code}, or the plugin warned:\n{logs}"
         );
     }
-    for w in &workers {
-        tokio::task::block_in_place(|| wait_for_exit(w, Duration::from_secs(60)))?;
-    }
     let target = target_count(&env.http, &env.target).await? - before;
-    let csv_path = std::env::temp_dir().join(format!("{}-{uuid}.csv", stack.project()));
+    let csv_path = std::env::temp_dir().join(format!("loadtest-stack-locust-{uuid}.csv"));
     docker(&[
         "cp",
-        &format!("{master}:{CSV_STATS}"),
+        &format!("{container}:{CSV_STATS}"),
         &csv_path.to_string_lossy(),
     ])?;
-    let csv = parse_stats_csv(&std::fs::read_to_string(&csv_path)?)?;
+    let csv = parse_stats_csv(&std::fs::read_to_string(&csv_path)?);
     let _ = std::fs::remove_file(&csv_path);
-    let stored = stored_summary(env, &uuid).await?;
-    let users = snapshot_users(env, &uuid).await?;
     Ok(LocustRun {
+        stored: stored_summary(env, &uuid).await?,
+        users: snapshot_users(env, &uuid).await?,
         uuid,
-        csv,
+        csv: csv?,
         printed: read_printed_summary(&logs),
-        stored,
         target,
-        users,
         exit_code,
         killed,
     })
@@ -280,10 +355,10 @@ async fn kill_one_worker(
     master: &str,
     worker: &str,
     after: Duration,
-    since: chrono::DateTime<chrono::Utc>,
+    since: DateTime<Utc>,
 ) -> anyhow::Result<Killed> {
     tokio::time::sleep(after).await;
-    let kill_at = chrono::Utc::now();
+    let kill_at = Utc::now();
     docker(&["kill", worker])?;
     let needle = "failed to send heartbeat, setting state to missing";
     let missing_at = eventually(
