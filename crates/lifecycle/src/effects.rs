@@ -48,7 +48,8 @@ impl Effects {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinalStatus {
-    /// Every node committed, or `commit_grace` passed after the first commit.
+    /// Every node committed, or `commit_grace` passed after the first commit with no message
+    /// from the run since.
     Committed,
     /// No message came within `expire_after`.
     Expired,

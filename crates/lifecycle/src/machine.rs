@@ -254,7 +254,11 @@ impl Lifecycle {
                 continue;
             }
             if let Some(first) = run.first_commit_at {
-                if elapsed(first, now) >= self.settings.commit_grace {
+                // The grace runs from the first commit and again from every later message: a
+                // node still sending stats is still running (the nodes of one run may start
+                // minutes apart, as a Kubernetes Job's pods do), and only a node silent for the
+                // whole grace is left out.
+                if elapsed(first.max(run.last_message_at), now) >= self.settings.commit_grace {
                     to_commit.push(id);
                     continue;
                 }

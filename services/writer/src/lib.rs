@@ -5,26 +5,37 @@
 //! which `loadgen --standalone` uses too. This crate is its AMQP and InfluxDB edge.
 //!
 //! Layout:
+//! - [`settings`]: configuration (defaults, TOML file, environment).
+//! - `session` (private): a broker session: connect, declare the topology, take the leader
+//!   lock, restore the runs, lead; reconnects with backoff.
+//! - `lock` (private): the leader lock (an exclusive queue).
+//! - `checkpoints` (private): the checkpoint stream: its messages, publishing them, restoring
+//!   the runs from them.
+//! - `policy` (private): the leader loop's rules as a state machine (events in, actions out:
+//!   ack once checkpointed, dead-letter, checkpoint, write, status), unit-tested with paused
+//!   time.
+//! - `leader` (private): the leader loop, which executes the policy's actions against the
+//!   broker and InfluxDB.
 //! - [`sink`]: InfluxDB v2 and InfluxDB v1 sinks and the lifecycle's file sink behind
-//!   [`AnySink`](sink::AnySink), with the retry policy.
-//! - [`consumer`]: the AMQP edge: topology, a broker session (leader lock, restore, consume).
-//! - `active` (private): the leader's loop: deliveries, acks once checkpointed, dead-lettering,
-//!   writes beside the loop, checkpoints, status.
-//! - [`state`]: the leader lock and the checkpoint stream (publish, restore).
+//!   [`AnySink`], with the retry policy.
 //! - [`outbox`]: writing the runs' outboxes in batches.
 //! - [`metrics`]: Prometheus metrics on `metrics.listen`.
 //! - [`redrive`]: moves dead-lettered messages back (`loadtest-writer redrive`).
-//! - [`settings`]: configuration (defaults, TOML file, environment).
 
-mod active;
-pub mod consumer;
+mod checkpoints;
+mod leader;
+mod lock;
 pub mod metrics;
 pub mod outbox;
+mod policy;
 pub mod redrive;
+mod session;
 pub mod settings;
 pub mod sink;
-pub mod state;
-pub mod worker;
+
+/// Declares the writer's exchanges and queues (see the function's docs); the e2e harness
+/// declares them before any writer runs.
+pub use session::declare_topology;
 
 use kit::settings::secret_from;
 use secrecy::ExposeSecret;
@@ -79,7 +90,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut lifecycle = settings.lifecycle.to_settings()?;
     lifecycle.checkpoint_refresh = settings.checkpoint.refresh()?;
     lifecycle.backslashes = settings.sink.backslashes;
-    let worker = consumer::Worker {
+    let worker = session::Worker {
         lifecycle,
         checkpoint: settings.checkpoint.clone(),
         amqp: settings.amqp.clone(),
@@ -92,7 +103,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         .clone()
         .filter(|l| !l.is_empty())
         .map(|listen| tokio::spawn(metrics::serve(listen, shutdown.clone())));
-    let result = consumer::run(worker, shutdown.clone()).await;
+    let result = session::run(worker, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(m) = metrics {
         let _ = m.await;

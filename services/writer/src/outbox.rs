@@ -1,6 +1,6 @@
 //! Writing the runs' outboxes: batches of the runs' points (a [`Batch`] each, up to [`MAX_BATCH_BYTES`], two at a time), retried with
-//! the sink's backoff, while the consume loop goes on (the write runs beside it, see
-//! [`crate::consumer`]).
+//! the sink's backoff, while the consume loop goes on (the write runs beside it, in
+//! the leader loop).
 //!
 //! A batch that InfluxDB rejects for good (400, 422, a single line too large) is written again
 //! run by run, so only the runs whose own points are bad are rejected (and, when their final

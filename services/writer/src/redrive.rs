@@ -13,7 +13,7 @@ use kit::amqp::{AmqpSettings, Message, PublishError, Publisher};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-use crate::consumer::declare_topology;
+use crate::session::declare_topology;
 
 /// What a redrive did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -99,7 +99,7 @@ impl LifecycleConfig {
     }
 }
 
-/// The checkpoint stream and the leader lock (see [`crate::state`]).
+/// The checkpoint stream and the leader lock (see `checkpoints` and `lock`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSettings {

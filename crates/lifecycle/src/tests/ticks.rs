@@ -36,6 +36,31 @@ fn abandoned_run_expires() {
 }
 
 #[test]
+fn commit_grace_waits_for_a_node_that_still_sends_stats() {
+    let mut s = Scenario::with(LifecycleSettings {
+        commit_grace: Duration::from_secs(60),
+        ..LifecycleSettings::default()
+    });
+    s.register(1, "a");
+    s.register(2, "b");
+    s.clock("08:00:10");
+    s.commit(3, "a", 1, "08:00:10", stats(6));
+    // b started later and runs on: its stats keep the run open past a's commit + 60 s.
+    s.clock("08:01:00");
+    s.stats(4, "b", 1, stats(4));
+    let fx = s.tick("08:01:30");
+    assert!(
+        fx.completed.is_empty(),
+        "b sent stats 30 s ago: still running"
+    );
+    assert_eq!(s.running(), 1);
+    s.clock("08:01:40");
+    let fx = s.commit(5, "b", 2, "08:01:40", stats(8));
+    let aggregated = named(&fx, "loadtest_summary", "Aggregated");
+    assert_eq!(int(aggregated, "requests"), 14, "both nodes' final stats");
+}
+
+#[test]
 fn commit_grace_finalizes_with_the_nodes_that_reported() {
     let mut s = Scenario::with(LifecycleSettings {
         commit_grace: Duration::from_secs(60),

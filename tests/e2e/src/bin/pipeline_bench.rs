@@ -371,7 +371,7 @@ async fn declare(conn: &Connection, stack: &Stack) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     let mut s = AmqpSettings::new(AMQP_URL, &stack.exchange);
     s.queue_expires_ms = Some(600_000);
-    loadtest_writer::consumer::declare_topology(&ch, &s).await?;
+    loadtest_writer::declare_topology(&ch, &s).await?;
     let _ = ch.close(200, "declared").await;
     Ok(())
 }
@@ -683,7 +683,7 @@ fn writer_settings(stack: &Stack, interval_s: u64) -> Vec<(&'static str, String)
         (
             "RUST_LOG",
             std::env::var("WRITER_LOG")
-                .unwrap_or_else(|_| "warn,loadtest_writer::consumer=info".into()),
+                .unwrap_or_else(|_| "warn,loadtest_writer::session=info".into()),
         ),
     ]
 }

@@ -1,14 +1,15 @@
-//! The AMQP edge of the writer: topology, the leader lock, restoring the runs, consuming.
-//! The run lifecycle itself knows nothing of AMQP.
+//! A broker session of the writer, and the topology it declares. The run lifecycle itself knows
+//! nothing of AMQP.
 //!
 //! A session connects, declares the topology (queues, exchanges, the checkpoint stream), then
-//! takes the leader lock (standing by while another writer holds it: see [`crate::state`]). The
-//! leader restores the running runs from the checkpoint stream and consumes the writer's queue
-//! ([`crate::active`]): deliveries are acked once a confirmed checkpoint covers them, or when
-//! superseded; points are written beside the consume loop, so an InfluxDB outage does not stop
-//! consumption. On any broker error the session ends (with it the lock, and the unacked
-//! deliveries go back to the queue) and the writer reconnects with backoff (reset once a session
-//! was established); when it is leader again it restores from the stream like any new writer.
+//! takes the leader lock (standing by while another writer holds it: see [`crate::lock`]). The
+//! leader restores the running runs from the checkpoint stream ([`crate::checkpoints`]) and
+//! consumes the writer's queue ([`crate::leader`], whose rules are [`crate::policy`]'s):
+//! deliveries are acked once a confirmed checkpoint covers them, or when superseded; points are
+//! written beside the consume loop, so an InfluxDB outage does not stop consumption. On any
+//! broker error the session ends (with it the lock, and the unacked deliveries go back to the
+//! queue) and the writer reconnects with backoff (reset once a session was established); when it
+//! is leader again it restores from the stream like any new writer.
 
 use std::time::{Duration, Instant};
 
@@ -21,18 +22,22 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
-use lifecycle::Lifecycle;
+use lifecycle::{Lifecycle, LifecycleSettings};
 use protocol::routing;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::active::Active;
+use crate::checkpoints::{self, CheckpointStream, CLOCK_SKEW};
+use crate::leader::Leader;
+use crate::lock;
+use crate::policy::{Clock, Policy, PolicySettings};
 use crate::settings::CheckpointSettings;
-use crate::state::{self, StateStream, CLOCK_SKEW};
+use crate::sink::AnySink;
 
 /// Declares the exchanges, the writer's quorum queue (single active consumer, delivery limit,
 /// dead-lettering) and the dead-letter queue. Idempotent. (The checkpoint stream:
-/// [`state::declare_stream`].)
+/// `checkpoints::declare_stream`.)
 pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
@@ -105,12 +110,21 @@ pub async fn declare_topology(ch: &Channel, s: &AmqpSettings) -> anyhow::Result<
     Ok(())
 }
 
-pub use crate::worker::Worker;
+/// The writer's settings, resolved, and its sink: what every session needs.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) amqp: AmqpSettings,
+    pub(crate) lifecycle: LifecycleSettings,
+    pub(crate) checkpoint: CheckpointSettings,
+    pub(crate) sink: AnySink,
+    /// Event-token secret; `None` disables verification.
+    pub(crate) token_secret: Option<SecretString>,
+}
 
 /// Consumes until `shutdown`, reconnecting on broker errors with capped exponential backoff
 /// (0.5 s doubling to 10 s), reset once a session was established: a broker blip costs the
 /// first delay, not the cap.
-pub async fn run(worker: Worker, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(worker: Worker, shutdown: CancellationToken) -> anyhow::Result<()> {
     let publisher = Publisher::new(&worker.amqp, "loadtest-writer-publisher");
     let writer_id = Uuid::new_v4();
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -139,7 +153,7 @@ async fn session(
     declare_topology(&channel, &worker.amqp)
         .await
         .map_err(SessionError::before)?;
-    state::declare_stream(&channel, &worker.amqp, &worker.checkpoint)
+    checkpoints::declare_stream(&channel, &worker.amqp, &worker.checkpoint)
         .await
         .map_err(SessionError::before)?;
     tracing::info!(queue = %worker.amqp.queue(), stream = %worker.checkpoint.stream_name(&worker.amqp), "connected; topology declared");
@@ -166,12 +180,12 @@ async fn lead(
     let standing_by =
         || tracing::info!(lock = %lock, "standing by: another writer holds the leader lock");
     let retry = worker.checkpoint.lock_retry()?;
-    let Some(_lock_channel) = state::take_lock(conn, &lock, retry, shutdown, standing_by).await?
+    let Some(_lock_channel) = lock::take_lock(conn, &lock, retry, shutdown, standing_by).await?
     else {
         return Ok(());
     };
     let took = Instant::now();
-    let stream = StateStream::open(
+    let stream = CheckpointStream::open(
         conn,
         worker.checkpoint.stream_name(&worker.amqp),
         writer_id,
@@ -210,7 +224,23 @@ async fn lead(
         restore_ms = took.elapsed().as_millis() as u64,
         "active consumer: leader lock taken, runs restored; consuming"
     );
-    Active::new(worker, channel, publisher, stream, lifecycle, shutdown)
-        .run(&mut consumer)
-        .await
+    let policy = Policy::new(
+        lifecycle,
+        PolicySettings {
+            snapshot_interval: worker.lifecycle.snapshot_interval,
+            prefetch: worker.amqp.prefetch,
+            checkpoint_after: worker.checkpoint.threshold(worker.amqp.prefetch),
+            token_secret: worker.token_secret.clone(),
+            clock: Clock::System,
+        },
+    );
+    let leader = Leader {
+        consume: channel,
+        publisher,
+        stream,
+        sink: &worker.sink,
+        amqp: &worker.amqp,
+        shutdown,
+    };
+    leader.run(policy, &mut consumer).await
 }

@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
+/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
+struct RunRef<'a>(&'a Record);
+
+impl Serialize for RunRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Tagged<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            record: &'a Record,
+        }
+        Tagged {
+            kind: "run",
+            record: self.0,
+        }
+        .serialize(s)
+    }
+}
+
 #[test]
 fn messages_are_tagged_json() {
     let cycle = StreamMessage::Cycle {
@@ -76,4 +97,24 @@ fn deflate_round_trips_and_shrinks_repetitive_json() {
         .read_to_end(&mut back)
         .expect("inflate");
     assert_eq!(back, json);
+}
+
+#[test]
+fn a_cycle_message_is_deflated_json_with_the_low_water_mark() {
+    let at = Utc::now();
+    let low_water = at - chrono::Duration::seconds(60);
+    let body = cycle_message(at, low_water).expect("cycle");
+    let mut json = Vec::new();
+    flate2::read::DeflateDecoder::new(&body[..])
+        .read_to_end(&mut json)
+        .expect("inflate");
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert_eq!(v["kind"], "cycle");
+    match serde_json::from_slice::<StreamMessage>(&json).expect("parse") {
+        StreamMessage::Cycle {
+            at: a,
+            low_water: lw,
+        } => assert_eq!((a, lw), (at, low_water)),
+        other => panic!("{other:?}"),
+    }
 }

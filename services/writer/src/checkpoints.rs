@@ -1,17 +1,15 @@
-//! The writer's run state outside the process: the leader lock and the checkpoint stream.
+//! The checkpoint stream: the writer's run state outside the process.
 //!
-//! - **Leader lock**: the exclusive queue `<exchange>.writer.lock`. The connection that declares
-//!   it holds it; another connection's declare fails with `RESOURCE_LOCKED`; the broker deletes
-//!   it when the holding connection closes (a crash included). Only the holder consumes, restores
-//!   and checkpoints, so each run's state lives in one process.
-//! - **Checkpoint stream** `<exchange>.writer.state` (a RabbitMQ stream, replicated by the
-//!   broker, retention `x-max-age`), fed through the fanout exchange of the same name. Messages
-//!   are JSON ([`StreamMessage`]), deflated (`content-encoding: deflate`: stats and line
-//!   protocol shrink several times, which keeps records under the broker's maximum message
-//!   size): the runs' [`Record`]s (a run's state, or a tombstone when the run ended), many to a
-//!   `runs` message (about 256 KiB of JSON each), and after each checkpoint a `cycle` message with the low-water mark (every run the writer holds has a
-//!   record at or after it). They are published on a confirm-mode channel of
-//!   the lock's connection: a writer that lost the lock cannot publish any more.
+//! - **Stream** `<exchange>.writer.state` (a RabbitMQ stream, replicated by the broker,
+//!   retention `x-max-age`), fed through the fanout exchange of the same name. Messages are JSON
+//!   ([`StreamMessage`]), deflated (`content-encoding: deflate`: stats and line protocol shrink
+//!   several times, which keeps records under the broker's maximum message size): the runs'
+//!   [`Record`]s (a run's state, or a tombstone when the run ended), many to a `runs` message
+//!   (about 256 KiB of JSON each, [`RunsMessages`]), and after each checkpoint a `cycle` message
+//!   with the low-water mark (every run the writer holds has a record at or after it:
+//!   [`cycle_message`]). The leader's policy builds them ([`crate::policy`]);
+//!   [`CheckpointStream::send`] publishes them on a confirm-mode channel of the leader lock's
+//!   connection ([`crate::lock`]): a writer that lost the lock cannot publish any more.
 //! - **Restore**: the new leader publishes a `marker`, reads the stream from a recent timestamp
 //!   (`x-stream-offset`) up to its marker, keeps the latest record of each run, and reads again
 //!   from further back when the last `cycle` says a run's latest record is older than where it
@@ -31,19 +29,18 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
-use lifecycle::{Checkpoint, Record};
+use lifecycle::Record;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::settings::CheckpointSettings;
 
 /// The AMQP `type` property of the stream's messages.
-pub const STATE_SCHEMA: &str = "loadtest.writer-state.v1";
+const STATE_SCHEMA: &str = "loadtest.writer-state.v1";
 
 /// How far a writer's clock and the broker's may differ: stream offsets are by the broker's
 /// clock, records carry the writer's.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// How long reading the stream back may go without a message before the restore gives up.
 const READ_IDLE: Duration = Duration::from_secs(15);
@@ -81,36 +78,43 @@ fn json_of(d: &lapin::message::Delivery) -> std::io::Result<Vec<u8>> {
 /// A message of the checkpoint stream (JSON, tagged by `kind`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
-pub enum StreamMessage {
+pub(crate) enum StreamMessage {
     /// A run's state, or its tombstone (`"state": null`).
     Run(Box<Record>),
-    /// Several runs' records, in order (what [`StateStream::publish`] writes).
-    Runs {
-        /// The records.
-        records: Vec<Record>,
-    },
+    /// Several runs' records, in order (what [`RunsMessages`] builds).
+    Runs { records: Vec<Record> },
     /// The end of a checkpoint: every run the writer held then has a record taken at or after
     /// `lowWater`.
     Cycle {
-        /// When the checkpoint was taken.
+        /// When the checkpoint was taken (the writer's clock).
         at: DateTime<Utc>,
-        /// The low-water mark.
         #[serde(rename = "lowWater")]
         low_water: DateTime<Utc>,
     },
     /// Published by a writer before it reads the stream back: where its reading ends.
-    Marker {
-        /// The marker's id.
-        id: Uuid,
-        /// When it was published.
-        at: DateTime<Utc>,
-    },
+    Marker { id: Uuid, at: DateTime<Utc> },
+}
+
+/// A checkpoint's closing `cycle` message, deflated: the checkpoint was taken at `at`, and every
+/// run the writer holds has a record taken at or after `low_water`.
+///
+/// # Errors
+///
+/// Serializing or deflating.
+pub(crate) fn cycle_message(
+    at: DateTime<Utc>,
+    low_water: DateTime<Utc>,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
+        at,
+        low_water,
+    })?)?)
 }
 
 /// Declares the checkpoint stream and its fanout exchange (same name), bound together.
 /// Idempotent; a stream that exists keeps its arguments (an inequivalent one is an error that
 /// names them: change them with a policy).
-pub async fn declare_stream(
+pub(crate) async fn declare_stream(
     ch: &Channel,
     amqp: &AmqpSettings,
     s: &CheckpointSettings,
@@ -162,66 +166,17 @@ pub async fn declare_stream(
     Ok(())
 }
 
-/// Whether `e` is the broker's `RESOURCE_LOCKED` (another connection holds an exclusive queue).
-fn is_locked(e: &lapin::Error) -> bool {
-    matches!(e, lapin::Error::ProtocolError(p) if p.get_id() == 405)
-}
-
-/// Takes the leader lock on `conn`, trying every `retry` while another writer holds it;
-/// `standing_by` is called once when it is held by another. Returns the channel that declared
-/// it (keep it open) or `None` on shutdown.
-///
-/// # Errors
-///
-/// A broker error other than `RESOURCE_LOCKED` (the connection is gone, a permission).
-pub async fn take_lock(
-    conn: &Connection,
-    name: &str,
-    retry: Duration,
-    shutdown: &CancellationToken,
-    mut standing_by: impl FnMut(),
-) -> anyhow::Result<Option<Channel>> {
-    let mut told = false;
-    loop {
-        let ch = conn.create_channel().await?;
-        let declared = ch
-            .queue_declare(
-                name,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
-            Ok(_) => return Ok(Some(ch)),
-            Err(e) if is_locked(&e) => {
-                if !told {
-                    told = true;
-                    standing_by();
-                }
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("declaring {name}"))),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(retry) => {}
-        }
-    }
-}
-
 /// What a restore read back.
 #[derive(Debug, Default)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The latest record of each run (tombstones included).
-    pub records: Vec<Record>,
+    pub(crate) records: Vec<Record>,
     /// Stream messages read (over every pass).
-    pub messages: usize,
+    pub(crate) messages: usize,
     /// Messages that could not be parsed (logged, skipped).
-    pub skipped: usize,
+    pub(crate) skipped: usize,
     /// Passes over the stream (1 normally).
-    pub passes: usize,
+    pub(crate) passes: usize,
 }
 
 /// Where a read of the stream starts.
@@ -233,10 +188,8 @@ enum Offset {
 
 /// A checkpoint published, its confirms outstanding.
 #[derive(Debug)]
-pub struct Sent {
+pub(crate) struct Sent {
     confirms: Confirms,
-    /// Bytes published (deflated).
-    pub bytes: usize,
     timeout: Duration,
 }
 
@@ -247,7 +200,7 @@ impl Sent {
     ///
     /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
     /// covered deliveries must not be acked (end the session: the broker redelivers them).
-    pub async fn confirmed(self) -> anyhow::Result<()> {
+    pub(crate) async fn confirmed(self) -> anyhow::Result<()> {
         tokio::time::timeout(self.timeout, self.confirms.wait())
             .await
             .map_err(|_| anyhow::anyhow!("checkpoint confirms timed out"))?
@@ -257,20 +210,20 @@ impl Sent {
 
 /// Publishing checkpoints to, and reading them back from, the stream.
 #[derive(Debug)]
-pub struct StateStream {
+pub(crate) struct CheckpointStream {
     channel: Channel,
     name: String,
     writer_id: Uuid,
     confirm_timeout: Duration,
 }
 
-impl StateStream {
+impl CheckpointStream {
     /// A confirm-mode channel on `conn` (the lock's connection) to stream `name`.
     ///
     /// # Errors
     ///
     /// The broker's.
-    pub async fn open(
+    pub(crate) async fn open(
         conn: &Connection,
         name: String,
         writer_id: Uuid,
@@ -288,49 +241,20 @@ impl StateStream {
         })
     }
 
-    /// Publishes the checkpoint's records (`runs` messages of about [`RUNS_MESSAGE_BYTES`] of JSON
-    /// each), then its `cycle` message, deflated, and waits for every confirm (at most the
-    /// confirm timeout). Returns the bytes published (deflated).
+    /// Publishes a checkpoint's messages (deflated: its [`RunsMessages`], then its
+    /// [`cycle_message`]) without waiting for the confirms: the caller goes on consuming and
+    /// awaits [`Sent::confirmed`] before acking what the checkpoint covers. Checkpoints sent one
+    /// after another reach the stream in that order (one channel).
     ///
     /// # Errors
     ///
-    /// A broker error, a nack or a timeout: the records may be partly in the stream, and the
-    /// covered deliveries must not be acked (end the session: the broker redelivers them).
-    pub async fn publish(&self, cp: &Checkpoint) -> anyhow::Result<usize> {
-        let mut runs = RunsMessages::new();
-        for r in &cp.records {
-            runs.push(r)?;
-        }
-        let sent = self.send(runs.finish()?, cp.low_water).await?;
-        let bytes = sent.bytes;
-        sent.confirmed().await?;
-        Ok(bytes)
-    }
-
-    /// Publishes a checkpoint's `runs` messages ([`RunsMessages`]) and its `cycle` message with
-    /// `low_water`, as [`StateStream::publish`] does, without waiting for the confirms: the caller goes on consuming and awaits [`Sent::confirmed`] before acking
-    /// what the checkpoint covers. Checkpoints sent one after another reach the stream in that
-    /// order (one channel).
-    ///
-    /// # Errors
-    ///
-    /// Serializing, or the broker's (end the session).
-    pub async fn send(
-        &self,
-        mut bodies: Vec<Vec<u8>>,
-        low_water: DateTime<Utc>,
-    ) -> anyhow::Result<Sent> {
-        bodies.push(deflate(&serde_json::to_vec(&StreamMessage::Cycle {
-            at: Utc::now(),
-            low_water,
-        })?)?);
-        let bytes = bodies.iter().map(Vec::len).sum();
-        let confirms = tokio::time::timeout(self.confirm_timeout, self.publish_all(&bodies))
+    /// The broker's, or no room to publish within the confirm timeout (end the session).
+    pub(crate) async fn send(&self, bodies: &[Vec<u8>]) -> anyhow::Result<Sent> {
+        let confirms = tokio::time::timeout(self.confirm_timeout, self.publish_all(bodies))
             .await
             .map_err(|_| anyhow::anyhow!("checkpoint publish timed out"))??;
         Ok(Sent {
             confirms,
-            bytes,
             timeout: self.confirm_timeout,
         })
     }
@@ -380,7 +304,11 @@ impl StateStream {
     /// # Errors
     ///
     /// The broker's, or the stream going quiet before the marker shows up.
-    pub async fn restore(&self, conn: &Connection, window: Duration) -> anyhow::Result<Restored> {
+    pub(crate) async fn restore(
+        &self,
+        conn: &Connection,
+        window: Duration,
+    ) -> anyhow::Result<Restored> {
         let marker = Uuid::new_v4();
         let body = deflate(&serde_json::to_vec(&StreamMessage::Marker {
             id: marker,
@@ -480,15 +408,15 @@ impl StateStream {
 /// closed once it holds [`RUNS_MESSAGE_BYTES`] of JSON or more, and deflated then: one message's
 /// JSON is in memory at a time.
 #[derive(Debug)]
-pub struct RunsMessages {
+pub(crate) struct RunsMessages {
     max_bytes: usize,
     json: Vec<u8>,
     deflated: Vec<Vec<u8>>,
 }
 
 impl RunsMessages {
-    /// No message yet.
-    pub fn new() -> Self {
+    /// Messages of about [`RUNS_MESSAGE_BYTES`] of JSON each.
+    pub(crate) fn new() -> Self {
         Self::with_max_bytes(RUNS_MESSAGE_BYTES)
     }
 
@@ -505,7 +433,7 @@ impl RunsMessages {
     /// # Errors
     ///
     /// Serializing or deflating.
-    pub fn push(&mut self, record: &impl Serialize) -> anyhow::Result<()> {
+    pub(crate) fn push(&mut self, record: &impl Serialize) -> anyhow::Result<()> {
         const OPEN: &[u8] = br#"{"kind":"runs","records":["#;
         self.json
             .extend_from_slice(if self.json.is_empty() { OPEN } else { b"," });
@@ -528,7 +456,7 @@ impl RunsMessages {
     /// # Errors
     ///
     /// Deflating.
-    pub fn finish(mut self) -> anyhow::Result<Vec<Vec<u8>>> {
+    pub(crate) fn finish(mut self) -> anyhow::Result<Vec<Vec<u8>>> {
         if !self.json.is_empty() {
             self.close()?;
         }
@@ -536,35 +464,6 @@ impl RunsMessages {
     }
 }
 
-impl Default for RunsMessages {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Serializes a record as [`StreamMessage::Run`] without cloning it: one record per message, as
-/// writers wrote them before [`StreamMessage::Runs`] (still read on restore).
 #[cfg(test)]
-struct RunRef<'a>(&'a Record);
-
-#[cfg(test)]
-impl Serialize for RunRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Tagged<'a> {
-            kind: &'static str,
-            #[serde(flatten)]
-            record: &'a Record,
-        }
-        Tagged {
-            kind: "run",
-            record: self.0,
-        }
-        .serialize(s)
-    }
-}
-
-#[cfg(test)]
-#[path = "state_tests.rs"]
+#[path = "checkpoints_tests.rs"]
 mod tests;
