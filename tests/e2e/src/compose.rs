@@ -24,19 +24,11 @@ pub fn stack_tag() -> String {
     std::env::var("LOADTEST_STACK_TAG").unwrap_or_else(|_| "ci".into())
 }
 
-/// The stand-ins of `docker-compose.ci.yml` for RabbitMQ and InfluxDB.
-pub const STAND_INS: &[&str] = &[
-    "loadtest-ci/rabbitmq:3.10",
-    "loadtest-ci/victoriametrics:1.79",
-];
-
-/// Fails, with the command that builds them, unless the images `ours` (names without a tag,
-/// e.g. `loadtest-api`) tagged `tag`, and the [`STAND_INS`], exist.
-pub fn require_images(tag: &str, ours: &[&str]) -> anyhow::Result<()> {
-    let ours = ours.iter().map(|name| format!("{name}:{tag}"));
-    for image in ours.chain(STAND_INS.iter().map(|s| s.to_string())) {
+/// Fails, with the command that builds them, unless every image in `images` exists.
+pub fn require_images(tag: &str, images: &[String]) -> anyhow::Result<()> {
+    for image in images {
         ensure!(
-            docker(&["image", "inspect", &image]).is_ok(),
+            docker(&["image", "inspect", image]).is_ok(),
             "image {image} is missing; build the images first with `bash .ci/images.sh {tag}`"
         );
     }

@@ -58,10 +58,12 @@ async fn compose_stack_failover_outage_and_teardown() -> anyhow::Result<()> {
     require_images(
         &tag,
         &[
-            "loadtest-api",
-            "loadtest-writer",
-            "loadgen",
-            "loadtest-notifier",
+            format!("loadtest-api:{tag}"),
+            format!("loadtest-writer:{tag}"),
+            format!("loadgen:{tag}"),
+            format!("loadtest-notifier:{tag}"),
+            "loadtest-ci/rabbitmq:3.10".into(),
+            "loadtest-ci/victoriametrics:1.79".into(),
         ],
     )?;
     let mut stack = Compose::new(&tag, "stack", &[])?;

@@ -41,7 +41,12 @@ const RUN_TIME_S: u64 = 60;
 const KILL_AFTER: Duration = Duration::from_secs(25);
 /// The pipeline's services the runs need (the Locust services are started per run).
 const SERVICES: &[&str] = &["rabbitmq", "influxdb", "api", "writer-1", "target"];
-/// Our images the test runs (`loadgen` is the demo target's).
+/// docker-compose.ci.yml's stand-ins for RabbitMQ and InfluxDB.
+const STAND_INS: &[&str] = &[
+    "loadtest-ci/rabbitmq:3.10",
+    "loadtest-ci/victoriametrics:1.79",
+];
+/// Our images the test runs (`loadgen` is the demo target's), tagged with the stack tag.
 const IMAGES: &[&str] = &[
     "loadtest-api",
     "loadtest-writer",
@@ -55,7 +60,9 @@ const CSV_STATS: &str = "/var/lib/loadtest/locust_stats.csv";
 #[ignore = "needs Docker and the images of .ci/images.sh; run by .ci/run"]
 async fn locust_master_and_five_workers_in_compose() -> anyhow::Result<()> {
     let tag = stack_tag();
-    require_images(&tag, IMAGES)?;
+    let mut images: Vec<String> = IMAGES.iter().map(|i| format!("{i}:{tag}")).collect();
+    images.extend(STAND_INS.iter().map(|i| i.to_string()));
+    require_images(&tag, &images)?;
     let version = docker(&[
         "run",
         "--rm",
@@ -98,13 +105,7 @@ async fn scenarios(stack: &mut Compose, version: &str) -> anyhow::Result<()> {
 
     // 0. Standalone, the original command.
     let run = standalone_run(stack, &env).await?;
-    let total = run.stored_equals_locust()?;
-    ensure!(
-        total.0 == run.target && total.0 > 20,
-        "standalone run {}: Locust's total {total:?}, target's count {}",
-        run.uuid,
-        run.target
-    );
+    let total = run.all_equal_target(20)?;
     println!(
         "STACK-LOCUST | run 0, standalone (--headless -u 2 -r 2 -t 15s --only-summary) | run {} | stored Aggregated {} = Locust's CSV = its printed summary = target's count {}",
         run.uuid, total.0, run.target
@@ -112,13 +113,7 @@ async fn scenarios(stack: &mut Compose, version: &str) -> anyhow::Result<()> {
 
     // 1. Five workers, nothing killed.
     let run = locust_run(stack, &env, None).await?;
-    let csv_total = run.stored_equals_locust()?;
-    ensure!(
-        csv_total.0 == run.target && csv_total.0 > 500,
-        "run {}: Locust's CSV total {csv_total:?}, target's count {}",
-        run.uuid,
-        run.target
-    );
+    let csv_total = run.all_equal_target(500)?;
     ensure!(
         run.users.contains(&USERS),
         "run {}: no snapshot with {USERS} users: {:?}",
@@ -209,6 +204,19 @@ impl LocustRun {
             self.printed
         );
         aggregated(&self.csv).context("no Aggregated row in the CSV")
+    }
+
+    /// [`LocustRun::stored_equals_locust`], and Locust's total equals the target's count and is
+    /// over `min` requests.
+    fn all_equal_target(&self, min: u64) -> anyhow::Result<(u64, u64)> {
+        let total = self.stored_equals_locust()?;
+        ensure!(
+            total.0 == self.target && total.0 > min,
+            "run {}: Locust's total {total:?}, target's count {} (expected equal, over {min})",
+            self.uuid,
+            self.target
+        );
+        Ok(total)
     }
 }
 
