@@ -30,6 +30,11 @@ pub struct Lifecycle {
     pub(crate) runs: HashMap<Uuid, Run>,
     /// Runs that ended since the last checkpoint: the checkpoint writes their tombstones.
     pub(crate) finished: Vec<Finished>,
+    /// Runs whose final record this lifecycle wrote, with when: a message for one of them
+    /// within `expire_after` (a duplicate delivery, a node that joined too late) is acked at once
+    /// and changes nothing, instead of waiting `expire_after` as an orphan. Not checkpointed: a
+    /// new leader treats such stragglers by the orphan rule.
+    recently_finished: HashMap<Uuid, DateTime<Utc>>,
     /// Whether [`Effects::writes`] lists the points computed (see
     /// [`Lifecycle::keep_points_in_effects`]).
     points_in_effects: bool,
@@ -51,6 +56,7 @@ impl Lifecycle {
             settings,
             runs: HashMap::new(),
             finished: Vec::new(),
+            recently_finished: HashMap::new(),
             points_in_effects: true,
         }
     }
@@ -109,6 +115,12 @@ impl Lifecycle {
         if self.runs.get(&event_id).is_some_and(Run::finalizing) {
             // The final record is computed and waits to be written: a repeat, or a straggler
             // after the commit grace, changes nothing.
+            fx.ack.push(delivery);
+            return fx;
+        }
+        if self.recently_finished.contains_key(&event_id) && !matches!(env.body, Body::Completed(_))
+        {
+            tracing::warn!(event_id = %event_id, node_id = %node_id, kind = env.body.kind(), "a message for a run whose final record is written: acked, changes nothing (a duplicate delivery, or a node that joined after the run ended)");
             fx.ack.push(delivery);
             return fx;
         }
@@ -224,6 +236,9 @@ impl Lifecycle {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Effects {
         let mut fx = Effects::default();
         let ts = align_down(now, self.settings.snapshot_interval);
+        let keep = self.settings.expire_after;
+        self.recently_finished
+            .retain(|_, at| elapsed(*at, now) < keep);
         let mut to_expire = Vec::new();
         let mut to_commit = Vec::new();
         let mut to_drop = Vec::new();
@@ -490,6 +505,9 @@ impl Lifecycle {
             registers,
             rest,
         });
+        if run.completed.is_some() {
+            self.recently_finished.insert(id, run.last_message_at);
+        }
         if let Some(completed) = run.completed {
             tracing::info!(event_id = %id, status = %completed.status, "final record written");
             fx.completed.push(Envelope::new(
