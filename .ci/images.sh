@@ -6,12 +6,18 @@
 #   2. The stand-ins of docker-compose.ci.yml for RabbitMQ and InfluxDB, from Debian's packages
 #      (infra/docker/ci/; `apt-get` inside `docker build` reaches Debian's mirror here). Docker's
 #      layer cache makes later runs take seconds.
-#   3. Our images, from the binaries the test stage already built (infra/docker/Dockerfile's
+#   3. The Locust image loadtest-locust:TAG (infra/docker/Dockerfile's `locust` target: Locust
+#      $LOCUST_PIN from PyPI and the plugin clients/locust), which needs no binary of ours. pip
+#      inside `docker build` reaches PyPI here; the CA certificates this machine adds to Debian's
+#      store (/usr/local/share/ca-certificates, e.g. a TLS-intercepting proxy's) go to pip as the
+#      build argument EXTRA_CA_CERTS, never into the image. Docker's layer cache makes later runs
+#      take seconds (loadtest-ci/locust-venv and loadtest-ci/locust keep it when TAG goes).
+#   4. Our images, from the binaries the test stage already built (infra/docker/Dockerfile's
 #      *-prebuilt targets; debug info stripped into target/docker/ to keep the context small),
 #      tagged loadtest-api:TAG, loadtest-writer:TAG, loadgen:TAG, loadtest-notifier:TAG.
 # Usage: bash .ci/images.sh [TAG]   (TAG default: ci; PROFILE=debug|release picks the binaries)
-# IMAGES_STEP picks a part (default all): `base` (1 and 2, which need no build of ours), `stage`
-# (strip the binaries into target/docker), `ours` (3 from what `stage` left), `all`.
+# IMAGES_STEP picks a part (default all): `base` (1, 2 and 3, which need no build of ours),
+# `stage` (strip the binaries into target/docker), `ours` (4 from what `stage` left), `all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,9 +75,19 @@ build_base_image() {
   log "debian:bookworm-slim imported"
 }
 
+# The CA certificates added to this machine's store, PEM, for pip in the Locust image's build.
+extra_ca_certs() {
+  find /usr/local/share/ca-certificates -name '*.crt' -type f -exec cat {} + 2>/dev/null || true
+}
+
+# The Locust stages' build arguments, given to every build of infra/docker/Dockerfile: the legacy
+# builder builds every stage above the target, and the same arguments keep those cached.
+DOCKERFILE_ARGS=(--build-arg "LOCUST_VERSION=$LOCUST_PIN" --build-arg "EXTRA_CA_CERTS=$(extra_ca_certs)")
+
 build() { # build TAG DOCKERFILE CONTEXT [docker build options...]
   local tag=$1 file=$2 context=$3; shift 3
   log "docker build $tag"
+  if [ "$file" = infra/docker/Dockerfile ]; then set -- "${DOCKERFILE_ARGS[@]}" "$@"; fi
   if ! docker build -q -f "$file" -t "$tag" "$@" "$context" >"$LOADTEST_CI_DIR/build.log" 2>&1; then
     cat "$LOADTEST_CI_DIR/build.log"
     log "ERROR: building $tag failed"
@@ -91,6 +107,11 @@ if [ "$STEP" = base ] || [ "$STEP" = all ]; then
   build_base_image
   build loadtest-ci/rabbitmq:3.10 infra/docker/ci/rabbitmq.Dockerfile infra/docker/ci
   build loadtest-ci/victoriametrics:1.79 infra/docker/ci/victoriametrics.Dockerfile infra/docker/ci
+  # The venv stage (Locust from PyPI, the slow part) and the image also get tags of their own,
+  # so that .ci/run removing its TAG leaves their layers cached for the next run.
+  build loadtest-ci/locust-venv:latest infra/docker/Dockerfile . --target locust-venv
+  build "loadtest-locust:$TAG" infra/docker/Dockerfile . --target locust
+  docker tag "loadtest-locust:$TAG" loadtest-ci/locust:latest
 fi
 
 if [ "$STEP" = stage ] || [ "$STEP" = all ]; then

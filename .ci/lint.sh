@@ -4,7 +4,8 @@
 #   - ShellCheck: every shell script of the repository (found by its #! line)
 #   - cfn-lint: the ECS CloudFormation templates (infra/ecs/)
 #   - kubectl kustomize + kubernetes-validate --strict:
-#     infra/k8s and infra/k8s/loadgen rendered, and the Job run-cluster.sh creates
+#     infra/k8s, infra/k8s/loadgen and infra/k8s/locust rendered, and the Job run-cluster.sh
+#     creates
 #   - docker-compose config:
 #     docker-compose.yml alone and with docker-compose.ci.yml (.env.example's values)
 #   - deploy-ecs.sh --dry-run
@@ -74,12 +75,14 @@ render_k8s() {
   cp infra/k8s/secrets.env.example "$work/k8s/secrets.env"
   kubectl kustomize "$work/k8s" >"$work/services.yaml"
   kubectl kustomize "$work/k8s/loadgen" >"$work/loadgen.yaml"
+  kubectl kustomize "$work/k8s/locust" >"$work/locust.yaml"
   infra/scripts/run-cluster.sh --print >"$work/run-cluster.yaml"
 }
 validate_k8s() {
-  kubernetes-validate --strict --quiet "$work/services.yaml" "$work/loadgen.yaml" "$work/run-cluster.yaml"
+  kubernetes-validate --strict --quiet "$work/services.yaml" "$work/loadgen.yaml" "$work/locust.yaml" \
+    "$work/run-cluster.yaml"
 }
-check "kubectl kustomize infra/k8s infra/k8s/loadgen; run-cluster.sh --print" render_k8s
+check "kubectl kustomize infra/k8s infra/k8s/loadgen infra/k8s/locust; run-cluster.sh --print" render_k8s
 check "kubernetes-validate --strict (rendered manifests)" validate_k8s
 
 compose_config() {

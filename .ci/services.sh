@@ -87,13 +87,17 @@ venv_pip_pin() {
   fi
 }
 
+# The Locust release the tests run and the Locust image installs (.ci/images.sh passes it to
+# infra/docker/Dockerfile); keep it in sync with LOCUST_PIN in tests/e2e/src/locust.rs, which the
+# tests check against the installed Locust and the image.
+LOCUST_PIN=2.32.4
+
 ensure_locust() {
-  # Real Locust for the plugin's end-to-end test (tests/e2e/tests/locust.rs), pinned; keep the pin
-  # in sync with LOCUST_PIN there. The plugin itself is installed editable from clients/locust.
-  local pin=2.32.4
+  # Real Locust for the plugin's end-to-end tests (tests/e2e/tests/locust.rs), pinned. The plugin
+  # itself is installed editable from clients/locust.
   if [ -d clients/locust ]; then
     ensure_test_venv
-    venv_pip_pin locust "$pin"
+    venv_pip_pin locust "$LOCUST_PIN"
     # Always: an editable install points at one checkout, and CI runs in a fresh clone.
     log "pip install -e ./clients/locust (into $TEST_VENV)"
     "$TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check -e ./clients/locust

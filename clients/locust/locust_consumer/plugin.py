@@ -6,11 +6,19 @@ master (``--master``, or the parent of ``--processes``). Workers send their stat
 as usual and do nothing here.
 
 Timeline on the master of a distributed run: ``test_stop`` fires before the workers' last
-reports arrive (Locust's ``quit()`` fires it, then asks the workers to quit and waits for their
-final reports), so the commit waits until every worker has reported with no users left (or has
-quit), and at the latest until Locust's ``quitting`` event, by which time Locust has received
-everything it ever will. ``quitting`` blocks until the commit is done, so the process does not
-exit before.
+reports arrive, so the commit waits until every worker that took part has sent a report with no
+users left, has gone missing, or has quit (:func:`pending_final_reports`), and at the latest
+until Locust's ``quitting`` event, by which time Locust has received everything it ever will.
+``quitting`` blocks until the commit is done, so the process does not exit before. Locust
+stops a distributed test in two ways, and both end like that:
+
+- headless (``--headless``, ``-t``): ``quit()`` fires ``test_stop``, then tells the workers to
+  quit; each stops its users and sends a last report, and the master listens for 0.5 s more;
+- a stop that keeps the master up (``--autostart`` and ``-t``, the web UI's stop button or
+  ``run_time``): ``stop()`` tells the workers to stop, waits until they have no users, fires
+  ``test_stop``; the workers' last reports come with their next periodic report (every 3 s).
+  Workers that said they stopped have left Locust's list of workers by then, until they come
+  back as ready, so that list alone cannot tell whose report is still to come.
 """
 
 from __future__ import annotations
@@ -120,6 +128,32 @@ class Settings:
         )
 
 
+def pending_final_reports(
+    last_users: dict[str, int],
+    final: set[str],
+    gone: set[str],
+    workers: dict[str, str],
+) -> set[str]:
+    """The workers whose last report the master's commit still waits for.
+
+    ``last_users``: worker id → user count of its latest report in this run (the workers that
+    took part); ``final``: those that reported with no users after the stop; ``gone``: those seen
+    missing (no heartbeat for 3 s: killed, or cut off); ``workers``: the master's current workers
+    (``runner.clients``), id → state. A worker is waited for when it took part (it reported, or
+    runs users now) and has not sent its final report, unless it is gone, or it left the
+    master's list after a report with no users (it quit before the stop).
+    """
+    took_part = set(last_users) | {w for w, state in workers.items() if state in ("running", "spawning")}
+    pending = set()
+    for worker in took_part - final:
+        if worker in gone or workers.get(worker) == "missing":
+            continue
+        if worker not in workers and last_users.get(worker, 0) == 0:
+            continue
+        pending.add(worker)
+    return pending
+
+
 def _runner_kind(runner: Any) -> str:
     """``local``, ``master`` or ``worker``."""
     from locust.runners import MasterRunner, WorkerRunner
@@ -156,9 +190,16 @@ class Run:
         self._worker: Optional[Greenlet] = None
         self._finisher: Optional[Greenlet] = None
         self._stopped_at: Optional[float] = None
+        #: Master: worker id → user count of its latest report in this run.
+        self._last_users: dict[str, int] = {}
+        #: Master: workers that reported with no users after the stop.
         self._final_reports: set[str] = set()
+        #: Master: workers seen missing (warned once each).
+        self._gone: set[str] = set()
         self.committed = False
         self.failed = False
+        #: Why the run is not recorded (registration failed), once that is known.
+        self.not_recorded: Optional[str] = None
         #: When the stats were read for the commit (``time.monotonic()``); they are final then.
         self.final_at: Optional[float] = None
 
@@ -203,6 +244,7 @@ class Run:
     def _required_failed(self, why: str) -> None:
         """``--consumer-required`` and no registration: one clear error, exit code 1."""
         self.failed = True
+        self.not_recorded = why
         self.environment.process_exit_code = 1
         logger.error(
             "cannot register the run with the load-test API at %s: %s. --consumer-required is set, "
@@ -244,13 +286,16 @@ class Run:
                     on_retry=lambda _what, last, _n: self._warn_unreachable(last),
                 )
             except Rejected as e:
+                self.not_recorded = str(e)
                 logger.error("%s; this run is not recorded", e)
                 return
             except Unavailable as e:
+                self.not_recorded = str(e)
                 self._warn_unreachable(e.last)
                 logger.info("giving up registering: %s; this run is not recorded", e)
                 return
             except ApiError as e:
+                self.not_recorded = str(e)
                 logger.error("%s; this run is not recorded", e)
                 return
             self._log_registered()
@@ -261,6 +306,8 @@ class Run:
         """Sends one cumulative snapshot; a failure is reported once per outage, the next
         snapshot supersedes it anyway."""
         assert self.registration is not None
+        if self.kind == "master":
+            self._note_missing(self._workers())
         self.seq += 1
         body = payloads.stats_body(
             node_id=self.node_id,
@@ -290,10 +337,34 @@ class Run:
     # --- stop ----------------------------------------------------------------------------
 
     def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
-        """Master: notes a worker's report that arrives after the stop with no users left (its
-        last: everything it counted is in the master's stats now)."""
-        if self._stopped_at is not None and not data.get("user_count"):
+        """Master: notes each worker's latest user count, and a report that arrives after the
+        stop with no users left (its last: everything it counted is in the master's stats now)."""
+        users = int(data.get("user_count") or 0)
+        self._last_users[client_id] = users
+        if self._stopped_at is not None and users == 0:
             self._final_reports.add(client_id)
+
+    def _workers(self) -> dict[str, str]:
+        """Master: the current workers, id → Locust's state (``ready``, ``running``, ``missing``…)."""
+        clients = getattr(self.runner, "clients", None)
+        if clients is None:
+            return {}
+        return {c.id: str(c.state) for c in clients.all}
+
+    def _note_missing(self, workers: dict[str, str]) -> None:
+        """Master: warns once per worker that Locust marked missing (see the README: what a
+        killed worker costs)."""
+        for worker, state in workers.items():
+            if state != "missing" or worker in self._gone:
+                continue
+            self._gone.add(worker)
+            logger.warning(
+                "worker %s sent no heartbeat for 3 s and is missing: what it counted since its last "
+                "report (it reports every 3 s) is lost to Locust and to run %s, and its users run no "
+                "more until Locust drops the worker (after 60 s) and gives them to the others",
+                worker,
+                self.registration.uuid if self.registration else "(not registered)",
+            )
 
     def stop(self) -> None:
         """``test_stop``: stops the stats greenlet and commits in the background, on the master
@@ -305,11 +376,10 @@ class Run:
         self._finisher = gevent.spawn(self._finish)
 
     def final_reports_in(self) -> bool:
-        """Master: every worker has sent its last report or has quit."""
-        clients = getattr(self.runner, "clients", None)
-        if clients is None:
-            return True
-        return all(c.id in self._final_reports for c in clients.all)
+        """Master: every worker that took part has sent its last report, quit, or gone missing."""
+        workers = self._workers()
+        self._note_missing(workers)
+        return not pending_final_reports(self._last_users, self._final_reports, self._gone, workers)
 
     def _finish(self) -> None:
         if self.kind == "master":
@@ -317,7 +387,12 @@ class Run:
             deadline = time.monotonic() + timeout
             while not self.final_reports_in() and not self._final_now.is_set():
                 if time.monotonic() > deadline:
-                    logger.info("not every worker sent a final report within %.0f s; committing what arrived", timeout)
+                    waiting = pending_final_reports(self._last_users, self._final_reports, self._gone, self._workers())
+                    logger.warning(
+                        "no final report from worker(s) %s within %.0f s of the stop; committing what arrived",
+                        ", ".join(sorted(waiting)),
+                        timeout,
+                    )
                     break
                 self._final_now.wait(0.1)
         self._commit()
@@ -366,6 +441,27 @@ class Run:
             failures,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What ``GET /consumer/run`` answers for this run: ``startedAt`` (when the test
+        started, RFC 3339: tells runs apart), ``runId`` (``None`` until registered) and
+        ``state``: ``registering``, ``running``, ``committing`` (stopped, the commit under way),
+        ``committed``, ``not recorded`` (with ``detail``) or ``commit failed``."""
+        uuid = self.registration.uuid if self.registration else None
+        started_at = self.started_at.isoformat()
+        if self.committed:
+            state = "committed"
+        elif self.not_recorded is not None:
+            return {"startedAt": started_at, "runId": None, "state": "not recorded", "detail": self.not_recorded}
+        elif self.failed:
+            state = "commit failed"
+        elif uuid is None:
+            state = "registering"
+        elif self._stopped_at is not None:
+            state = "committing"
+        else:
+            state = "running"
+        return {"startedAt": started_at, "runId": uuid, "state": state}
+
     def finish_now(self, timeout: float) -> None:
         """``quitting``: Locust has received everything it will; commit now and wait for it."""
         if self._finisher is None:
@@ -402,6 +498,26 @@ class ConsumerPlugin:
             # Ends the greenlet running the runner's start() quietly, before it spawns any user
             # (GreenletExit is not an Exception, so Locust's event hook lets it through).
             raise gevent.GreenletExit()
+
+    def status(self) -> dict[str, Any]:
+        """``GET /consumer/run`` on the master's web UI: the current (or last) run's id and state
+        (:meth:`Run.status`); ``state`` is ``none`` before the first test."""
+        if self.run is None:
+            return {"startedAt": None, "runId": None, "state": "none"}
+        return self.run.status()
+
+    def add_web_route(self, web_ui: Any) -> None:
+        """Adds ``GET /consumer/run`` to Locust's web UI (behind its login when there is one), so
+        a script that starts a test through ``POST /swarm`` learns the run id
+        (``python -m locust_consumer.swarm``)."""
+        from flask import jsonify
+
+        def consumer_run() -> Any:
+            return jsonify(self.status())
+
+        guard = getattr(web_ui, "auth_required_if_enabled", None)
+        view = guard(consumer_run) if guard else consumer_run
+        web_ui.app.add_url_rule("/consumer/run", "consumer_run", view, methods=["GET"])
 
     def on_test_stop(self, environment: Any) -> None:
         """Commits the current run (in the background)."""

@@ -283,7 +283,17 @@ pub fn docker(args: &[&str]) -> anyhow::Result<String> {
 
 /// A container's stdout and stderr.
 pub fn docker_logs(container: &str) -> anyhow::Result<String> {
-    let out = Command::new("docker").args(["logs", container]).output()?;
+    docker_logs_args(&["logs", container])
+}
+
+/// What a container wrote to stdout and stderr from `since` on (e.g. since it was started again).
+pub fn docker_logs_since(container: &str, since: DateTime<Utc>) -> anyhow::Result<String> {
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    docker_logs_args(&["logs", "--since", &since, container])
+}
+
+fn docker_logs_args(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker").args(args).output()?;
     Ok(format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -319,4 +329,29 @@ pub async fn target_count(http: &reqwest::Client, target: &str) -> anyhow::Resul
         .json()
         .await?;
     v["requests"].as_u64().context("no requests in /__count")
+}
+
+/// Waits until `container` has exited (at most `timeout`); its exit code.
+pub fn wait_for_exit(container: &str, timeout: Duration) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            container,
+        ])?;
+        let mut words = state.split_whitespace();
+        if let (Some("exited" | "dead"), Some(code)) = (words.next(), words.next()) {
+            return code
+                .parse()
+                .with_context(|| format!("exit code of {container}: {state}"));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{container} still {} after {timeout:?}",
+            state.trim()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

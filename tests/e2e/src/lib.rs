@@ -15,6 +15,7 @@
 //! - [`nodes`]: private RabbitMQ and InfluxDB instances a test may stop.
 //! - [`compose`]: the stack tests' `docker-compose` project ([`Compose`]) and `docker` helpers.
 //! - [`loadgen`]: `loadgen` runs and its output.
+//! - [`locust`]: Locust's CSV files, printed summary and the plugin's log lines.
 //! - [`checks`]: whole-run assertions and the reliability table.
 //! - [`raw`]: raw HTTP/1.1 clients (half-sent requests, stalled bodies) and their answers.
 //! - [`wait`]: polling with a deadline.
@@ -25,6 +26,7 @@ pub mod checks;
 pub mod compose;
 pub mod influx;
 pub mod loadgen;
+pub mod locust;
 pub mod nodes;
 pub mod process;
 pub mod raw;
@@ -39,6 +41,7 @@ pub use checks::*;
 pub use compose::*;
 pub use influx::*;
 pub use loadgen::*;
+pub use locust::*;
 pub use nodes::*;
 pub use process::*;
 pub use raw::*;
